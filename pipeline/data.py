@@ -1,0 +1,228 @@
+"""Load -> dedupe -> split -> TextVectorization (train split only) -> tf.data.
+
+One way through: :func:`load_splits` gives train/val/test texts with string labels,
+:func:`build_vectorizer` adapts on the train texts alone, and :func:`make_datasets` turns the
+splits into batched ``tf.data`` pipelines of padded token ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from pipeline import readers
+from pipeline.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("files", "bbc_news", "imdb")
+
+
+@dataclass
+class Split:
+    texts: List[str]
+    labels: List[str]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+@dataclass
+class Splits:
+    train: Split
+    val: Split
+    test: Split
+    #: Class names; a label's index here is its integer id.
+    classes: List[str]
+    #: Duplicate texts dropped before splitting.
+    duplicates_removed: int = 0
+
+    def items(self) -> List[Tuple[str, Split]]:
+        return [("train", self.train), ("val", self.val), ("test", self.test)]
+
+    def label_ids(self, split: Split) -> np.ndarray:
+        index = {c: i for i, c in enumerate(self.classes)}
+        return np.array([index[label] for label in split.labels], dtype="int32")
+
+    def fingerprint(self) -> Dict[str, str]:
+        """A sha256 per split and overall, over texts and labels in order."""
+        digests = {}
+        for name, split in self.items():
+            h = hashlib.sha256()
+            for text, label in zip(split.texts, split.labels):
+                h.update(label.encode() + b"\t" + text.encode() + b"\n")
+            digests[name] = h.hexdigest()
+        digests["all"] = hashlib.sha256("".join(digests[n] for n, _ in self.items()).encode()).hexdigest()
+        return digests
+
+
+def _dedupe(texts: List[str], labels: List[str], exclude: frozenset = frozenset()) -> Tuple[Split, int]:
+    """Keep the first occurrence of each stripped text, and none that are in ``exclude``."""
+    seen = set(exclude)
+    out = Split([], [])
+    for text, label in zip(texts, labels):
+        key = text.strip()
+        if not key or key in seen:
+            continue
+        seen.add(key)
+        out.texts.append(key)
+        out.labels.append(label)
+    return out, len(texts) - len(out)
+
+
+def _split_off(split: Split, size: float, seed: int, what: str) -> Tuple[Split, Split]:
+    """Stratified (rest, held_out) with ``size`` of the texts held out."""
+    from sklearn.model_selection import train_test_split
+
+    if not 0.0 < size < 1.0:
+        raise ConfigError(f"dataset.{what}_size must be between 0 and 1, got {size}")
+    try:
+        a_t, b_t, a_l, b_l = train_test_split(
+            split.texts, split.labels, test_size=size, random_state=seed, stratify=split.labels
+        )
+    except ValueError as e:
+        counts = ", ".join(f"{k}: {v}" for k, v in sorted(Counter(split.labels).items()))
+        raise DataError(f"cannot split {len(split)} texts ({counts}) for a stratified {what} split: {e}") from None
+    return Split(list(a_t), list(a_l)), Split(list(b_t), list(b_l))
+
+
+def _subsample(split: Split, n: int, seed: int) -> Split:
+    if n >= len(split):
+        return split
+    rest, kept = _split_off(split, n / len(split), seed, "max_samples")
+    return kept
+
+
+def _sort_classes(labels: List[str]) -> List[str]:
+    unique = set(labels)
+    if all(label.lstrip("-").isdigit() for label in unique):
+        return sorted(unique, key=int)
+    return sorted(unique)
+
+
+def _read_sources(ds: Any) -> Tuple[Split, Optional[Split], Optional[Split]]:
+    if ds.source not in SOURCES:
+        raise ConfigError(f"unknown dataset.source {ds.source!r}; choose one of {', '.join(SOURCES)}")
+    if ds.source == "bbc_news":
+        return Split(*readers.read_bbc_news()), None, None
+    if ds.source == "imdb":
+        train, test = readers.read_imdb(ds.cache_dir, ds.url)
+        return Split(*train), None, Split(*test)
+    if ds.class_files:
+        main = Split(*readers.read_class_files(ds.class_files, ds.encoding))
+    elif ds.path:
+        main = Split(*readers.read_file(ds.path, ds))
+    else:
+        raise ConfigError("dataset=files needs dataset.path=<file> (or dataset.class_files)")
+    val = Split(*readers.read_file(ds.val_path, ds)) if ds.val_path else None
+    test = Split(*readers.read_file(ds.test_path, ds)) if ds.test_path else None
+    return main, val, test
+
+
+def load_splits(ds: Any, seed: int) -> Splits:
+    """Read the dataset, drop duplicate texts, and split it (seeded, stratified) as configured.
+
+    Exact duplicates are removed before splitting, and a text in the test (or validation)
+    file is removed from the splits before it, so no text is ever in two splits.
+    """
+    main, val, test = _read_sources(ds)
+    removed = 0
+    if test is not None:
+        test, n = _dedupe(test.texts, test.labels)
+        removed += n
+    held = frozenset(test.texts) if test is not None else frozenset()
+    if val is not None:
+        val, n = _dedupe(val.texts, val.labels, held)
+        removed += n
+        held = held | frozenset(val.texts)
+    main, n = _dedupe(main.texts, main.labels, held)
+    removed += n
+    if not main.texts:
+        raise DataError("no texts left for training after removing empty and duplicate texts")
+
+    if ds.max_samples is not None:
+        total = len(main) + len(val or []) + len(test or [])
+        if ds.max_samples < total:
+            frac = ds.max_samples / total
+            main = _subsample(main, max(1, round(len(main) * frac)), seed)
+            val = _subsample(val, max(1, round(len(val) * frac)), seed) if val is not None else None
+            test = _subsample(test, max(1, round(len(test) * frac)), seed) if test is not None else None
+
+    if len(set(main.labels)) < 2:
+        raise DataError(f"only one class ({main.labels[0]!r}) in the training data; need at least two")
+    # val_size and test_size are shares of everything read as the main corpus
+    left = 1.0
+    if test is None:
+        main, test = _split_off(main, ds.test_size, seed, "test")
+        left -= ds.test_size
+    if val is None:
+        main, val = _split_off(main, ds.val_size / left, seed, "val")
+    classes = _sort_classes(main.labels)
+    for name, split in (("validation", val), ("test", test)):
+        unseen = sorted(set(split.labels) - set(classes))
+        if unseen:
+            raise DataError(f"{name} labels never seen in training: {', '.join(unseen[:5])}")
+    return Splits(main, val, test, classes, removed)
+
+
+def sequence_length(ds: Any, train_texts: List[str]) -> int:
+    """The padded length: a fixed integer, or ``auto`` = a percentile of train lengths, capped."""
+    spec = str(ds.sequence_length).strip().lower()
+    if spec != "auto":
+        if not spec.isdigit() or int(spec) < 1:
+            raise ConfigError(f"dataset.sequence_length must be a positive integer or auto, got {ds.sequence_length!r}")
+        return int(spec)
+    lengths = [len(t.split()) for t in train_texts]
+    return int(max(1, min(ds.max_sequence_length, np.ceil(np.percentile(lengths, ds.length_percentile)))))
+
+
+def build_vectorizer(ds: Any, train_texts: List[str]) -> Any:
+    """A Keras TextVectorization layer adapted on the training texts only."""
+    import keras
+
+    if ds.vocab_size < 3:
+        raise ConfigError(f"dataset.vocab_size must be at least 3, got {ds.vocab_size}")
+    standardize = {
+        (True, True): "lower_and_strip_punctuation",
+        (True, False): "lower",
+        (False, True): "strip_punctuation",
+        (False, False): None,
+    }[(bool(ds.lowercase), bool(ds.strip_punctuation))]
+    layer = keras.layers.TextVectorization(
+        max_tokens=ds.vocab_size,
+        standardize=standardize,
+        output_mode="int",
+        output_sequence_length=sequence_length(ds, train_texts),
+        name="vectorizer",
+    )
+    layer.adapt(np.array(train_texts, dtype=object), batch_size=1024)
+    return layer
+
+
+def vectorize(vectorizer: Any, texts: List[str], batch_size: int = 4096) -> np.ndarray:
+    """Token ids for ``texts``, padded/truncated to the vectorizer's length."""
+    out = [
+        np.asarray(vectorizer(np.array(texts[i : i + batch_size], dtype=object)))
+        for i in range(0, len(texts), batch_size)
+    ]
+    return np.concatenate(out).astype("int32")
+
+
+def make_datasets(splits: Splits, vectorizer: Any, batch_size: int, seed: int) -> Dict[str, Any]:
+    """Batched tf.data pipelines of (token ids, label id); train shuffled with ``seed``."""
+    import tensorflow as tf
+
+    if batch_size < 1:
+        raise ConfigError(f"training.batch_size must be at least 1, got {batch_size}")
+    out = {}
+    for name, split in splits.items():
+        ds = tf.data.Dataset.from_tensor_slices((vectorize(vectorizer, split.texts), splits.label_ids(split)))
+        if name == "train":
+            ds = ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
+        out[name] = ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return out

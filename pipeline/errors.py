@@ -1,0 +1,17 @@
+"""User-facing errors: the CLI prints their message as one line and exits non-zero."""
+
+
+class PipelineError(Exception):
+    """A mistake in the user's input or environment, explained in one line."""
+
+
+class ConfigError(PipelineError):
+    """A config value that composes but cannot work (e.g. an unknown optimizer)."""
+
+
+class DataError(PipelineError):
+    """Data that is missing, empty, undecodable or unusable for classification."""
+
+
+class TrackingError(PipelineError):
+    """The MLflow tracking store cannot be reached or used."""

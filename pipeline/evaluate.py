@@ -1,0 +1,91 @@
+"""Test-split metrics that stay honest on imbalanced data, and the plots that go with them."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+import numpy as np
+
+
+def classification_metrics(y_true: np.ndarray, probs: np.ndarray) -> Dict[str, float]:
+    """Accuracy, macro precision/recall/F1, Matthews correlation, and ROC-AUC for two classes."""
+    from sklearn import metrics
+
+    y_pred = probs.argmax(axis=1)
+    out = {
+        "accuracy": float(metrics.accuracy_score(y_true, y_pred)),
+        "precision_macro": float(metrics.precision_score(y_true, y_pred, average="macro", zero_division=0)),
+        "recall_macro": float(metrics.recall_score(y_true, y_pred, average="macro", zero_division=0)),
+        "f1_macro": float(metrics.f1_score(y_true, y_pred, average="macro", zero_division=0)),
+        "mcc": float(metrics.matthews_corrcoef(y_true, y_pred)),
+    }
+    if probs.shape[1] == 2 and len(np.unique(y_true)) == 2:
+        out["roc_auc"] = float(metrics.roc_auc_score(y_true, probs[:, 1]))
+    return out
+
+
+def confusion(y_true: np.ndarray, probs: np.ndarray, num_classes: int) -> np.ndarray:
+    from sklearn.metrics import confusion_matrix
+
+    return confusion_matrix(y_true, probs.argmax(axis=1), labels=list(range(num_classes)))
+
+
+def misclassified(texts: List[str], y_true: np.ndarray, probs: np.ndarray, classes: List[str], limit: int) -> Any:
+    """The most confidently wrong test texts first, as a DataFrame."""
+    import pandas as pd
+
+    y_pred = probs.argmax(axis=1)
+    wrong = np.flatnonzero(y_pred != y_true)
+    order = wrong[np.argsort(-probs[wrong, y_pred[wrong]], kind="stable")][:limit]
+    return pd.DataFrame(
+        {
+            "text": [texts[i] for i in order],
+            "true_label": [classes[y_true[i]] for i in order],
+            "predicted_label": [classes[y_pred[i]] for i in order],
+            "confidence": probs[order, y_pred[order]].round(6),
+        }
+    )
+
+
+def plot_learning_curves(history: Dict[str, List[float]]) -> Any:
+    """Loss and accuracy per epoch, train beside validation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        for prefix, style in (("", "-o"), ("val_", "--o")):
+            values = history.get(prefix + metric)
+            if values:
+                ax.plot(range(1, len(values) + 1), values, style, label=(prefix or "train_") + metric)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion_matrix(matrix: np.ndarray, classes: List[str]) -> Any:
+    """Counts, with each cell's share of its true class as the colour."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(classes)
+    rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(1.2 * n + 3, 1.2 * n + 2))
+    im = ax.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0)
+    ax.set_xticks(range(n), classes, rotation=45, ha="right")
+    ax.set_yticks(range(n), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, str(matrix[i, j]), ha="center", va="center", color="white" if rates[i, j] > 0.5 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,118 @@
+"""build_model(model_cfg, training_cfg, shape, hp) -> a compiled keras.Model.
+
+A pure function of its arguments: no I/O, no tracking. A value in ``hp`` (a Keras Tuner
+``HyperParameters``) wins over the same-named field of the model or training config, so the
+tuner searches exactly the fields its YAML search space declares and nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import keras
+import numpy as np
+
+from pipeline.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DataShape:
+    """What the model needs to know about the data."""
+
+    vocab_size: int
+    num_classes: int
+
+
+def _value(name: str, cfg: Any, hp: Optional[Any]) -> Any:
+    if hp is not None and name in hp.values:
+        return hp.get(name)
+    return getattr(cfg, name)
+
+
+def _optimizer(name: str, learning_rate: float, clipnorm: Optional[float]) -> keras.optimizers.Optimizer:
+    config: dict = {"learning_rate": learning_rate}
+    if clipnorm:
+        config["clipnorm"] = clipnorm
+    try:
+        return keras.optimizers.get({"class_name": name, "config": config})
+    except ValueError:
+        raise ConfigError(f"unknown training.optimizer {name!r} (e.g. adam, rmsprop, sgd, adamw)") from None
+
+
+def build_model(
+    model_cfg: Any,
+    training_cfg: Any,
+    shape: DataShape,
+    hp: Optional[Any] = None,
+    embedding_matrix: Optional[np.ndarray] = None,
+) -> keras.Model:
+    """Embedding -> (Bi)LSTM x num_layers -> Dense: sigmoid for two classes, softmax for more.
+
+    Padding id 0 is masked, so the LSTM reads only real tokens. Dropout is applied by separate
+    layers, and recurrent dropout only when asked, which keeps the LSTM eligible for the cuDNN
+    kernel on a GPU. ``embedding_matrix`` (vocab_size x embedding_dim) initialises the embedding.
+    """
+    embedding_dim = int(_value("embedding_dim", model_cfg, hp))
+    units = int(_value("units", model_cfg, hp))
+    num_layers = int(_value("num_layers", model_cfg, hp))
+    bidirectional = bool(_value("bidirectional", model_cfg, hp))
+    dropout = float(_value("dropout", model_cfg, hp))
+    recurrent_dropout = float(_value("recurrent_dropout", model_cfg, hp))
+    learning_rate = float(_value("learning_rate", training_cfg, hp))
+    for what, value in (("embedding_dim", embedding_dim), ("units", units), ("num_layers", num_layers)):
+        if value < 1:
+            raise ConfigError(f"model.{what} must be at least 1, got {value}")
+    for what, value in (("dropout", dropout), ("recurrent_dropout", recurrent_dropout)):
+        if not 0.0 <= value < 1.0:
+            raise ConfigError(f"model.{what} must be in [0, 1), got {value}")
+    if embedding_matrix is not None and embedding_matrix.shape != (shape.vocab_size, embedding_dim):
+        raise ConfigError(
+            f"pretrained vectors have {embedding_matrix.shape[1]} dimensions but model.embedding_dim="
+            f"{embedding_dim}; set model.embedding_dim={embedding_matrix.shape[1]}"
+        )
+
+    inputs = keras.Input(shape=(None,), dtype="int32", name="token_ids")
+    embedding = keras.layers.Embedding(
+        shape.vocab_size,
+        embedding_dim,
+        mask_zero=True,
+        trainable=embedding_matrix is None or bool(model_cfg.pretrained.trainable),
+        name="embedding",
+    )
+    x = embedding(inputs)
+    if dropout:
+        x = keras.layers.Dropout(dropout, name="embedding_dropout")(x)
+    for i in range(num_layers):
+        last = i == num_layers - 1
+        lstm = keras.layers.LSTM(units, return_sequences=not last, recurrent_dropout=recurrent_dropout, name=f"lstm_{i}")
+        x = keras.layers.Bidirectional(lstm, name=f"bilstm_{i}")(x) if bidirectional else lstm(x)
+        if dropout:
+            x = keras.layers.Dropout(dropout, name=f"dropout_{i}")(x)
+    binary = shape.num_classes == 2
+    outputs = keras.layers.Dense(
+        1 if binary else shape.num_classes, activation="sigmoid" if binary else "softmax", name="classifier"
+    )(x)
+    model = keras.Model(inputs, outputs, name=str(model_cfg.name))
+    if embedding_matrix is not None:
+        embedding.set_weights([embedding_matrix.astype("float32")])
+    model.compile(
+        optimizer=_optimizer(training_cfg.optimizer, learning_rate, training_cfg.clipnorm),
+        loss="binary_crossentropy" if binary else "sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def text_model(vectorizer: Any, model: keras.Model) -> keras.Model:
+    """The end-to-end model: raw strings -> TextVectorization -> the trained classifier."""
+    text = keras.Input(shape=(), dtype="string", name="text")
+    return keras.Model(text, model(vectorizer(text)), name="text_classifier")
+
+
+def class_probabilities(model: keras.Model, inputs: Any, batch_size: int = 256) -> np.ndarray:
+    """(n, num_classes) probabilities, also for the one-unit sigmoid head."""
+    probs = np.asarray(model.predict(inputs, batch_size=batch_size, verbose=0), dtype="float64")
+    if probs.shape[1] == 1:
+        probs = np.hstack([1.0 - probs, probs])
+    return probs

@@ -1,0 +1,56 @@
+"""What a run needs to be rerun exactly: code version, package versions, config hash."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Dict
+
+PACKAGES = ("pipeline", "tensorflow", "keras", "keras-tuner", "mlflow", "hydra-core", "numpy", "scikit-learn")
+_SOURCE_DIR = Path(__file__).resolve().parent
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(_SOURCE_DIR), *args], capture_output=True, text=True, timeout=10, check=True
+    ).stdout.strip()
+
+
+def git_state() -> Dict[str, str]:
+    """The pipeline source's commit and whether its tree had uncommitted changes."""
+    try:
+        commit = _git("rev-parse", "HEAD")
+        dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return {"git_commit": "unknown", "git_dirty": "unknown"}
+    return {"git_commit": commit, "git_dirty": str(dirty).lower()}
+
+
+def package_versions() -> Dict[str, str]:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "missing"
+    return out
+
+
+def config_hash(config: Dict[str, Any]) -> str:
+    """sha256 of the resolved config, independent of key order."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def flatten(config: Dict[str, Any], prefix: str = "") -> Dict[str, str]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": "1"}``: MLflow params from a nested config."""
+    out: Dict[str, str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = "null" if value is None else str(value)
+    return out

@@ -1,0 +1,66 @@
+"""The MLflow pyfunc model logged with every run: raw texts in, label and probabilities out.
+
+Logged as an MLflow "model from code" (this file is copied into the model, nothing is
+pickled), around the saved end-to-end Keras model (TextVectorization -> LSTM classifier)
+and its label map. MLflow's own Keras flavour cannot feed raw strings to a model.
+
+    model = mlflow.pyfunc.load_model("runs:/<run_id>/model")
+    model.predict(pd.DataFrame({"text": ["a great film", "dull"]}))
+    #   label  confidence  probabilities
+    #   1      0.93        {"0": 0.07, "1": 0.93}
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, List, Optional
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+TEXT_COLUMN = "text"
+
+
+def _texts(model_input: Any) -> List[str]:
+    if isinstance(model_input, pd.DataFrame):
+        if TEXT_COLUMN in model_input.columns:
+            column = model_input[TEXT_COLUMN]
+        elif model_input.shape[1] == 1:
+            column = model_input.iloc[:, 0]
+        else:
+            raise ValueError(f"expected a DataFrame with a {TEXT_COLUMN!r} column, got {list(model_input.columns)}")
+        return ["" if v is None else str(v) for v in column.tolist()]
+    if isinstance(model_input, str):
+        return [model_input]
+    return [str(v) for v in np.asarray(model_input, dtype=object).ravel().tolist()]
+
+
+class TextClassifier(mlflow.pyfunc.PythonModel):
+    """Predicts a label and class probabilities for each raw text."""
+
+    def load_context(self, context: Any) -> None:
+        import keras
+
+        self.model = keras.saving.load_model(context.artifacts["keras_model"], safe_mode=True, compile=False)
+        with open(context.artifacts["label_map"], encoding="utf-8") as f:
+            self.classes: List[str] = json.load(f)["classes"]
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: Optional[Dict[str, Any]] = None) -> pd.DataFrame:
+        texts = _texts(model_input)
+        if not texts:
+            return pd.DataFrame({"label": [], "confidence": [], "probabilities": []})
+        probs = np.asarray(self.model.predict(np.array(texts, dtype=object), batch_size=256, verbose=0), dtype="float64")
+        if probs.shape[1] == 1:
+            probs = np.hstack([1.0 - probs, probs])
+        best = probs.argmax(axis=1)
+        return pd.DataFrame(
+            {
+                "label": [self.classes[i] for i in best],
+                "confidence": probs[np.arange(len(best)), best],
+                "probabilities": [dict(zip(self.classes, row.tolist())) for row in probs],
+            }
+        )
+
+
+mlflow.models.set_model(TextClassifier())

