@@ -27,6 +27,24 @@ def _one_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+def _hydra_message(error: BaseException) -> str:
+    """Hydra's compose-time message (what, why, and the options there are) on one line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    message = lines[0] if lines else type(error).__name__
+    override = getattr(error, "override", None)  # OverrideParseException
+    if override is not None:
+        message = f"cannot parse override {override!r}: {message} (see `pipeline train --help`)"
+    cause = error.__cause__
+    if cause is not None and str(cause).strip():
+        message = f"{message.rstrip('.')}: {_one_line(cause)}"
+    if "Available options" in str(error):
+        start = lines.index(next(line for line in lines if line.startswith("Available options")))
+        options = [line for line in lines[start + 1 :] if not line.startswith(("Config search path", "provider="))]
+        message = f"{message}; available: {', '.join(options)}"
+    hint = next((line for line in lines[1:] if line.startswith("To append")), None)
+    return f"{message} ({hint[0].lower() + hint[1:]})" if hint else message
+
+
 def _guarded(job: Callable[[Any], Any], cfg: Any) -> Any:
     """Run a job; a user mistake becomes one line on stderr and exit status 2."""
     from omegaconf.errors import OmegaConfBaseException
@@ -72,7 +90,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     if command not in COMMANDS:
         print(f"error: unknown command {command!r}; commands: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Hydra then raises instead of printing; a user's own setting keeps the full trace.
+    full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"
     config_name, job = COMMANDS[command]
     sys.argv = [f"pipeline {command}", *rest]
     try:
@@ -80,6 +104,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except (HydraException, OmegaConfBaseException) as e:
+        if full_error:
+            raise
+        print(f"error: {_hydra_message(e)}", file=sys.stderr)
+        return 2
     return 0
 
 

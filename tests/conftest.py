@@ -1,0 +1,95 @@
+"""Shared fixtures: the real configs, shrunk; a fresh MLflow store per test; no leaked runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from hydra import compose, initialize_config_dir  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from pipeline.config import CONF_DIR, register_configs  # noqa: E402
+
+REPO = CONF_DIR.parent
+DATA_DIR = Path(os.environ.get("PIPELINE_DATA_DIR", REPO.parent / "shared" / "data"))
+
+#: Small enough for seconds per run, big enough to exercise every code path.
+SHRINK = [
+    "training.epochs=1",
+    "training.batch_size=32",
+    "training.verbose=0",
+    "model.units=8",
+    "model.embedding_dim=8",
+    "dataset.vocab_size=2000",
+]
+
+register_configs()
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Each test runs in its own directory, so `mlruns/` and `outputs/` are fresh, and must
+    leave no MLflow run active behind it."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PIPELINE_DATA_DIR", str(DATA_DIR))
+    yield
+    import mlflow
+
+    assert mlflow.active_run() is None, "a test leaked an active MLflow run"
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
+    """Compose the real config with shrinking overrides and a store under ``tmp_path``."""
+
+    def _make(*overrides: str) -> DictConfig:
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            return compose(
+                "config",
+                overrides=[*SHRINK, f"paths.mlruns_dir={tmp_path / 'mlruns'}", *overrides],
+            )
+
+    return _make
+
+
+@pytest.fixture
+def store_uri(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+
+
+def run_cli(args: List[str], cwd: Path, timeout: int = 300, env: Optional[dict] = None) -> subprocess.CompletedProcess:
+    """The real console script, as a user runs it."""
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+    full_env.pop("HYDRA_FULL_ERROR", None)
+    exe = Path(sys.executable).with_name("pipeline")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "pipeline.cli"]
+    return subprocess.run(
+        [*cmd, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env
+    )
+
+
+def write_sentiment_csv(path: Path, n: int = 240, seed: int = 0) -> Path:
+    """A small, clearly learnable two-class CSV: positive and negative cue words in filler."""
+    import random
+
+    rng = random.Random(seed)
+    pos = ["good", "great", "superb", "lovely", "delightful", "excellent"]
+    neg = ["bad", "awful", "dreadful", "boring", "terrible", "poor"]
+    filler = ["the", "film", "plot", "was", "acting", "story", "really", "quite", "and", "a", "music", "ending"]
+    rows = ["text,label"]
+    for i in range(n):
+        label = "positive" if i % 2 == 0 else "negative"
+        cues = pos if label == "positive" else neg
+        words = [rng.choice(filler) for _ in range(rng.randint(4, 10))]
+        for _ in range(2):
+            words.insert(rng.randint(0, len(words)), rng.choice(cues))
+        rows.append(f"{' '.join(words)} #{i},{label}")
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path

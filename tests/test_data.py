@@ -1,0 +1,129 @@
+"""Splits a researcher can trust: deduplicated, disjoint, stratified, seeded; vocabulary from train only."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import DATA_DIR, write_sentiment_csv
+from pipeline import data
+from pipeline.errors import ConfigError, DataError
+
+needs_shared_data = pytest.mark.skipif(not DATA_DIR.is_dir(), reason=f"public datasets not at {DATA_DIR}")
+
+
+def _all_texts(splits: data.Splits) -> list:
+    return splits.train.texts + splits.val.texts + splits.test.texts
+
+
+def test_duplicates_are_removed_before_splitting(tmp_path: Path, make_cfg) -> None:
+    f = write_sentiment_csv(tmp_path / "d.csv", n=100)
+    lines = f.read_text().splitlines()
+    f.write_text("\n".join(lines + lines[1:21]) + "\n")  # 20 exact duplicates
+    cfg = make_cfg("dataset=files", f"dataset.path={f}")
+    splits = data.load_splits(cfg.dataset, seed=0)
+    texts = _all_texts(splits)
+    assert splits.duplicates_removed == 20
+    assert len(texts) == len(set(texts)) == 100
+
+
+def test_a_test_file_text_never_appears_in_training(tmp_path: Path, make_cfg) -> None:
+    train = write_sentiment_csv(tmp_path / "train.csv", n=100)
+    test = tmp_path / "test.csv"
+    test.write_text("text,label\n" + "\n".join(train.read_text().splitlines()[1:11]) + "\n")
+    cfg = make_cfg("dataset=files", f"dataset.path={train}", f"dataset.test_path={test}")
+    splits = data.load_splits(cfg.dataset, seed=0)
+    assert len(splits.test) == 10
+    assert not set(splits.test.texts) & set(splits.train.texts + splits.val.texts)
+    assert len(splits.train) + len(splits.val) == 90
+
+
+def test_splits_are_stratified_and_seeded(tmp_path: Path, make_cfg) -> None:
+    f = tmp_path / "imbalanced.csv"
+    rows = [f"text {i} here,{'rare' if i % 5 == 0 else 'common'}" for i in range(500)]
+    f.write_text("text,label\n" + "\n".join(rows) + "\n")
+    cfg = make_cfg("dataset=files", f"dataset.path={f}")
+    a = data.load_splits(cfg.dataset, seed=1)
+    b = data.load_splits(cfg.dataset, seed=1)
+    c = data.load_splits(cfg.dataset, seed=2)
+    assert a.test.texts == b.test.texts and a.fingerprint() == b.fingerprint()
+    assert a.test.texts != c.test.texts and a.fingerprint()["all"] != c.fingerprint()["all"]
+    assert (len(a.train), len(a.val), len(a.test)) == (400, 50, 50)
+    for split in (a.train, a.val, a.test):
+        assert Counter(split.labels)["rare"] / len(split) == pytest.approx(0.2, abs=0.01)
+
+
+def test_max_samples_keeps_classes_balanced(make_cfg) -> None:
+    cfg = make_cfg("dataset.max_samples=250")
+    splits = data.load_splits(cfg.dataset, seed=0)
+    assert len(_all_texts(splits)) == pytest.approx(250, abs=2)
+    assert len(set(splits.test.labels)) == 5
+
+
+def test_one_class_is_refused(tmp_path: Path, make_cfg) -> None:
+    f = tmp_path / "one.csv"
+    f.write_text("text,label\n" + "\n".join(f"text {i},only" for i in range(30)) + "\n")
+    with pytest.raises(DataError, match="only one class"):
+        data.load_splits(make_cfg("dataset=files", f"dataset.path={f}").dataset, seed=0)
+
+
+def test_labels_only_in_the_test_file_are_refused(tmp_path: Path, make_cfg) -> None:
+    train = write_sentiment_csv(tmp_path / "train.csv", n=60)
+    test = tmp_path / "test.csv"
+    test.write_text("text,label\nsomething new,neutral\n")
+    with pytest.raises(DataError, match="test labels never seen in training: neutral"):
+        data.load_splits(make_cfg("dataset=files", f"dataset.path={train}", f"dataset.test_path={test}").dataset, 0)
+
+
+def test_sequence_length_auto_is_a_capped_percentile(make_cfg) -> None:
+    texts = [" ".join(["w"] * n) for n in range(1, 101)]
+    cfg = make_cfg("dataset.sequence_length=auto", "dataset.length_percentile=90", "dataset.max_sequence_length=500")
+    assert data.sequence_length(cfg.dataset, texts) == 91
+    cfg = make_cfg("dataset.sequence_length=auto", "dataset.max_sequence_length=40")
+    assert data.sequence_length(cfg.dataset, texts) == 40
+    assert data.sequence_length(make_cfg("dataset.sequence_length=17").dataset, texts) == 17
+    with pytest.raises(ConfigError, match="positive integer or auto"):
+        data.sequence_length(make_cfg("dataset.sequence_length=long").dataset, texts)
+
+
+def test_vocabulary_comes_from_the_training_split_only(tmp_path: Path, make_cfg) -> None:
+    train = write_sentiment_csv(tmp_path / "train.csv", n=80)
+    test = tmp_path / "test.csv"
+    test.write_text("text,label\nzyzzyva quokka good,positive\nbad film,negative\n")
+    cfg = make_cfg("dataset=files", f"dataset.path={train}", f"dataset.test_path={test}")
+    splits = data.load_splits(cfg.dataset, seed=0)
+    vectorizer = data.build_vectorizer(cfg.dataset, splits.train.texts)
+    vocabulary = vectorizer.get_vocabulary()
+    assert "zyzzyva" not in vocabulary and "good" in vocabulary
+    ids = data.vectorize(vectorizer, ["zyzzyva good"])
+    assert ids[0, 0] == 1  # [UNK]
+    assert ids[0, 1] == vocabulary.index("good")
+    assert ids.shape[1] == vectorizer.get_config()["output_sequence_length"]
+
+
+def test_datasets_batch_ids_with_integer_labels(tmp_path: Path, make_cfg) -> None:
+    f = write_sentiment_csv(tmp_path / "d.csv", n=100)
+    cfg = make_cfg("dataset=files", f"dataset.path={f}")
+    splits = data.load_splits(cfg.dataset, seed=0)
+    vectorizer = data.build_vectorizer(cfg.dataset, splits.train.texts)
+    datasets = data.make_datasets(splits, vectorizer, batch_size=16, seed=0)
+    x, y = next(iter(datasets["train"]))
+    assert x.shape[0] == 16 and x.dtype.name == "int32"
+    assert set(np.unique(y.numpy())) <= {0, 1}
+    assert sum(int(b[1].shape[0]) for b in datasets["test"]) == len(splits.test)
+
+
+@needs_shared_data
+@pytest.mark.parametrize(
+    "name, total, classes",
+    [("sst2", 6920 + 872 + 1821, ["0", "1"]), ("mr", 10662, ["negative", "positive"]), ("subj", 10000, ["0", "1"])],
+)
+def test_public_dataset_configs_read_the_published_counts(make_cfg, name, total, classes) -> None:
+    splits = data.load_splits(make_cfg(f"dataset={name}").dataset, seed=0)
+    assert splits.classes == classes
+    # published sizes, less the exact duplicates (SST-2 repeats 11 sentences across its files)
+    assert len(_all_texts(splits)) + splits.duplicates_removed == total
+    assert len(set(_all_texts(splits))) == len(_all_texts(splits))

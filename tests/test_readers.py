@@ -1,0 +1,128 @@
+"""File formats a researcher brings: each read right, each mistake named with file and line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from pipeline import readers
+from pipeline.errors import DataError
+
+
+def ds(**kw):
+    base = dict(format="auto", text_column="text", label_column="label", header=None, delimiter=None, encoding="utf-8")
+    return SimpleNamespace(**{**base, **kw})
+
+
+def test_csv_with_header_by_column_name(tmp_path: Path) -> None:
+    f = tmp_path / "d.csv"
+    f.write_text('id,review,stars\n1,"great, really great",5\n2,meh,1\n', encoding="utf-8")
+    texts, labels = readers.read_file(f, ds(text_column="review", label_column="stars"))
+    assert texts == ["great, really great", "meh"]
+    assert labels == ["5", "1"]
+
+
+def test_csv_without_header_by_index(tmp_path: Path) -> None:
+    f = tmp_path / "d.csv"
+    f.write_text("pos,lovely film\nneg,dull film\n", encoding="utf-8")
+    texts, labels = readers.read_file(f, ds(text_column="1", label_column="0"))
+    assert texts == ["lovely film", "dull film"] and labels == ["pos", "neg"]
+
+
+def test_tsv_with_bom_and_windows_line_endings(tmp_path: Path) -> None:
+    f = tmp_path / "d.tsv"
+    f.write_bytes("\ufefftext\tlabel\r\nfirst one\ta\r\nsecond one\tb\r\n".encode("utf-8"))
+    texts, labels = readers.read_file(f, ds())
+    assert texts == ["first one", "second one"] and labels == ["a", "b"]
+
+
+def test_jsonl_integer_labels_become_strings(tmp_path: Path) -> None:
+    f = tmp_path / "d.jsonl"
+    f.write_text("\n".join(json.dumps({"body": t, "y": y}) for t, y in [("x y", 0), ("z", 1)]) + "\n")
+    texts, labels = readers.read_file(f, ds(text_column="body", label_column="y"))
+    assert texts == ["x y", "z"] and labels == ["0", "1"]
+
+
+def test_label_text_lines_as_in_sst2(tmp_path: Path) -> None:
+    f = tmp_path / "stsa.binary.train"
+    f.write_text("1 a stirring , funny film\n0 apparently reassembled\n\n", encoding="utf-8")
+    texts, labels = readers.read_file(f, ds())
+    assert texts == ["a stirring , funny film", "apparently reassembled"] and labels == ["1", "0"]
+
+
+def test_latin1_file_with_nel_byte_is_one_line_per_text(tmp_path: Path) -> None:
+    # MR and Subj are Latin-1 and contain 0x85 inside sentences; it is not a line break.
+    f = tmp_path / "mr.neg"
+    f.write_bytes(b"simply awful \x85 truly\nnot good at all\n")
+    texts, labels = readers.read_class_files({"negative": str(f)}, "latin-1")
+    assert len(texts) == 2 and texts[0].startswith("simply awful") and texts[0].endswith("truly")
+    assert labels == ["negative", "negative"]
+
+
+def test_undecodable_bytes_name_the_line(tmp_path: Path) -> None:
+    f = tmp_path / "d.csv"
+    f.write_bytes(b"text,label\nfine,a\nalso fine,b\n\xff\xfe broken,a\n")
+    with pytest.raises(DataError, match=r"d.csv: line 4: .*not valid utf-8.*dataset.encoding"):
+        readers.read_file(f, ds())
+
+
+def test_missing_column_lists_the_columns_there_are(tmp_path: Path) -> None:
+    f = tmp_path / "d.csv"
+    f.write_text("sentence,label\nx,a\n")
+    with pytest.raises(DataError, match=r"no text column 'text' \(columns: sentence, label\)"):
+        readers.read_file(f, ds())
+
+
+def test_missing_and_empty_files(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="not found"):
+        readers.read_file(tmp_path / "nope.csv", ds())
+    (tmp_path / "empty.csv").write_text("  \n")
+    with pytest.raises(DataError, match="empty"):
+        readers.read_file(tmp_path / "empty.csv", ds())
+
+
+def test_header_only_file_has_no_texts(tmp_path: Path) -> None:
+    (tmp_path / "h.csv").write_text("text,label\n")
+    with pytest.raises(DataError, match="no labelled texts"):
+        readers.read_file(tmp_path / "h.csv", ds())
+
+
+def test_bad_jsonl_line_is_named(tmp_path: Path) -> None:
+    f = tmp_path / "d.jsonl"
+    f.write_text('{"text": "ok", "label": 1}\n{"text": "oops"\n')
+    with pytest.raises(DataError, match="line 2: not valid JSON"):
+        readers.read_file(f, ds())
+
+
+def test_bbc_news_is_the_full_corpus() -> None:
+    texts, labels = readers.read_bbc_news()
+    assert len(texts) == 2225
+    assert sorted(set(labels)) == ["business", "entertainment", "politics", "sports", "tech"]
+
+
+def _write_imdb(root: Path) -> None:
+    for split in ("train", "test"):
+        for label in ("neg", "pos"):
+            d = root / "aclImdb" / split / label
+            d.mkdir(parents=True)
+            for i in range(3):
+                (d / f"{i}_7.txt").write_text(f"{label} review {split} {i}<br />second line", encoding="utf-8")
+
+
+def test_imdb_reads_a_cached_copy_as_raw_text(tmp_path: Path) -> None:
+    _write_imdb(tmp_path)
+    (train_t, train_l), (test_t, test_l) = readers.read_imdb(str(tmp_path), "http://127.0.0.1:9/unused.tar.gz")
+    assert len(train_t) == 6 and len(test_t) == 6
+    assert sorted(set(train_l)) == ["neg", "pos"]
+    assert "<br />" not in train_t[0] and "second line" in train_t[0]
+
+
+def test_imdb_offline_without_cache_fails_in_one_clear_line(tmp_path: Path) -> None:
+    with pytest.raises(DataError) as info:
+        readers.read_imdb(str(tmp_path / "cache"), "http://127.0.0.1:9/aclImdb_v1.tar.gz")
+    message = str(info.value)
+    assert "not cached" in message and "\n" not in message
+    assert not list((tmp_path / "cache").glob("*.tar.gz")), "a failed download left a partial archive"
