@@ -1,0 +1,159 @@
+"""The model family: the tutorial's LSTM, bidirectional and stacked variants, tuner-ready."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import keras_tuner
+import numpy as np
+import pytest
+
+from pipeline import evaluate, vectors
+from pipeline.errors import ConfigError, DataError
+from pipeline.model import DataShape, build_model, text_model
+
+
+def _layers(model: keras.Model, kind: type) -> list:
+    return [layer for layer in model.layers if isinstance(layer, kind)]
+
+
+def test_tutorial_model_for_two_classes_has_one_sigmoid_unit(make_cfg) -> None:
+    cfg = make_cfg("model=lstm")
+    model = build_model(cfg.model, cfg.training, DataShape(vocab_size=50, num_classes=2))
+    head = model.get_layer("classifier")
+    assert head.units == 1 and head.activation.__name__ == "sigmoid"
+    assert model.loss == "binary_crossentropy"
+    lstm = _layers(model, keras.layers.LSTM)
+    assert len(lstm) == 1 and lstm[0].units == 8
+    # cuDNN eligibility on a GPU: standard activations, no recurrent dropout by default
+    assert lstm[0].activation.__name__ == "tanh" and lstm[0].recurrent_dropout == 0
+
+
+def test_multiclass_uses_softmax(make_cfg) -> None:
+    cfg = make_cfg()
+    model = build_model(cfg.model, cfg.training, DataShape(vocab_size=50, num_classes=5))
+    head = model.get_layer("classifier")
+    assert head.units == 5 and head.activation.__name__ == "softmax"
+    assert model.loss == "sparse_categorical_crossentropy"
+
+
+@pytest.mark.parametrize("name, layers, bidirectional", [("bilstm", 1, True), ("stacked_lstm", 2, False), ("stacked_bilstm", 2, True)])
+def test_variants(make_cfg, name: str, layers: int, bidirectional: bool) -> None:
+    cfg = make_cfg(f"model={name}")
+    model = build_model(cfg.model, cfg.training, DataShape(vocab_size=50, num_classes=3))
+    assert len(_layers(model, keras.layers.Bidirectional) if bidirectional else _layers(model, keras.layers.LSTM)) == layers
+    assert _layers(model, keras.layers.Dropout), "these variants regularise with dropout"
+    out = model.predict(np.array([[3, 4, 5, 0, 0]]), verbose=0)
+    assert out.shape == (1, 3) and np.isclose(out.sum(), 1.0, atol=1e-5)
+
+
+def test_hyperparameters_override_the_config(make_cfg) -> None:
+    cfg = make_cfg()
+    hp = keras_tuner.HyperParameters()
+    hp.Fixed("units", 12)
+    hp.Fixed("embedding_dim", 6)
+    hp.Fixed("bidirectional", True)
+    hp.Fixed("learning_rate", 0.005)
+    model = build_model(cfg.model, cfg.training, DataShape(vocab_size=40, num_classes=2), hp=hp)
+    assert model.get_layer("embedding").output_dim == 6
+    assert model.get_layer("bilstm_0").forward_layer.units == 12
+    assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(0.005)
+
+
+def test_padding_does_not_change_the_prediction(make_cfg) -> None:
+    cfg = make_cfg()
+    keras.utils.set_random_seed(0)
+    model = build_model(cfg.model, cfg.training, DataShape(vocab_size=50, num_classes=2))
+    short = model.predict(np.array([[7, 8, 9]]), verbose=0)
+    padded = model.predict(np.array([[7, 8, 9, 0, 0, 0, 0]]), verbose=0)
+    np.testing.assert_allclose(short, padded, atol=1e-6)
+
+
+def test_bad_model_settings_are_clear_errors(make_cfg) -> None:
+    cfg = make_cfg("training.optimizer=adamz")
+    with pytest.raises(ConfigError, match="unknown training.optimizer 'adamz'"):
+        build_model(cfg.model, cfg.training, DataShape(50, 2))
+    cfg = make_cfg("model.dropout=1.5")
+    with pytest.raises(ConfigError, match="model.dropout"):
+        build_model(cfg.model, cfg.training, DataShape(50, 2))
+
+
+def test_text_model_takes_raw_strings(make_cfg) -> None:
+    cfg = make_cfg()
+    vectorizer = keras.layers.TextVectorization(max_tokens=50, output_sequence_length=6)
+    vectorizer.adapt(np.array(["good film", "bad film"], dtype=object))
+    model = build_model(cfg.model, cfg.training, DataShape(len(vectorizer.get_vocabulary()), 2))
+    e2e = text_model(vectorizer, model)
+    texts = np.array(["good film", "bad bad film"], dtype=object)
+    np.testing.assert_allclose(
+        e2e.predict(texts, verbose=0), model.predict(vectorizer(texts), verbose=0), atol=1e-6
+    )
+
+
+def _write_glove(path: Path) -> dict:
+    vecs = {"good": [0.1, 0.2, 0.3], "film": [0.4, 0.5, 0.6], "unused": [9.0, 9.0, 9.0]}
+    path.write_text("".join(f"{w} {' '.join(map(str, v))}\n" for w, v in vecs.items()), encoding="utf-8")
+    return vecs
+
+
+def test_glove_vectors_fill_the_embedding_and_report_coverage(tmp_path: Path) -> None:
+    vecs = _write_glove(tmp_path / "glove.txt")
+    vocabulary = ["", "[UNK]", "good", "film", "bad"]
+    matrix, coverage = vectors.load_embedding_matrix(str(tmp_path / "glove.txt"), "auto", vocabulary, seed=0)
+    assert matrix.shape == (5, 3)
+    np.testing.assert_allclose(matrix[2], vecs["good"])
+    np.testing.assert_allclose(matrix[3], vecs["film"])
+    assert np.all(matrix[0] == 0)
+    assert coverage == pytest.approx(2 / 3)  # good, film of good, film, bad
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_word2vec_text_and_binary(tmp_path: Path, binary: bool) -> None:
+    words = {"good": np.array([1.0, -1.0], "float32"), "film": np.array([0.5, 0.25], "float32")}
+    path = tmp_path / ("w2v.bin" if binary else "w2v.txt")
+    if binary:
+        path.write_bytes(b"2 2\n" + b"".join(w.encode() + b" " + v.astype("<f4").tobytes() + b"\n" for w, v in words.items()))
+    else:
+        path.write_text("2 2\n" + "".join(f"{w} {v[0]} {v[1]}\n" for w, v in words.items()))
+    matrix, coverage = vectors.load_embedding_matrix(str(path), "auto", ["", "[UNK]", "film", "good"], seed=0)
+    np.testing.assert_allclose(matrix[2], words["film"])
+    np.testing.assert_allclose(matrix[3], words["good"])
+    assert coverage == 1.0
+
+
+def test_frozen_pretrained_embedding(tmp_path: Path, make_cfg) -> None:
+    _write_glove(tmp_path / "glove.txt")
+    cfg = make_cfg("model.embedding_dim=3", f"model.pretrained.path={tmp_path / 'glove.txt'}")
+    matrix, _ = vectors.load_embedding_matrix(str(tmp_path / "glove.txt"), "glove", ["", "[UNK]", "good"], seed=0)
+    model = build_model(cfg.model, cfg.training, DataShape(3, 2), embedding_matrix=matrix)
+    embedding = model.get_layer("embedding")
+    assert not embedding.trainable
+    np.testing.assert_allclose(embedding.get_weights()[0], matrix)
+    with pytest.raises(ConfigError, match="set model.embedding_dim=3"):
+        build_model(make_cfg("model.embedding_dim=8").model, cfg.training, DataShape(3, 2), embedding_matrix=matrix)
+    with pytest.raises(DataError, match="not found"):
+        vectors.load_embedding_matrix(str(tmp_path / "nope.txt"), "auto", ["", "[UNK]"], seed=0)
+
+
+def test_metrics_that_do_not_flatter_imbalanced_data() -> None:
+    # 90 of 100 are class 0; a model that always says 0 is 90% "accurate" and useless.
+    y = np.array([0] * 90 + [1] * 10)
+    always_zero = np.tile([0.9, 0.1], (100, 1))
+    m = evaluate.classification_metrics(y, always_zero)
+    assert m["accuracy"] == pytest.approx(0.9)
+    assert m["mcc"] == 0.0
+    assert m["recall_macro"] == pytest.approx(0.5)
+    assert m["f1_macro"] == pytest.approx((2 * 0.9 / 1.9 + 0.0) / 2)  # F1 of class 0, and 0 for class 1
+    assert m["roc_auc"] == pytest.approx(0.5)
+    three = evaluate.classification_metrics(np.array([0, 1, 2]), np.eye(3))
+    assert three["accuracy"] == 1.0 and three["mcc"] == 1.0 and "roc_auc" not in three
+
+
+def test_misclassified_table_lists_most_confident_mistakes_first() -> None:
+    y = np.array([0, 1, 1, 0])
+    probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.4, 0.6], [0.3, 0.7]])
+    table = evaluate.misclassified(["a", "b", "c", "d"], y, probs, ["neg", "pos"], limit=10)
+    assert table["text"].tolist() == ["b", "d"]
+    assert table["predicted_label"].tolist() == ["neg", "pos"]
+    assert table["confidence"].tolist() == [0.8, 0.7]

@@ -1,0 +1,151 @@
+"""`pipeline train` end to end: the real CLI, a real SQLite store, checked through MlflowClient."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from conftest import SHRINK, run_cli, write_sentiment_csv
+from pipeline import train
+
+
+def _only_run(uri: str):
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("lstm-text-classification")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 1, [r.info.run_name for r in runs]
+    return client, runs[0]
+
+
+def _artifacts(client: MlflowClient, run_id: str, path: str = "") -> set:
+    out = set()
+    for item in client.list_artifacts(run_id, path):
+        out |= _artifacts(client, run_id, item.path) if item.is_dir else {item.path}
+    return out
+
+
+def test_train_on_a_bbc_news_slice_records_the_whole_run(tmp_path: Path, store_uri: str) -> None:
+    result = run_cli(["train", *SHRINK, "training.epochs=2", "dataset.max_samples=250"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = [line for line in result.stdout.splitlines() if line.startswith("run ")]
+    assert len(summary) == 1 and "test_accuracy=" in summary[0] and "mlflow ui --backend-store-uri" in summary[0]
+
+    client, run = _only_run(store_uri)
+    assert run.info.status == "FINISHED"
+    assert run.info.run_id in summary[0]
+    assert run.info.run_name.startswith("lstm-bbc_news-seed42")
+    params = run.data.params
+    assert params["dataset.name"] == "bbc_news" and params["model.units"] == "8" and params["seed"] == "42"
+    assert params["training.epochs"] == "2" and params["data.num_classes"] == "5"
+
+    epochs = int(run.data.metrics["epochs_trained"])
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        history = client.get_metric_history(run.info.run_id, key)
+        assert [m.step for m in history] == list(range(epochs)), key
+    for key in ("test_accuracy", "test_loss", "test_precision_macro", "test_recall_macro", "test_f1_macro", "test_mcc"):
+        assert key in run.data.metrics
+    assert "test_roc_auc" not in run.data.metrics  # five classes
+
+    tags = run.data.tags
+    assert tags["dataset"] == "bbc_news" and tags["model"] == "lstm"
+    assert re.fullmatch(r"[0-9a-f]{40}", tags["git_commit"]) and tags["git_dirty"] in ("true", "false")
+    assert re.fullmatch(r"[0-9a-f]{64}", tags["data_fingerprint"]) and re.fullmatch(r"[0-9a-f]{64}", tags["config_hash"])
+    assert tags["version.tensorflow"].startswith("2.") and tags["version.keras"].startswith("3.")
+
+    artifacts = _artifacts(client, run.info.run_id)
+    assert {
+        "config/resolved_config.yaml",
+        "config/overrides.yaml",
+        "data/vocabulary.txt",
+        "data/label_map.json",
+        "plots/learning_curves.png",
+        "plots/confusion_matrix.png",
+        "evaluation/misclassified.csv",
+    } <= artifacts
+    overrides = yaml.safe_load(mlflow.artifacts.load_text(f"{run.info.artifact_uri}/config/overrides.yaml"))
+    assert "training.epochs=2" in overrides["overrides"]
+    resolved = yaml.safe_load(mlflow.artifacts.load_text(f"{run.info.artifact_uri}/config/resolved_config.yaml"))
+    assert resolved["training"]["epochs"] == 2 and resolved["tracking"]["uri"] == store_uri
+    label_map = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/data/label_map.json")
+    assert label_map["classes"] == ["business", "entertainment", "politics", "sports", "tech"]
+    png = Path(mlflow.artifacts.download_artifacts(f"{run.info.artifact_uri}/plots/learning_curves.png", dst_path=str(tmp_path / "dl")))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    mlflow.set_tracking_uri(store_uri)
+    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    out = model.predict(pd.DataFrame({"text": ["Shares fell as the bank cut its profit forecast.", "The striker scored twice."]}))
+    assert list(out.columns) == ["label", "confidence", "probabilities"]
+    assert set(out["label"]) <= set(label_map["classes"])
+    for probs in out["probabilities"]:
+        assert set(probs) == set(label_map["classes"]) and sum(probs.values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_train_on_a_csv_it_has_never_seen_learns_and_predicts(tmp_path: Path, store_uri: str) -> None:
+    csv = write_sentiment_csv(tmp_path / "reviews.csv", n=300)
+    result = run_cli(
+        [
+            "train", *SHRINK, "dataset=files", f"dataset.path={csv}", "dataset.text_column=text",
+            "dataset.label_column=label", "training.epochs=8", "training.learning_rate=0.01",
+            "model.units=16", "model.embedding_dim=16",
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    client, run = _only_run(store_uri)
+    assert run.info.status == "FINISHED" and run.data.tags["dataset"] == "files"
+    # The cue words decide the label: a pipeline that trains at all gets this right.
+    assert run.data.metrics["test_accuracy"] >= 0.9
+    assert 0.5 < run.data.metrics["test_roc_auc"] <= 1.0
+    mlflow.set_tracking_uri(store_uri)
+    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    out = model.predict(pd.DataFrame({"text": ["a great superb film", "an awful dreadful film"]}))
+    assert out["label"].tolist() == ["positive", "negative"]
+
+
+def test_a_run_is_reproducible_with_the_same_seed(make_cfg, store_uri: str) -> None:
+    cfg = make_cfg("dataset.max_samples=200", "training.epochs=2", "tracking.log_model=false")
+    first = train.run(cfg)
+    second = train.run(cfg)
+    client = MlflowClient(store_uri)
+    runs = client.search_runs([client.get_experiment_by_name("lstm-text-classification").experiment_id])
+    assert len(runs) == 2 and first == second
+    losses = [[m.value for m in client.get_metric_history(r.info.run_id, "val_loss")] for r in runs]
+    assert len(losses[0]) == 2 and losses[0] == losses[1]
+    assert runs[0].data.tags["config_hash"] == runs[1].data.tags["config_hash"]
+    assert runs[0].data.tags["data_fingerprint"] == runs[1].data.tags["data_fingerprint"]
+
+
+def test_multirun_sweeps_seeds_into_separate_runs(tmp_path: Path, store_uri: str) -> None:
+    result = run_cli(
+        ["train", "-m", *SHRINK, "dataset.max_samples=150", "tracking.log_model=false", "seed=1,2"], cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    client = MlflowClient(store_uri)
+    runs = client.search_runs([client.get_experiment_by_name("lstm-text-classification").experiment_id])
+    assert sorted(r.data.params["seed"] for r in runs) == ["1", "2"]
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert runs[0].data.tags["data_fingerprint"] != runs[1].data.tags["data_fingerprint"]
+
+
+def test_pretrained_vectors_coverage_is_logged(tmp_path: Path, make_cfg, store_uri: str) -> None:
+    csv = write_sentiment_csv(tmp_path / "d.csv", n=120)
+    vectors = tmp_path / "glove.txt"
+    rng = np.random.default_rng(0)
+    words = ["good", "great", "bad", "awful", "film", "notaword"]
+    vectors.write_text("".join(f"{w} {' '.join(f'{x:.4f}' for x in rng.normal(size=4))}\n" for w in words))
+    cfg = make_cfg(
+        "dataset=files", f"dataset.path={csv}", "model.embedding_dim=4", f"model.pretrained.path={vectors}",
+        "tracking.log_model=false",
+    )
+    train.run(cfg)
+    client = MlflowClient(store_uri)
+    run = client.search_runs([client.get_experiment_by_name("lstm-text-classification").experiment_id])[0]
+    vocabulary_size = int(run.data.params["data.vocabulary_size"]) - 2  # less padding and [UNK]
+    assert run.data.metrics["pretrained_coverage"] == pytest.approx(5 / vocabulary_size)
