@@ -1,0 +1,105 @@
+"""Every user mistake: one clear `error:` line, a non-zero exit, no traceback, no RUNNING run."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import List
+
+import pytest
+from mlflow import MlflowClient
+
+from conftest import SHRINK, run_cli
+from pipeline import tracking
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _assert_one_line_error(result, *fragments: str) -> str:
+    assert result.returncode == 2, (result.returncode, result.stderr[-1500:])
+    assert "Traceback" not in result.stderr + result.stdout
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr[-1500:]
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+    return errors[0]
+
+
+def _assert_no_run_left(tmp_path: Path) -> None:
+    db = tmp_path / "mlruns" / "mlflow.db"
+    if not db.exists():
+        return
+    client = MlflowClient(f"sqlite:///{db}")
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(experiments) if experiments else []
+    assert not runs, [(r.info.run_name, r.info.status) for r in runs]
+
+
+def _files(tmp_path: Path) -> None:
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "header_only.csv").write_text("text,label\n")
+    (tmp_path / "one_class.csv").write_text("text,label\n" + "".join(f"text number {i},same\n" for i in range(40)))
+    (tmp_path / "columns.csv").write_text("review,stars\nnice,5\nbad,1\n")
+    (tmp_path / "latin1.csv").write_bytes(b"text,label\nok,a\nfine,b\ncaf\xe9 cr\xe8me,a\n")
+
+
+CASES = [
+    ("missing file", ["dataset=files", "dataset.path=nope.csv"], ["data file not found", "nope.csv"]),
+    ("empty file", ["dataset=files", "dataset.path=empty.csv"], ["empty", "empty.csv"]),
+    ("no rows", ["dataset=files", "dataset.path=header_only.csv"], ["no labelled texts"]),
+    ("missing column", ["dataset=files", "dataset.path=columns.csv"], ["no text column 'text'", "review, stars"]),
+    ("one class", ["dataset=files", "dataset.path=one_class.csv"], ["only one class", "'same'"]),
+    ("undecodable", ["dataset=files", "dataset.path=latin1.csv"], ["latin1.csv: line 4", "utf-8", "dataset.encoding"]),
+    ("no path", ["dataset=files"], ["dataset.path"]),
+    ("unknown dataset", ["dataset=nope"], ["dataset/nope", "bbc_news"]),
+    ("unknown model", ["model=transformer"], ["model/transformer", "lstm"]),
+    ("misspelled key", ["training.epoch=3"], ["training.epoch", "TrainingConfig"]),
+    ("wrong type", ["training.epochs=many"], ["training.epochs=many", "Integer"]),
+]
+
+
+@pytest.mark.parametrize("name, args, fragments", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_fails_in_one_line(tmp_path: Path, name: str, args: List[str], fragments: List[str]) -> None:
+    _files(tmp_path)
+    result = run_cli(["train", *SHRINK, *args], cwd=tmp_path)
+    _assert_one_line_error(result, *fragments)
+    _assert_no_run_left(tmp_path)
+
+
+def test_unreachable_tracking_server_is_reported_before_any_data_is_read(tmp_path: Path) -> None:
+    uri = f"http://127.0.0.1:{_free_port()}"
+    result = run_cli(["train", *SHRINK, f"tracking.uri={uri}"], cwd=tmp_path)
+    _assert_one_line_error(result, "tracking server", uri, "unreachable")
+    assert "Epoch" not in result.stdout and not (tmp_path / "mlruns").exists()
+
+
+def test_unknown_command(tmp_path: Path) -> None:
+    result = run_cli(["trian"], cwd=tmp_path)
+    _assert_one_line_error(result, "unknown command 'trian'", "train")
+
+
+def test_help_says_what_exists(tmp_path: Path) -> None:
+    top = run_cli(["--help"], cwd=tmp_path)
+    assert top.returncode == 0 and "train" in top.stdout
+    result = run_cli(["train", "--help"], cwd=tmp_path)
+    assert result.returncode == 0
+    for option in ("dataset: bbc_news, files, imdb, mr, sst2, sst2_phrases, subj", "model: bilstm, lstm", "epochs:"):
+        assert option in result.stdout
+
+
+def test_a_failing_run_is_marked_failed_and_ctrl_c_killed(store_uri: str, make_cfg) -> None:
+    cfg = make_cfg(f"tracking.uri={store_uri}")
+    tracking.preflight(cfg.tracking)
+    with pytest.raises(RuntimeError):
+        with tracking.tracked_run(cfg.tracking, "fails", {}):
+            raise RuntimeError("out of memory")
+    with pytest.raises(KeyboardInterrupt):
+        with tracking.tracked_run(cfg.tracking, "interrupted", {}):
+            raise KeyboardInterrupt
+    client = MlflowClient(store_uri)
+    runs = client.search_runs([client.get_experiment_by_name("lstm-text-classification").experiment_id])
+    assert {r.info.run_name: r.info.status for r in runs} == {"fails": "FAILED", "interrupted": "KILLED"}

@@ -1,0 +1,56 @@
+"""Configuration: every group option composes, typed; every path absolute."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException, MissingConfigException
+
+from pipeline.config import CONF_DIR, to_container
+
+GROUPS = {
+    group: sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+    for group in ("dataset", "model", "training", "tracking", "paths")
+}
+
+
+def _compose(*overrides: str):
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def test_defaults_are_the_tutorial_model_on_bbc_news() -> None:
+    cfg = _compose()
+    assert cfg.dataset.name == "bbc_news" and cfg.model.name == "lstm"
+    assert (cfg.model.embedding_dim, cfg.model.units, cfg.model.num_layers) == (128, 128, 1)
+    assert cfg.training.deterministic is True and cfg.seed == 42
+    assert cfg.tracking.uri == f"sqlite:///{Path.cwd() / 'mlruns' / 'mlflow.db'}"
+
+
+@pytest.mark.parametrize("group, option", [(g, o) for g, opts in GROUPS.items() for o in opts])
+def test_every_group_option_composes(group: str, option: str) -> None:
+    overrides = [f"{group}={option}"]
+    if group == "dataset" and option == "files":
+        overrides.append("dataset.path=x.csv")
+    resolved = to_container(_compose(*overrides))
+    if group in ("dataset", "model"):
+        assert resolved[group]["name"] == option
+    for key, value in resolved["paths"].items():
+        assert Path(value).is_absolute(), key
+
+
+def test_misspelled_key_wrong_type_and_unknown_option_fail_at_compose_time() -> None:
+    with pytest.raises(ConfigCompositionException, match="training.epoch"):
+        _compose("training.epoch=3")
+    with pytest.raises(ConfigCompositionException, match="training.batch_size"):
+        _compose("training.batch_size=big")
+    with pytest.raises(MissingConfigException, match="dataset/nope"):
+        _compose("dataset=nope")
+
+
+def test_data_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PIPELINE_DATA_DIR", str(tmp_path))
+    cfg = _compose("dataset=sst2")
+    assert cfg.dataset.path == str(tmp_path / "sst2" / "stsa.binary.train")
