@@ -206,17 +206,18 @@ def read_imdb(cache_dir: str, url: str) -> Tuple[Examples, Examples]:
     cache = Path(cache_dir)
     root = cache / "aclImdb"
     if not root.is_dir():
-        archive = cache / "aclImdb_v1.tar.gz"
-        if not archive.is_file():
-            import keras  # heavy import; only needed to download
+        import keras  # heavy import; only needed to download
 
-            try:
-                keras.utils.get_file(fname=archive.name, origin=url, cache_dir=str(cache), cache_subdir="")
-            except Exception as e:  # noqa: BLE001 - any network failure means the same to the user
-                raise DataError(
-                    f"IMDB is not cached in {cache} and downloading {url} failed ({type(e).__name__}); "
-                    f"connect once, or put aclImdb/ there"
-                ) from None
+        try:
+            # keeps the archive in cache/downloads/ and downloads only when it is not there
+            archive = Path(
+                keras.utils.get_file(fname="aclImdb_v1.tar.gz", origin=url, cache_dir=str(cache), cache_subdir="downloads")
+            )
+        except Exception as e:  # noqa: BLE001 - any network failure means the same to the user
+            raise DataError(
+                f"IMDB is not cached in {cache} and downloading {url} failed ({type(e).__name__}); "
+                f"connect once, or put aclImdb/ there"
+            ) from None
         partial = cache / "aclImdb.partial"
         with tarfile.open(archive) as tar:
             tar.extractall(partial, filter="data")

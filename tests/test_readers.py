@@ -125,4 +125,32 @@ def test_imdb_offline_without_cache_fails_in_one_clear_line(tmp_path: Path) -> N
         readers.read_imdb(str(tmp_path / "cache"), "http://127.0.0.1:9/aclImdb_v1.tar.gz")
     message = str(info.value)
     assert "not cached" in message and "\n" not in message
-    assert not list((tmp_path / "cache").glob("*.tar.gz")), "a failed download left a partial archive"
+    assert not list((tmp_path / "cache").rglob("*.tar.gz")), "a failed download left a partial archive"
+
+
+def test_imdb_is_downloaded_once_then_read_offline(tmp_path: Path) -> None:
+    import functools
+    import http.server
+    import tarfile
+    import threading
+
+    source = tmp_path / "source"
+    _write_imdb(source)
+    served = tmp_path / "served"
+    served.mkdir()
+    with tarfile.open(served / "aclImdb_v1.tar.gz", "w:gz") as tar:
+        tar.add(source / "aclImdb", arcname="aclImdb")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/aclImdb_v1.tar.gz"
+        (train_t, _), (test_t, _) = readers.read_imdb(str(tmp_path / "cache"), url)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(train_t) == 6 and len(test_t) == 6
+    # the server is gone: the cached copy is read without a download
+    (train_again, _), _ = readers.read_imdb(str(tmp_path / "cache"), url)
+    assert train_again == train_t

@@ -1,0 +1,30 @@
+"""The README is the interface: its commands are the ones CI runs, its option lists are real."""
+
+from __future__ import annotations
+
+import re
+
+from pipeline.config import CONF_DIR
+
+REPO = CONF_DIR.parent
+README = (REPO / "README.md").read_text(encoding="utf-8")
+
+
+def _quickstart_commands() -> list:
+    section = README.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
+    return [block.strip() for block in re.findall(r"```bash\n(.*?)```", section, flags=re.S)]
+
+
+def test_quickstart_is_two_commands_and_ci_runs_the_second() -> None:
+    commands = _quickstart_commands()
+    assert len(commands) == 2 and all("\n" not in c for c in commands)
+    assert commands[0].endswith("pipeline train")
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    assert commands[1] in ci
+
+
+def test_every_config_option_is_documented() -> None:
+    for group in ("dataset", "model", "training", "tracking", "paths"):
+        row = next(line for line in README.splitlines() if line.startswith(f"| `{group}` |"))
+        for option in sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")):
+            assert f"`{option}`" in row, (group, option)
