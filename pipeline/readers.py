@@ -11,6 +11,7 @@ import csv
 import importlib.util
 import io
 import json
+import shutil
 import tarfile
 from pathlib import Path
 from typing import Any, List, Optional, Tuple
@@ -209,6 +210,10 @@ def read_imdb(cache_dir: str, url: str) -> Tuple[Examples, Examples]:
         import keras  # heavy import; only needed to download
 
         try:
+            cache.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise DataError(f"cannot create the IMDB cache {cache}: {e.strerror}; set paths.cache_dir") from None
+        try:
             # keeps the archive in cache/downloads/ and downloads only when it is not there
             archive = Path(
                 keras.utils.get_file(fname="aclImdb_v1.tar.gz", origin=url, cache_dir=str(cache), cache_subdir="downloads")
@@ -218,7 +223,11 @@ def read_imdb(cache_dir: str, url: str) -> Tuple[Examples, Examples]:
                 f"IMDB is not cached in {cache} and downloading {url} failed ({type(e).__name__}); "
                 f"connect once, or put aclImdb/ there"
             ) from None
+        # get_file silently falls back to /tmp/.keras when cache_dir is not writable
+        if cache.resolve() not in archive.resolve().parents:
+            raise DataError(f"cannot write the IMDB cache in {cache}; set paths.cache_dir or $PIPELINE_CACHE_DIR")
         partial = cache / "aclImdb.partial"
+        shutil.rmtree(partial, ignore_errors=True)  # left by an interrupted extraction
         with tarfile.open(archive) as tar:
             tar.extractall(partial, filter="data")
         (partial / "aclImdb").rename(root)  # whole or not at all
