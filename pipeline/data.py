@@ -213,16 +213,17 @@ def vectorize(vectorizer: Any, texts: List[str], batch_size: int = 4096) -> np.n
     return np.concatenate(out).astype("int32")
 
 
-def make_datasets(splits: Splits, vectorizer: Any, batch_size: int, seed: int) -> Dict[str, Any]:
-    """Batched tf.data pipelines of (token ids, label id); train shuffled with ``seed``."""
+def make_datasets(encoded: Dict[str, Tuple[np.ndarray, np.ndarray]], batch_size: int, seed: int) -> Dict[str, Any]:
+    """Fresh batched tf.data pipelines of (token ids, label id); train shuffled with ``seed``.
+
+    Built anew for every fit, so the batches a model sees depend only on the seed.
+    """
     import tensorflow as tf
 
-    if batch_size < 1:
-        raise ConfigError(f"training.batch_size must be at least 1, got {batch_size}")
     out = {}
-    for name, split in splits.items():
-        ds = tf.data.Dataset.from_tensor_slices((vectorize(vectorizer, split.texts), splits.label_ids(split)))
+    for name, (ids, labels) in encoded.items():
+        ds = tf.data.Dataset.from_tensor_slices((ids, labels))
         if name == "train":
-            ds = ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
+            ds = ds.shuffle(len(ids), seed=seed, reshuffle_each_iteration=True)
         out[name] = ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
     return out

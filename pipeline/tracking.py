@@ -156,12 +156,17 @@ class EpochLogger(MlflowCallback):
 
 
 def log_text_model(
-    keras_model_path: str, classes: List[str], requirements: List[str], example_texts: List[str]
+    keras_model_path: str,
+    classes: List[str],
+    requirements: List[str],
+    example_texts: List[str],
+    registered_model_name: Optional[str] = None,
 ) -> str:
     """Log the end-to-end raw-text model as an MLflow pyfunc; returns its model URI.
 
     MLflow runs the model on ``example_texts`` while logging, so a model that cannot predict
-    raw text is never logged.
+    raw text is never logged. With ``registered_model_name`` it also becomes a new version of
+    that model in the Model Registry.
     """
     import pandas as pd
 
@@ -174,6 +179,7 @@ def log_text_model(
             artifacts={"keras_model": keras_model_path, "label_map": str(label_map)},
             input_example=pd.DataFrame({"text": example_texts}),
             pip_requirements=requirements,
+            registered_model_name=registered_model_name,
         )
     return info.model_uri
 

@@ -109,7 +109,8 @@ def test_datasets_batch_ids_with_integer_labels(tmp_path: Path, make_cfg) -> Non
     cfg = make_cfg("dataset=files", f"dataset.path={f}")
     splits = data.load_splits(cfg.dataset, seed=0)
     vectorizer = data.build_vectorizer(cfg.dataset, splits.train.texts)
-    datasets = data.make_datasets(splits, vectorizer, batch_size=16, seed=0)
+    encoded = {name: (data.vectorize(vectorizer, s.texts), splits.label_ids(s)) for name, s in splits.items()}
+    datasets = data.make_datasets(encoded, batch_size=16, seed=0)
     x, y = next(iter(datasets["train"]))
     assert x.shape[0] == 16 and x.dtype.name == "int32"
     assert set(np.unique(y.numpy())) <= {0, 1}

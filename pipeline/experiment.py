@@ -1,0 +1,187 @@
+"""The steps a train job and a search share: prepare the data, fit, evaluate and record.
+
+``prepare`` does everything that does not depend on hyperparameters once (read, split,
+adapt the vectorizer, encode every split); ``fit`` trains one model on fresh, seeded tf.data
+pipelines, so a search's trial and a train run with the same values see the same batches;
+``record_evaluation`` logs the test metrics, plots, misclassified texts and the raw-text model
+into the active MLflow run.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+from omegaconf import DictConfig
+
+from pipeline import data, evaluate, provenance, tracking
+from pipeline.errors import ConfigError
+from pipeline.model import DataShape, class_probabilities, text_model
+
+
+@dataclass
+class Prepared:
+    """Everything about the data a model needs, computed once per job."""
+
+    splits: data.Splits
+    vectorizer: Any
+    vocabulary: List[str]
+    #: split name -> (token ids, label ids)
+    encoded: Dict[str, tuple]
+    shape: DataShape
+    embedding_matrix: Optional[np.ndarray]
+    pretrained_coverage: Optional[float]
+
+    def stats(self) -> Dict[str, str]:
+        """Split sizes and vocabulary facts, logged as ``data.*`` params."""
+        return {
+            "data.train_texts": str(len(self.splits.train)),
+            "data.val_texts": str(len(self.splits.val)),
+            "data.test_texts": str(len(self.splits.test)),
+            "data.num_classes": str(len(self.splits.classes)),
+            "data.vocabulary_size": str(len(self.vocabulary)),
+            "data.sequence_length": str(self.encoded["train"][0].shape[1]),
+            "data.duplicates_removed": str(self.splits.duplicates_removed),
+        }
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    """Seed Python, NumPy and TensorFlow; with ``deterministic``, make TF ops deterministic."""
+    import keras
+    import tensorflow as tf
+
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def prepare(cfg: DictConfig) -> Prepared:
+    """Read, dedupe and split the dataset; adapt the vectorizer on train; encode every split."""
+    splits = data.load_splits(cfg.dataset, cfg.seed)
+    vectorizer = data.build_vectorizer(cfg.dataset, splits.train.texts)
+    vocabulary = vectorizer.get_vocabulary()
+    encoded = {name: (data.vectorize(vectorizer, s.texts), splits.label_ids(s)) for name, s in splits.items()}
+    matrix, coverage = None, None
+    if cfg.model.pretrained.path:
+        from pipeline.vectors import load_embedding_matrix
+
+        matrix, coverage = load_embedding_matrix(cfg.model.pretrained.path, cfg.model.pretrained.format, vocabulary, cfg.seed)
+    return Prepared(
+        splits, vectorizer, vocabulary, encoded, DataShape(len(vocabulary), len(splits.classes)), matrix, coverage
+    )
+
+
+def run_tags(cfg: DictConfig, config: Dict[str, Any], prepared: Prepared, command: str) -> Dict[str, str]:
+    """What identifies a run: dataset, model, data and config fingerprints, code and package versions."""
+    fingerprint = prepared.splits.fingerprint()
+    tags = {
+        "dataset": str(cfg.dataset.name),
+        "model": str(cfg.model.name),
+        "pipeline.command": command,
+        "config_hash": provenance.config_hash(config),
+        "data_fingerprint": fingerprint["all"],
+        **{f"data_fingerprint.{k}": v for k, v in fingerprint.items() if k != "all"},
+        **provenance.git_state(),
+        **{f"version.{k}": v for k, v in provenance.package_versions().items()},
+    }
+    if tags["git_commit"] != "unknown":
+        tags["mlflow.source.git.commit"] = tags["git_commit"]
+    return tags
+
+
+def record_inputs(config: Dict[str, Any], overrides: List[str], prepared: Prepared) -> None:
+    """Params, resolved config, overrides, vocabulary and label map into the active run."""
+    tracking.log_params({**provenance.flatten(config), **prepared.stats()})
+    tracking.log_dict(config, "config/resolved_config.yaml")
+    tracking.log_dict({"overrides": overrides}, "config/overrides.yaml")
+    tracking.log_text("\n".join(prepared.vocabulary), "data/vocabulary.txt")
+    tracking.log_dict({"classes": prepared.splits.classes}, "data/label_map.json")
+    if prepared.pretrained_coverage is not None:
+        tracking.log_metrics({"pretrained_coverage": prepared.pretrained_coverage})
+
+
+def class_weight(prepared: Prepared, mode: str) -> Optional[Dict[int, float]]:
+    """``balanced``: weights inverse to class frequency in the training split."""
+    if mode == "none":
+        return None
+    if mode != "balanced":
+        raise ConfigError(f"training.class_weight must be none or balanced, got {mode!r}")
+    from sklearn.utils.class_weight import compute_class_weight
+
+    y = prepared.encoded["train"][1]
+    weights = compute_class_weight("balanced", classes=np.arange(prepared.shape.num_classes), y=y)
+    return {i: float(w) for i, w in enumerate(weights)}
+
+
+def fit(
+    model: Any,
+    prepared: Prepared,
+    training: Any,
+    seed: int,
+    batch_size: Optional[int] = None,
+    callbacks: Optional[List[Any]] = None,
+) -> Any:
+    """Train with early stopping on validation; returns the Keras History."""
+    import keras
+
+    batch = int(batch_size or training.batch_size)
+    if batch < 1:
+        raise ConfigError(f"training.batch_size must be at least 1, got {batch}")
+    datasets = data.make_datasets(prepared.encoded, batch, seed)
+    all_callbacks = list(callbacks or [])
+    es = training.early_stopping
+    if es.enabled:
+        all_callbacks.append(
+            keras.callbacks.EarlyStopping(monitor=es.monitor, patience=es.patience, restore_best_weights=es.restore_best_weights)
+        )
+    return model.fit(
+        datasets["train"],
+        validation_data=datasets["val"],
+        epochs=int(training.epochs),
+        callbacks=all_callbacks,
+        class_weight=class_weight(prepared, training.class_weight),
+        shuffle=False,  # the tf.data pipeline shuffles, seeded
+        verbose=training.verbose,
+    )
+
+
+def _model_requirements() -> List[str]:
+    versions = provenance.package_versions()
+    return [f"{name}=={versions[name]}" for name in ("tensorflow", "keras", "mlflow")] + ["pandas", "numpy"]
+
+
+def record_evaluation(
+    model: Any,
+    prepared: Prepared,
+    cfg: DictConfig,
+    history: Optional[Dict[str, List[float]]] = None,
+    registered_model_name: Optional[str] = None,
+) -> Dict[str, float]:
+    """Evaluate on the test split and log metrics, plots, mistakes and the raw-text model."""
+    x_test, y_test = prepared.encoded["test"]
+    classes = prepared.splits.classes
+    test_loss = float(model.evaluate(x_test, y_test, batch_size=256, verbose=0, return_dict=True)["loss"])
+    probs = class_probabilities(model, x_test)
+    metrics = {"loss": test_loss, **evaluate.classification_metrics(y_test, probs)}
+    tracking.log_metrics({f"test_{k}": v for k, v in metrics.items()})
+    matrix = evaluate.confusion(y_test, probs, len(classes))
+    tracking.log_dict({"classes": classes, "matrix": matrix.tolist()}, "evaluation/confusion_matrix.json")
+    tracking.log_figure(evaluate.plot_confusion_matrix(matrix, classes), "plots/confusion_matrix.png")
+    if history:
+        tracking.log_figure(evaluate.plot_learning_curves(history), "plots/learning_curves.png")
+    tracking.log_table(
+        evaluate.misclassified(prepared.splits.test.texts, y_test, probs, classes, cfg.tracking.max_misclassified),
+        "evaluation/misclassified.csv",
+    )
+    if cfg.tracking.log_model:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = str(Path(tmp) / "text_classifier.keras")
+            text_model(prepared.vectorizer, model).save(path)
+            tracking.log_text_model(
+                path, classes, _model_requirements(), prepared.splits.test.texts[:3], registered_model_name
+            )
+    return metrics
