@@ -15,6 +15,7 @@ USAGE = """usage: pipeline <command> [overrides ...] [-m] [--help]
 
 commands:
   train    train one LSTM text classifier and record it in MLflow
+  tune     search its hyperparameters with Keras Tuner: a parent run, a child run per trial
 
 Overrides are Hydra's: `pipeline train dataset=sst2 model=bilstm training.epochs=5 seed=1`.
 Sweep with -m: `pipeline train -m dataset=sst2,mr seed=1,2,3`.
@@ -78,7 +79,13 @@ def _train(cfg: Any) -> float:
     return train.run(cfg)
 
 
-COMMANDS: Dict[str, tuple] = {"train": ("config", _train)}
+def _tune(cfg: Any) -> float:
+    from pipeline import tune
+
+    return tune.run(cfg)
+
+
+COMMANDS: Dict[str, tuple] = {"train": ("config", _train), "tune": ("tune", _tune)}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
@@ -132,6 +132,57 @@ class PathsConfig:
     data_dir: str = MISSING
     #: Where downloaded corpora are cached.
     cache_dir: str = MISSING
+    #: Keras Tuner's search state, one folder per project.
+    tuner_dir: str = MISSING
+
+
+@dataclass
+class HyperParameterSpec:
+    """One searched value, compiled to a keras_tuner hyperparameter of the same name."""
+
+    #: ``int``, ``float``, ``choice`` or ``boolean``.
+    type: str = MISSING
+    min: Optional[float] = None
+    max: Optional[float] = None
+    step: Optional[float] = None
+    #: ``linear``, ``log`` or ``reverse_log`` (int and float).
+    sampling: str = "linear"
+    #: ``choice``: the values to pick from.
+    values: Optional[List[Any]] = None
+
+
+@dataclass
+class TunerConfig:
+    """Keras Tuner: which oracle, how long, toward what, and where its state lives."""
+
+    #: ``random``, ``bayesian`` or ``hyperband``.
+    name: str = MISSING
+    #: Trials for random and bayesian; Hyperband's budget is max_epochs, factor, iterations.
+    max_trials: int = MISSING
+    objective: str = MISSING
+    #: ``max`` or ``min``.
+    direction: str = MISSING
+    executions_per_trial: int = MISSING
+    #: The oracle's own seed.
+    seed: int = MISSING
+    num_initial_points: Optional[int] = None
+    max_epochs: Optional[int] = None
+    factor: Optional[int] = None
+    hyperband_iterations: Optional[int] = None
+    max_retries_per_trial: int = MISSING
+    max_consecutive_failed_trials: int = MISSING
+    #: The search's state: <directory>/<project_name>, reloaded when the same command runs again.
+    directory: str = MISSING
+    project_name: str = MISSING
+    #: Start the search again, deleting its state.
+    overwrite: bool = MISSING
+    #: The project exists with another search space, objective or data: ``error`` or ``new_project``.
+    on_change: str = MISSING
+    #: Worker processes beside the chief on this host (0: one process runs every trial).
+    workers: int = MISSING
+    oracle_port: Optional[int] = None
+    #: Model Registry name for the best model of each search (a new version each time).
+    registered_model_name: Optional[str] = None
 
 
 @dataclass
@@ -142,6 +193,12 @@ class TrainConfig:
     tracking: TrackingConfig = MISSING
     paths: PathsConfig = MISSING
     seed: int = MISSING
+
+
+@dataclass
+class TuneConfig(TrainConfig):
+    tuner: TunerConfig = MISSING
+    search_space: Dict[str, HyperParameterSpec] = field(default_factory=dict)
 
 
 def _abspath(path: str) -> str:
@@ -156,6 +213,7 @@ def register_configs() -> None:
         OmegaConf.register_new_resolver("project_root", lambda: str(CONF_DIR.parent))
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
+    cs.store(name="tune_schema", node=TuneConfig)
 
 
 def to_container(cfg: Any) -> Dict[str, Any]:

@@ -89,3 +89,30 @@ def plot_confusion_matrix(matrix: np.ndarray, classes: List[str]) -> Any:
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
     return fig
+
+
+def plot_search_scores(table: Any, names: List[str], objective: str) -> Any:
+    """The objective over each searched value, and over units x embedding size when both are searched."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = table[table["score"].notna()]
+    pair = "units" in names and "embedding_dim" in names
+    panels = len(names) + (1 if pair else 0)
+    fig, axes = plt.subplots(1, panels, figsize=(4 * panels, 3.6), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        values = done[name].astype(float) if done[name].dtype != object else done[name].astype(str)
+        ax.scatter(values, done["score"], alpha=0.8)
+        ax.set_xlabel(name)
+        ax.set_ylabel(objective)
+        ax.grid(alpha=0.3)
+    if pair:
+        ax = axes[0][-1]
+        points = ax.scatter(done["units"], done["embedding_dim"], c=done["score"], cmap="viridis", s=60)
+        ax.set_xlabel("units")
+        ax.set_ylabel("embedding_dim")
+        fig.colorbar(points, ax=ax, label=objective)
+    fig.tight_layout()
+    return fig

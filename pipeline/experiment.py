@@ -124,8 +124,13 @@ def fit(
     seed: int,
     batch_size: Optional[int] = None,
     callbacks: Optional[List[Any]] = None,
+    epochs: Optional[int] = None,
+    initial_epoch: int = 0,
 ) -> Any:
-    """Train with early stopping on validation; returns the Keras History."""
+    """Train with early stopping on validation; returns the Keras History.
+
+    ``epochs`` and ``initial_epoch`` override the config (Hyperband's rounds set them).
+    """
     import keras
 
     batch = int(batch_size or training.batch_size)
@@ -141,7 +146,8 @@ def fit(
     return model.fit(
         datasets["train"],
         validation_data=datasets["val"],
-        epochs=int(training.epochs),
+        epochs=int(epochs or training.epochs),
+        initial_epoch=int(initial_epoch),
         callbacks=all_callbacks,
         class_weight=class_weight(prepared, training.class_weight),
         shuffle=False,  # the tf.data pipeline shuffles, seeded

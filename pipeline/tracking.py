@@ -85,12 +85,33 @@ def _experiment_id(tracking_cfg: Any) -> str:
 
 
 @contextmanager
-def tracked_run(tracking_cfg: Any, run_name: str, tags: Dict[str, str]) -> Iterator[Any]:
-    """An MLflow run that is closed whatever happens inside the block."""
+def tracked_run(
+    tracking_cfg: Any,
+    run_name: str,
+    tags: Dict[str, str],
+    parent_run_id: Optional[str] = None,
+    run_id: Optional[str] = None,
+) -> Iterator[Any]:
+    """An MLflow run that is closed whatever happens inside the block.
+
+    ``parent_run_id`` nests the run under another (also from another process, as a tuner
+    worker does); ``run_id`` re-opens an existing run (a search's parent, on resume).
+    A failure's first line is kept in the run's ``error`` tag.
+    """
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(str(tracking_cfg.uri))
     try:
-        active = mlflow.start_run(experiment_id=_experiment_id(tracking_cfg), run_name=run_name, tags=tags)
+        if run_id is not None:
+            active = mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None)
+            mlflow.set_tags(tags)
+        else:
+            active = mlflow.start_run(
+                experiment_id=_experiment_id(tracking_cfg),
+                run_name=run_name,
+                tags=tags,
+                parent_run_id=parent_run_id,
+                nested=parent_run_id is not None,
+            )
         status = "FAILED"
         try:
             yield active
@@ -98,10 +119,37 @@ def tracked_run(tracking_cfg: Any, run_name: str, tags: Dict[str, str]) -> Itera
         except KeyboardInterrupt:
             status = "KILLED"
             raise
+        except Exception as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            mlflow.set_tag("error", f"{type(e).__name__}: {first}"[:5000])
+            raise
         finally:
             mlflow.end_run(status)
     finally:
         mlflow.set_tracking_uri(previous)
+
+
+def run_exists(tracking_cfg: Any, run_id: str) -> bool:
+    """Whether ``run_id`` is a live (not deleted) run in this store."""
+    try:
+        run = mlflow.MlflowClient(str(tracking_cfg.uri)).get_run(run_id)
+    except MlflowException:
+        return False
+    return run.info.lifecycle_stage == "active"
+
+
+def close_stale_children(tracking_cfg: Any, parent_run_id: str) -> List[str]:
+    """Mark KILLED the child runs still RUNNING under a parent whose search crashed."""
+    client = mlflow.MlflowClient(str(tracking_cfg.uri))
+    parent = client.get_run(parent_run_id)
+    stale = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'",
+    )
+    for run in stale:
+        client.set_tag(run.info.run_id, "error", "the process running this trial died; the trial was run again")
+        client.set_terminated(run.info.run_id, status="KILLED")
+    return [run.info.run_id for run in stale]
 
 
 def log_params(params: Dict[str, str]) -> None:

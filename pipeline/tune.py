@@ -1,0 +1,160 @@
+"""`pipeline tune`: a Keras Tuner search, one MLflow parent run with a child run per trial.
+
+The same command after a crash continues the search. With ``tuner.workers=N`` this process
+is Keras Tuner's chief: it serves the oracle and starts N worker processes, which run the
+trials; each worker is this command again with ``KERASTUNER_TUNER_ID=workerI``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from concurrent import futures
+from typing import Any, Dict, List
+
+from omegaconf import DictConfig
+
+from pipeline import evaluate, experiment, provenance, search_space, tracking, tuning
+from pipeline.config import to_container
+from pipeline.errors import ConfigError, PipelineError
+from pipeline.train import hydra_overrides
+
+#: How long a worker waits for its chief to write the search state.
+WORKER_WAIT_S = 120.0
+
+
+def _role() -> str:
+    tuner_id = os.environ.get("KERASTUNER_TUNER_ID", "")
+    if "KERASTUNER_ORACLE_IP" in os.environ and tuner_id and "chief" not in tuner_id:
+        return "worker"
+    return "chief"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _serve_oracle(tuner: Any, cfg: DictConfig) -> None:
+    """Serve the oracle to ``tuner.workers`` worker processes on loopback until they are done.
+
+    Keras Tuner's own chief loop never stops its gRPC server, so its chief does not exit; this
+    one stops the server once every worker it started has ended.
+    """
+    import grpc
+    from keras_tuner.src import protos
+    from keras_tuner.src.distribute.oracle_chief import OracleServicer
+
+    port = int(cfg.tuner.oracle_port or _free_port())
+    tuner.save()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    protos.get_service_grpc().add_OracleServicer_to_server(OracleServicer(tuner.oracle), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    overrides = [o for o in hydra_overrides() if not o.lstrip("+~").startswith(("tuner.workers=", "tuner.overwrite=", "hydra."))]
+    env_base = {**os.environ, "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port)}
+    workers: List[subprocess.Popen] = []
+    try:
+        for i in range(int(cfg.tuner.workers)):
+            args = [sys.executable, "-m", "pipeline.cli", "tune", *overrides, "tuner.workers=0", "tuner.overwrite=false"]
+            workers.append(subprocess.Popen(args, env={**env_base, "KERASTUNER_TUNER_ID": f"worker{i}"}))
+        codes = [w.wait() for w in workers]
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.terminate()
+                w.wait(timeout=30)
+        server.stop(grace=2).wait()
+    if any(codes):
+        raise PipelineError(f"tuner workers exited with status {codes}; the search can be resumed with the same command")
+
+
+def _work(cfg: DictConfig, prepared: experiment.Prepared, identity: Dict[str, str], hp: Any) -> float:
+    """A worker: wait for the chief's search state, then run trials until the oracle stops."""
+    project = tuning.Project(tuning.Path(cfg.tuner.directory), str(cfg.tuner.project_name), identity)
+    if not tuning.wait_for_file(project.path / tuning.STATE_FILE, WORKER_WAIT_S):
+        raise PipelineError(f"no search state at {project.path} after {WORKER_WAIT_S:.0f} s; start the chief first")
+    state = project.state()
+    if state.get("identity") != identity:
+        project = tuning.Project(project.directory, str(state.get("project_name", project.name)), identity)
+        state = project.state()
+        if state.get("identity") != identity:
+            raise ConfigError(f"worker config differs from the chief's search at {project.path}")
+    tuner = tuning.make_tuner(cfg, prepared, project, state["parent_run_id"], hp)
+    tuner.search(verbose=0)
+    print(f"worker {os.environ.get('KERASTUNER_TUNER_ID')} done", flush=True)
+    return float("nan")
+
+
+def run(cfg: DictConfig) -> float:
+    """Search, record every trial, evaluate and register the best model; returns its score."""
+    config = to_container(cfg)
+    hp = tuning.validate(cfg)
+    if cfg.training.epochs < 1:
+        raise ConfigError(f"training.epochs must be at least 1, got {cfg.training.epochs}")
+    tracking.preflight(cfg.tracking)
+    experiment.seed_everything(cfg.seed, cfg.training.deterministic)
+    prepared = experiment.prepare(cfg)
+    identity = tuning.search_identity(cfg, prepared.splits.fingerprint()["all"])
+    if _role() == "worker":
+        return _work(cfg, prepared, identity, hp)
+
+    project = tuning.resolve_project(cfg, identity)
+    state = project.state()
+    parent_id = state.get("parent_run_id")
+    resumed = bool(parent_id) and tracking.run_exists(cfg.tracking, parent_id)
+    tags = {
+        **experiment.run_tags(cfg, config, prepared, "tune"),
+        "tuner.project": project.name,
+        "tuner.directory": str(project.path),
+        "tuner.name": str(cfg.tuner.name),
+    }
+    run_name = f"search-{cfg.dataset.name}-{cfg.model.name}-{cfg.tuner.name}-seed{cfg.seed}"
+    with tracking.tracked_run(cfg.tracking, run_name, tags, run_id=parent_id if resumed else None) as parent:
+        parent_id = parent.info.run_id
+        if resumed:
+            killed = tracking.close_stale_children(cfg.tracking, parent_id)
+            tracking.set_tags({"resumed": str(int(state.get("resumed", 0)) + 1)})
+            print(f"resuming search {project.path} (parent run {parent_id}; {len(killed)} interrupted trial run(s) marked KILLED)", flush=True)
+        else:
+            experiment.record_inputs(config, hydra_overrides(), prepared)
+            tracking.log_dict(search_space.describe(cfg.search_space), "search/search_space.yaml")
+        project.write_state(parent_run_id=parent_id, project_name=project.name, resumed=int(state.get("resumed", 0)) + int(resumed))
+
+        tuner = tuning.make_tuner(cfg, prepared, project, parent_id, hp)
+        if cfg.tuner.workers > 0:
+            _serve_oracle(tuner, cfg)
+        else:
+            tuner.search(verbose=0)
+
+        table = tuning.trial_table(tuner, cfg.tuner.direction)
+        completed = table[table["status"] == "COMPLETED"] if not table.empty else table
+        if completed.empty:
+            raise PipelineError("no trial completed; see the FAILED trial runs' error tags")
+        tracking.log_table(table, "search/trials.csv")
+        names = [n for n in cfg.search_space if n in table.columns]
+        tracking.log_figure(evaluate.plot_search_scores(table, names, cfg.tuner.objective), "plots/search_scores.png")
+        best = tuner.oracle.get_best_trials(1)[0]
+        best_values = {k: v for k, v in best.hyperparameters.values.items() if not k.startswith("tuner/")}
+        tracking.log_metrics({"best_score": float(best.score), "trials_completed": float(len(completed)), "trials_total": float(len(table))})
+        tracking.set_tags({"best_trial_id": str(best.trial_id), **{f"best.{k}": str(v) for k, v in best_values.items()}})
+        tracking.log_dict({"trial_id": best.trial_id, "score": best.score, "hyperparameters": best_values}, "search/best.json")
+
+        register = cfg.tuner.registered_model_name if state.get("registered_trial") != best.trial_id else None
+        model = tuner.get_best_models(1)[0]
+        metrics = experiment.record_evaluation(model, prepared, cfg, registered_model_name=register)
+        if register:
+            project.write_state(registered_trial=best.trial_id)
+        experiment_id = parent.info.experiment_id
+
+    print(
+        f"search {parent_id} ({cfg.dataset.name}, {cfg.tuner.name}): {len(completed)} trials, best {cfg.tuner.objective}="
+        f"{best.score:.4f} {best_values} test_accuracy={metrics['accuracy']:.4f} | "
+        f"UI: {tracking.ui_hint(cfg.tracking, experiment_id, parent_id)}",
+        flush=True,
+    )
+    return float(best.score)

@@ -1,0 +1,243 @@
+"""Keras Tuner construction, and the trial hooks that make every trial an MLflow child run.
+
+A search's state lives in ``<tuner.directory>/<tuner.project_name>``: Keras Tuner's oracle and
+trials, plus ``pipeline_search.json`` (this module's), which records what the search was
+started with (search space, objective, data, ...) and its MLflow parent run. Running the same
+command again continues the search; running it with a different search space, objective or
+data is refused (``tuner.on_change=error``) or moved to a new project (``new_project``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import keras_tuner
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline import experiment, provenance, search_space, tracking
+from pipeline.errors import ConfigError
+from pipeline.model import build_model
+
+STATE_FILE = "pipeline_search.json"
+#: What a trial's model logs every epoch, and so what an objective may be.
+LOGGED_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
+TUNERS = {
+    "random": keras_tuner.RandomSearch,
+    "bayesian": keras_tuner.BayesianOptimization,
+    "hyperband": keras_tuner.Hyperband,
+}
+
+
+def validate(cfg: DictConfig) -> keras_tuner.HyperParameters:
+    """Every tuner setting a user can get wrong, checked before any data is read."""
+    t = cfg.tuner
+    if t.name not in TUNERS:
+        raise ConfigError(f"unknown tuner.name {t.name!r}; choose one of {', '.join(TUNERS)}")
+    if t.objective not in LOGGED_METRICS:
+        raise ConfigError(f"tuner.objective {t.objective!r} is not a logged metric; choose one of {', '.join(LOGGED_METRICS)}")
+    if t.direction not in ("max", "min"):
+        raise ConfigError(f"tuner.direction must be max or min, got {t.direction!r}")
+    if t.name != "hyperband" and t.max_trials < 1:
+        raise ConfigError(f"tuner.max_trials must be at least 1, got {t.max_trials}")
+    if t.name == "hyperband" and (not t.max_epochs or t.max_epochs < 1 or not t.factor or t.factor < 2):
+        raise ConfigError("hyperband needs tuner.max_epochs >= 1 and tuner.factor >= 2")
+    if t.executions_per_trial < 1:
+        raise ConfigError(f"tuner.executions_per_trial must be at least 1, got {t.executions_per_trial}")
+    if t.on_change not in ("error", "new_project"):
+        raise ConfigError(f"tuner.on_change must be error or new_project, got {t.on_change!r}")
+    if t.workers < 0:
+        raise ConfigError(f"tuner.workers must be 0 or more, got {t.workers}")
+    return search_space.compile_space(cfg.search_space)
+
+
+def _digest(value: Any) -> str:
+    return provenance.config_hash(value)[:16]
+
+
+def search_identity(cfg: DictConfig, data_fingerprint: str) -> Dict[str, str]:
+    """What makes two searches the same search: reloading is only safe when all of it matches."""
+    t = cfg.tuner
+    return {
+        "search space": _digest(search_space.describe(cfg.search_space)),
+        "objective": _digest([t.objective, t.direction]),
+        "tuner": _digest([t.name, t.executions_per_trial, t.num_initial_points, t.max_epochs, t.factor, t.hyperband_iterations]),
+        "data": data_fingerprint[:16],
+        "model": _digest(OmegaConf.to_container(cfg.model, resolve=True)),
+        "training": _digest(OmegaConf.to_container(cfg.training, resolve=True)),
+        "seed": str(cfg.seed),
+    }
+
+
+@dataclass
+class Project:
+    """Where a search's state lives and what it was started as."""
+
+    directory: Path
+    name: str
+    identity: Dict[str, str]
+
+    @property
+    def path(self) -> Path:
+        return self.directory / self.name
+
+    def state(self) -> Dict[str, Any]:
+        f = self.path / STATE_FILE
+        return json.loads(f.read_text()) if f.is_file() else {}
+
+    def write_state(self, **values: Any) -> None:
+        """Atomically: write beside, then rename."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        state = {**self.state(), "identity": self.identity, **values}
+        tmp = self.path / f".{STATE_FILE}.{os.getpid()}"
+        tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
+        tmp.replace(self.path / STATE_FILE)
+
+
+def resolve_project(cfg: DictConfig, identity: Dict[str, str]) -> Project:
+    """The project this search continues or starts; never silently one made for another search."""
+    t = cfg.tuner
+    directory = Path(t.directory)
+    if not directory.is_absolute():
+        raise ConfigError(f"tuner.directory must be an absolute path, got {t.directory!r}")
+    project = Project(directory, str(t.project_name), identity)
+    if t.overwrite:
+        shutil.rmtree(project.path, ignore_errors=True)
+        return project
+    if not project.path.exists() or not any(project.path.iterdir()):
+        return project
+    old = project.state().get("identity")
+    changed = [k for k in identity if not old or old.get(k) != identity[k]]
+    if not changed:
+        return project
+    if t.on_change == "new_project":
+        return Project(directory, f"{t.project_name}-{_digest(identity)[:8]}", identity)
+    what = ", ".join(changed) if old else "an unknown origin"
+    raise ConfigError(
+        f"tuner project {project.path} holds a search with a different {what}; "
+        f"rerun with tuner.overwrite=true to start it again, or tuner.on_change=new_project"
+    )
+
+
+class LSTMHyperModel(keras_tuner.HyperModel):
+    """build(hp) and fit(hp, model) over data prepared once for the whole search."""
+
+    def __init__(self, cfg: DictConfig, prepared: experiment.Prepared) -> None:
+        super().__init__(name=str(cfg.model.name))
+        self.cfg = cfg
+        self.prepared = prepared
+
+    def build(self, hp: keras_tuner.HyperParameters) -> Any:
+        return build_model(self.cfg.model, self.cfg.training, self.prepared.shape, hp=hp, embedding_matrix=self.prepared.embedding_matrix)
+
+    def fit(self, hp: keras_tuner.HyperParameters, model: Any, *args: Any, **kwargs: Any) -> Any:
+        batch_size = hp.get("batch_size") if "batch_size" in hp.values else None
+        return experiment.fit(
+            model,
+            self.prepared,
+            self.cfg.training,
+            self.cfg.seed,
+            batch_size=batch_size,
+            callbacks=kwargs.get("callbacks"),
+            epochs=kwargs.get("epochs"),  # Hyperband sets epochs per round
+            initial_epoch=kwargs.get("initial_epoch", 0),
+        )
+
+
+class TrialTracking:
+    """Mixed into a Keras Tuner class: each trial runs inside an MLflow child run."""
+
+    def __init__(self, *args: Any, cfg: DictConfig, parent_run_id: str, **kwargs: Any) -> None:
+        self._cfg = cfg
+        self._parent_run_id = parent_run_id
+        super().__init__(*args, **kwargs)
+
+    def run_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
+        import keras
+
+        # Free the last trial's graphs (memory stays flat), and give every trial the same
+        # seed: a trial is then reproducible on its own, as a train run with its values.
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(int(self._cfg.seed))
+        values = dict(trial.hyperparameters.values)
+        tags = {
+            "tuner.project": str(self.project_name),
+            "tuner.trial_id": str(trial.trial_id),
+            "tuner.tuner_id": str(self.tuner_id),
+            "tuner.name": str(self._cfg.tuner.name),
+            "dataset": str(self._cfg.dataset.name),
+            "model": str(self._cfg.model.name),
+        }
+        with tracking.tracked_run(self._cfg.tracking, f"trial-{trial.trial_id}", tags, parent_run_id=self._parent_run_id):
+            tracking.log_params({f"hp.{k}": str(v) for k, v in values.items()})
+            callbacks = [*kwargs.pop("callbacks", []), tracking.EpochLogger()]
+            histories = super().run_trial(trial, *args, callbacks=callbacks, **kwargs)  # type: ignore[misc]
+            scores = [_best(h.history.get(self._cfg.tuner.objective, []), self._cfg.tuner.direction) for h in histories]
+            tracking.log_metrics({"trial_score": float(np.mean(scores))})
+            return histories
+
+
+def _best(values: List[float], direction: str) -> float:
+    if not values:
+        return float("nan")
+    return float(max(values) if direction == "max" else min(values))
+
+
+def make_tuner(cfg: DictConfig, prepared: experiment.Prepared, project: Project, parent_run_id: str, hp: keras_tuner.HyperParameters) -> Any:
+    """The configured Keras Tuner, tracking each trial, searching exactly the YAML space."""
+    t = cfg.tuner
+    base = TUNERS[t.name]
+    cls = type(f"Tracked{base.__name__}", (TrialTracking, base), {})
+    kwargs: Dict[str, Any] = dict(
+        hypermodel=LSTMHyperModel(cfg, prepared),
+        objective=keras_tuner.Objective(t.objective, direction=t.direction),
+        hyperparameters=hp,
+        tune_new_entries=False,
+        allow_new_entries=False,
+        seed=int(t.seed),
+        max_retries_per_trial=int(t.max_retries_per_trial),
+        max_consecutive_failed_trials=int(t.max_consecutive_failed_trials),
+        executions_per_trial=int(t.executions_per_trial),
+        directory=str(project.directory),
+        project_name=project.name,
+        overwrite=False,  # resolve_project already removed the state when tuner.overwrite asked
+    )
+    if t.name == "hyperband":
+        kwargs.update(max_epochs=int(t.max_epochs), factor=int(t.factor), hyperband_iterations=int(t.hyperband_iterations))
+    else:
+        kwargs["max_trials"] = int(t.max_trials)
+        if t.name == "bayesian" and t.num_initial_points:
+            kwargs["num_initial_points"] = int(t.num_initial_points)
+    return cls(cfg=cfg, parent_run_id=parent_run_id, **kwargs)
+
+
+def trial_table(tuner: Any, direction: str) -> Any:
+    """Every trial with its status, score and values, best first: the search's ranking."""
+    import pandas as pd
+
+    rows = []
+    for trial in tuner.oracle.trials.values():
+        values = {k: v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")}
+        rows.append({"trial_id": trial.trial_id, "status": str(trial.status), "score": trial.score, "best_step": trial.best_step, **values})
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    table = table.sort_values("score", ascending=direction == "min", na_position="last", kind="stable")
+    table.insert(0, "rank", range(1, len(table) + 1))
+    return table.reset_index(drop=True)
+
+
+def wait_for_file(path: Path, timeout: float) -> bool:
+    """For workers: the chief writes the search state before they may start."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.is_file():
+            return True
+        time.sleep(0.2)
+    return False
