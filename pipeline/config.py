@@ -137,21 +137,6 @@ class PathsConfig:
 
 
 @dataclass
-class HyperParameterSpec:
-    """One searched value, compiled to a keras_tuner hyperparameter of the same name."""
-
-    #: ``int``, ``float``, ``choice`` or ``boolean``.
-    type: str = MISSING
-    min: Optional[float] = None
-    max: Optional[float] = None
-    step: Optional[float] = None
-    #: ``linear``, ``log`` or ``reverse_log`` (int and float).
-    sampling: str = "linear"
-    #: ``choice``: the values to pick from.
-    values: Optional[List[Any]] = None
-
-
-@dataclass
 class TunerConfig:
     """Keras Tuner: which oracle, how long, toward what, and where its state lives."""
 
@@ -198,7 +183,9 @@ class TrainConfig:
 @dataclass
 class TuneConfig(TrainConfig):
     tuner: TunerConfig = MISSING
-    search_space: Dict[str, HyperParameterSpec] = field(default_factory=dict)
+    #: name -> {type, min, max, step, sampling, values}; checked by pipeline.search_space, not
+    #: typed here, so that `+search_space.NAME={...}` can add an entry from the command line.
+    search_space: Dict[str, Any] = field(default_factory=dict)
 
 
 def _abspath(path: str) -> str:

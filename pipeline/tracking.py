@@ -195,9 +195,19 @@ def log_table(frame: Any, artifact_file: str) -> None:
 class EpochLogger(MlflowCallback):
     """MLflow's Keras callback: train and validation metrics every epoch, logged asynchronously.
 
+    With ``describe_model`` it also logs the model summary and optimizer settings when training
+    starts (train runs); a search's trials skip them, their values are the trial's params.
     Its ``on_test_end`` would also log unstepped ``validation_*`` copies of every evaluation;
     the ``val_*`` metrics of each epoch already hold them.
     """
+
+    def __init__(self, describe_model: bool = True) -> None:
+        super().__init__()
+        self.describe_model = describe_model
+
+    def on_train_begin(self, logs: Optional[Dict[str, float]] = None) -> None:
+        if self.describe_model:
+            super().on_train_begin(logs)
 
     def on_test_end(self, logs: Optional[Dict[str, float]] = None) -> None:
         return None

@@ -176,7 +176,7 @@ class TrialTracking:
         }
         with tracking.tracked_run(self._cfg.tracking, f"trial-{trial.trial_id}", tags, parent_run_id=self._parent_run_id):
             tracking.log_params({f"hp.{k}": str(v) for k, v in values.items()})
-            callbacks = [*kwargs.pop("callbacks", []), tracking.EpochLogger()]
+            callbacks = [*kwargs.pop("callbacks", []), tracking.EpochLogger(describe_model=False)]
             histories = super().run_trial(trial, *args, callbacks=callbacks, **kwargs)  # type: ignore[misc]
             scores = [_best(h.history.get(self._cfg.tuner.objective, []), self._cfg.tuner.direction) for h in histories]
             tracking.log_metrics({"trial_score": float(np.mean(scores))})

@@ -49,10 +49,10 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
     """Compose the real config with shrinking overrides and a store under ``tmp_path``."""
 
-    def _make(*overrides: str) -> DictConfig:
+    def _make(*overrides: str, config_name: str = "config") -> DictConfig:
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
             return compose(
-                "config",
+                config_name,
                 overrides=[*SHRINK, f"paths.mlruns_dir={tmp_path / 'mlruns'}", *overrides],
             )
 

@@ -1,0 +1,206 @@
+"""`pipeline tune`: a real Keras Tuner search, tracked as a parent run with a child per trial."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import List
+
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from conftest import SHRINK, run_cli
+from pipeline import tune
+from pipeline.errors import ConfigError
+
+SPACE = ["search_space.units={type:int,min:8,max:24,step:8}", "search_space.embedding_dim={type:choice,values:[8,16]}"]
+SMALL = [*SHRINK, "dataset.max_samples=200", *SPACE]
+
+
+def _runs(store_uri: str):
+    client = MlflowClient(store_uri)
+    experiment = client.get_experiment_by_name("lstm-text-classification")
+    runs = client.search_runs([experiment.experiment_id]) if experiment else []
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return client, parents, children
+
+
+def _versions(client: MlflowClient, name: str) -> List[str]:
+    return sorted(str(v.version) for v in client.search_model_versions(f"name='{name}'"))
+
+
+def test_search_is_a_parent_run_with_a_child_per_trial(tmp_path: Path, store_uri: str) -> None:
+    result = run_cli(["tune", *SMALL, "tuner.max_trials=3"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "search " in result.stdout and "3 trials" in result.stdout
+
+    client, parents, children = _runs(store_uri)
+    assert len(parents) == 1 and len(children) == 3
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert sorted(c.data.tags["tuner.trial_id"] for c in children) == ["0", "1", "2"]
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert {"hp.units", "hp.embedding_dim"} <= set(child.data.params)
+        assert [m.step for m in client.get_metric_history(child.info.run_id, "val_accuracy")] == [0]
+        assert child.data.tags["tuner.project"] == "bbc_news-lstm-seed42"
+        assert not client.list_artifacts(child.info.run_id), "no model (or anything else) logged per trial"
+
+    # the parent: config and space as params, the ranking, the best values, the evaluated best model
+    assert parent.data.params["search_space.units.max"] == "24" and parent.data.params["tuner.name"] == "random"
+    table = pd.read_csv(client.download_artifacts(parent.info.run_id, "search/trials.csv", str(tmp_path)))
+    assert len(table) == 3 and table["rank"].tolist() == [1, 2, 3]
+    assert table["score"].is_monotonic_decreasing
+    best = max(children, key=lambda c: c.data.metrics["trial_score"])
+    assert parent.data.metrics["best_score"] == pytest.approx(best.data.metrics["trial_score"])
+    assert parent.data.tags["best.units"] == best.data.params["hp.units"]
+    assert "test_accuracy" in parent.data.metrics and "test_f1_macro" in parent.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert "plots/search_scores.png" in artifacts
+    assert _versions(client, "lstm-bbc_news") == ["1"]
+
+    # a new search (overwrite is explicit) registers a new version
+    again = run_cli(["tune", *SMALL, "tuner.max_trials=2", "tuner.overwrite=true"], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert _versions(client, "lstm-bbc_news") == ["1", "2"]
+
+
+@pytest.mark.parametrize("tuner", ["bayesian", "hyperband"])
+def test_other_tuners(make_cfg, store_uri: str, tuner: str) -> None:
+    cfg = make_cfg(
+        *SMALL, f"tuner={tuner}", "tuner.max_trials=3", "tuner.num_initial_points=2", "training.epochs=2",
+        "tracking.log_model=false", config_name="tune",
+    )
+    tune.run(cfg)
+    _, parents, children = _runs(store_uri)
+    assert len(parents) == 1 and parents[0].data.tags["tuner.name"] == tuner
+    assert len(children) >= 2 and all(c.info.status == "FINISHED" for c in children)
+    assert len({c.data.tags["tuner.trial_id"] for c in children}) == len(children)
+    if tuner == "hyperband":
+        assert any("hp.tuner/epochs" in c.data.params for c in children)
+
+
+def _wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_kill_9_mid_trial_then_the_same_command_resumes(tmp_path: Path, store_uri: str) -> None:
+    # long enough trials (15 epochs) that the kill lands mid-trial
+    args = ["tune", *SMALL, "tuner.max_trials=3", "training.epochs=15", "training.early_stopping.enabled=false", "tracking.log_model=false"]
+    # create the store first: two processes migrating a new SQLite store at once collide
+    (tmp_path / "mlruns").mkdir()
+    MlflowClient(store_uri).search_experiments()
+    exe = Path(sys.executable).with_name("pipeline")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.Popen([str(exe), *args], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def second_trial_mid_epoch():
+            _, _, children = _runs(store_uri)
+            running = [c for c in children if c.info.status == "RUNNING" and c.data.tags.get("tuner.trial_id") == "1"]
+            return running and MlflowClient(store_uri).get_metric_history(running[0].info.run_id, "loss")
+
+        _wait_for(second_trial_mid_epoch, 240, "trial 1 to be training")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    _, parents, children = _runs(store_uri)
+    assert [c.info.status for c in children if c.data.tags["tuner.trial_id"] == "1"] == ["RUNNING"]
+
+    result = run_cli(args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resuming search" in result.stdout and "1 interrupted trial run(s) marked KILLED" in result.stdout
+
+    _, parents, children = _runs(store_uri)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    statuses = Counter((c.data.tags["tuner.trial_id"], c.info.status) for c in children)
+    assert statuses == Counter({("0", "FINISHED"): 1, ("1", "KILLED"): 1, ("1", "FINISHED"): 1, ("2", "FINISHED"): 1})
+    assert parents[0].data.metrics["trials_completed"] == 3.0
+
+
+def test_a_changed_search_never_silently_reloads_the_old_one(make_cfg, tmp_path: Path, store_uri: str) -> None:
+    base = [*SMALL, "tuner.max_trials=1", "tracking.log_model=false"]
+    tune.run(make_cfg(*base, config_name="tune"))
+    changed = make_cfg(*base, "search_space.units={type:int,min:8,max:40,step:8}", config_name="tune")
+    with pytest.raises(ConfigError, match=r"different search space.*tuner.overwrite=true"):
+        tune.run(changed)
+    with pytest.raises(ConfigError, match=r"different objective"):
+        tune.run(make_cfg(*base, "tuner.objective=val_loss", "tuner.direction=min", config_name="tune"))
+    tune.run(make_cfg(*base, "search_space.units={type:int,min:8,max:40,step:8}", "tuner.on_change=new_project", config_name="tune"))
+    projects = sorted(p.name for p in (tmp_path / "tuner").iterdir())
+    assert len(projects) == 2 and projects[0] == "bbc_news-lstm-seed42" and projects[1].startswith("bbc_news-lstm-seed42-")
+    _, parents, _ = _runs(store_uri)
+    assert len(parents) == 2
+
+
+def test_a_failing_trial_is_a_failed_run_and_the_search_goes_on(make_cfg, store_uri: str) -> None:
+    cfg = make_cfg(
+        *SMALL, "+search_space.dropout={type:choice,values:[0.0,1.5]}", "tuner.max_trials=4",
+        "tracking.log_model=false", config_name="tune",
+    )
+    tune.run(cfg)
+    _, parents, children = _runs(store_uri)
+    failed = [c for c in children if c.info.status == "FAILED"]
+    finished = [c for c in children if c.info.status == "FINISHED"]
+    assert failed and finished and parents[0].info.status == "FINISHED"
+    assert all(c.data.params["hp.dropout"] == "1.5" for c in failed)
+    assert all(c.data.params["hp.dropout"] == "0.0" for c in finished)
+    assert all("error" in c.data.tags for c in failed)
+
+
+def test_chief_and_two_workers_share_one_parent(tmp_path: Path, store_uri: str) -> None:
+    result = run_cli(["tune", *SMALL, "tuner.max_trials=6", "tuner.workers=2"], cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, parents, children = _runs(store_uri)
+    assert len(parents) == 1
+    assert sorted(c.data.tags["tuner.trial_id"] for c in children) == [str(i) for i in range(6)]
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    assert {c.data.tags["tuner.tuner_id"] for c in children} == {"worker0", "worker1"}
+    assert all(c.info.status == "FINISHED" for c in children)
+    assert _versions(client, "lstm-bbc_news") == ["1"]
+
+
+def test_multirun_gives_each_job_its_own_search(tmp_path: Path, store_uri: str) -> None:
+    result = run_cli(["tune", "-m", *SMALL, "tuner.max_trials=1", "tracking.log_model=false", "seed=1,2"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, parents, children = _runs(store_uri)
+    assert sorted(p.data.tags["tuner.project"] for p in parents) == ["bbc_news-lstm-seed1", "bbc_news-lstm-seed2"]
+    assert all(Path(p.data.tags["tuner.directory"]).is_absolute() for p in parents)
+    assert len({p.data.tags["tuner.directory"] for p in parents}) == 2
+    assert len(children) == 2
+
+
+BAD = [
+    ("empty space", ["~search_space.units", "~search_space.embedding_dim"], "search space is empty"),
+    ("min above max", ["search_space.units={type:int,min:64,max:8}"], "search_space.units: min 64 is above max 8"),
+    ("unknown tuner", ["tuner=grid"], "tuner/grid"),
+    ("zero trials", ["tuner.max_trials=0"], "tuner.max_trials must be at least 1"),
+    ("objective not logged", ["tuner.objective=val_f1"], "tuner.objective 'val_f1' is not a logged metric"),
+    ("unknown name", ["+search_space.width={type:int,min:1,max:2}"], "search_space.width: not a searchable setting"),
+    ("misspelled key", ["search_space.units={type:int,mni:8,max:32}"], "'mni'"),
+]
+
+
+@pytest.mark.parametrize("name, args, fragment", BAD, ids=[b[0] for b in BAD])
+def test_bad_search_settings_fail_in_one_line(tmp_path: Path, name: str, args: List[str], fragment: str) -> None:
+    result = run_cli(["tune", *SMALL, *args], cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and fragment in errors[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "mlruns").exists(), "a bad search setting opened the store"
