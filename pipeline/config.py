@@ -165,6 +165,11 @@ class TunerConfig:
     on_change: str = MISSING
     #: Worker processes beside the chief on this host (0: one process runs every trial).
     workers: int = MISSING
+    #: For a search spread over hosts or scheduler jobs (`-m tuner.rank=0,1,2`): rank 0 is the
+    #: chief, which serves the oracle; every other rank is a worker. ``null``: one host.
+    rank: Optional[int] = None
+    #: Where the chief's oracle listens: 127.0.0.1 on one host, 0.0.0.0 for workers elsewhere.
+    oracle_host: str = MISSING
     oracle_port: Optional[int] = None
     #: Model Registry name for the best model of each search (a new version each time).
     registered_model_name: Optional[str] = None

@@ -6,6 +6,7 @@ Ctrl-C, FAILED on any other exception, so no run is ever left RUNNING by this pr
 
 from __future__ import annotations
 
+import fcntl
 import json
 import tempfile
 import urllib.error
@@ -48,17 +49,26 @@ def preflight(tracking_cfg: Any) -> None:
                 f"start it, or set tracking.uri"
             ) from None
         return
+    lock = None
     if scheme == "sqlite":
         db = Path(uri[len("sqlite:///") :])
         try:
             db.parent.mkdir(parents=True, exist_ok=True)
+            lock = open(db.parent / f".{db.name}.init.lock", "w")  # noqa: SIM115 - closed below
         except OSError as e:
             raise TrackingError(f"cannot create the MLflow store directory {db.parent}: {e.strerror}") from None
     try:
+        if lock is not None:
+            # Processes starting together (sweep jobs, tuner workers) would each run MLflow's
+            # schema migrations on a new store at once, and collide; one at a time they don't.
+            fcntl.flock(lock, fcntl.LOCK_EX)
         mlflow.MlflowClient(uri).search_experiments(max_results=1)
     except Exception as e:  # noqa: BLE001 - any store failure means the same to the user
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise TrackingError(f"cannot use MLflow tracking store {redact(uri)}: {first}") from None
+    finally:
+        if lock is not None:
+            lock.close()
 
 
 def _experiment_id(tracking_cfg: Any) -> str:

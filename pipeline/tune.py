@@ -26,64 +26,107 @@ from pipeline.train import hydra_overrides
 WORKER_WAIT_S = 120.0
 
 
-def _role() -> str:
+def _role(cfg: DictConfig) -> str:
+    """``local`` (one process, or a chief that starts ``tuner.workers`` on this host),
+    ``chief`` (serves the oracle to workers started elsewhere) or ``worker``."""
+    if cfg.tuner.rank is not None:
+        if cfg.tuner.rank < 0:
+            raise ConfigError(f"tuner.rank must be 0 (the chief) or more (a worker), got {cfg.tuner.rank}")
+        return "chief" if cfg.tuner.rank == 0 else "worker"
     tuner_id = os.environ.get("KERASTUNER_TUNER_ID", "")
-    if "KERASTUNER_ORACLE_IP" in os.environ and tuner_id and "chief" not in tuner_id:
-        return "worker"
-    return "chief"
+    if "KERASTUNER_ORACLE_IP" in os.environ and tuner_id:
+        return "chief" if "chief" in tuner_id else "worker"
+    return "local"
 
 
-def _free_port() -> int:
+def _free_port(host: str) -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
-def _serve_oracle(tuner: Any, cfg: DictConfig) -> None:
-    """Serve the oracle to ``tuner.workers`` worker processes on loopback until they are done.
+def _reachable(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=2):
+            return True
+    except (OSError, ValueError):
+        return False
 
-    Keras Tuner's own chief loop never stops its gRPC server, so its chief does not exit; this
-    one stops the server once every worker it started has ended.
+
+def _serve_oracle(tuner: Any, cfg: DictConfig, project: tuning.Project, role: str) -> None:
+    """Serve the oracle over gRPC until the search is over, then stop the server.
+
+    ``local``: start ``tuner.workers`` worker processes on this host and stop when they have
+    ended. ``chief``: publish the oracle's address in the search state for workers started
+    elsewhere, and stop when Keras Tuner's oracle has told every worker to stop. (Keras Tuner's
+    own chief loop never stops its gRPC server, so its chief process does not exit.)
     """
     import grpc
     from keras_tuner.src import protos
-    from keras_tuner.src.distribute.oracle_chief import OracleServicer
+    from keras_tuner.src.distribute.oracle_chief import OracleServicer, exit_chief
 
-    port = int(cfg.tuner.oracle_port or _free_port())
+    host = os.environ.get("KERASTUNER_ORACLE_IP", cfg.tuner.oracle_host) if role == "chief" else "127.0.0.1"
+    port = int(os.environ.get("KERASTUNER_ORACLE_PORT", 0) or cfg.tuner.oracle_port or _free_port(host))
     tuner.save()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
-    protos.get_service_grpc().add_OracleServicer_to_server(OracleServicer(tuner.oracle), server)
-    server.add_insecure_port(f"127.0.0.1:{port}")
+    servicer = OracleServicer(tuner.oracle)
+    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
+    server.add_insecure_port(f"{host}:{port}")
     server.start()
-    overrides = [o for o in hydra_overrides() if not o.lstrip("+~").startswith(("tuner.workers=", "tuner.overwrite=", "hydra."))]
-    env_base = {**os.environ, "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port)}
     workers: List[subprocess.Popen] = []
+    codes: List[int] = []
     try:
-        for i in range(int(cfg.tuner.workers)):
-            args = [sys.executable, "-m", "pipeline.cli", "tune", *overrides, "tuner.workers=0", "tuner.overwrite=false"]
-            workers.append(subprocess.Popen(args, env={**env_base, "KERASTUNER_TUNER_ID": f"worker{i}"}))
-        codes = [w.wait() for w in workers]
+        if role == "chief":
+            advertised = socket.getfqdn() if host in ("0.0.0.0", "") else host
+            project.write_state(oracle=f"{advertised}:{port}")
+            print(f"chief: oracle at {advertised}:{port}; start workers with the same command and tuner.rank=1,2,...", flush=True)
+            while not (servicer.stop_triggered and exit_chief(tuner.oracle)):
+                time.sleep(0.5)
+        else:
+            skip = ("tuner.workers=", "tuner.overwrite=", "tuner.rank=", "hydra.")
+            overrides = [o for o in hydra_overrides() if not o.lstrip("+~").startswith(skip)]
+            env = {**os.environ, "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port)}
+            for i in range(int(cfg.tuner.workers)):
+                args = [sys.executable, "-m", "pipeline.cli", "tune", *overrides, "tuner.workers=0", "tuner.overwrite=false"]
+                workers.append(subprocess.Popen(args, env={**env, "KERASTUNER_TUNER_ID": f"worker{i}"}))
+            codes = [w.wait() for w in workers]
     finally:
         for w in workers:
             if w.poll() is None:
                 w.terminate()
                 w.wait(timeout=30)
         server.stop(grace=2).wait()
+        if role == "chief":
+            project.write_state(oracle=None)
     if any(codes):
         raise PipelineError(f"tuner workers exited with status {codes}; the search can be resumed with the same command")
 
 
 def _work(cfg: DictConfig, prepared: experiment.Prepared, identity: Dict[str, str], hp: Any) -> float:
-    """A worker: wait for the chief's search state, then run trials until the oracle stops."""
+    """A worker: find the chief's search and oracle, then run trials until the oracle stops."""
     project = tuning.Project(tuning.Path(cfg.tuner.directory), str(cfg.tuner.project_name), identity)
-    if not tuning.wait_for_file(project.path / tuning.STATE_FILE, WORKER_WAIT_S):
-        raise PipelineError(f"no search state at {project.path} after {WORKER_WAIT_S:.0f} s; start the chief first")
-    state = project.state()
-    if state.get("identity") != identity:
-        project = tuning.Project(project.directory, str(state.get("project_name", project.name)), identity)
+    deadline = time.monotonic() + WORKER_WAIT_S
+    state: Dict[str, Any] = {}
+    while time.monotonic() < deadline:
         state = project.state()
-        if state.get("identity") != identity:
-            raise ConfigError(f"worker config differs from the chief's search at {project.path}")
+        if state.get("identity") == identity and (
+            "KERASTUNER_ORACLE_IP" in os.environ or (state.get("oracle") and _reachable(state["oracle"]))
+        ):
+            break
+        if state.get("project_name") and state["project_name"] != project.name:  # tuner.on_change=new_project
+            project = tuning.Project(project.directory, state["project_name"], identity)
+            continue
+        time.sleep(0.5)
+    else:
+        if state and state.get("identity") != identity:
+            raise ConfigError(f"this worker's config differs from the chief's search at {project.path}")
+        raise PipelineError(f"no chief serving the search at {project.path} after {WORKER_WAIT_S:.0f} s; start the chief")
+    if "KERASTUNER_ORACLE_IP" not in os.environ:
+        host, _, port = state["oracle"].rpartition(":")
+        os.environ.update(
+            KERASTUNER_ORACLE_IP=host, KERASTUNER_ORACLE_PORT=port, KERASTUNER_TUNER_ID=f"worker{cfg.tuner.rank}"
+        )
     tuner = tuning.make_tuner(cfg, prepared, project, state["parent_run_id"], hp)
     tuner.search(verbose=0)
     print(f"worker {os.environ.get('KERASTUNER_TUNER_ID')} done", flush=True)
@@ -100,7 +143,8 @@ def run(cfg: DictConfig) -> float:
     experiment.seed_everything(cfg.seed, cfg.training.deterministic)
     prepared = experiment.prepare(cfg)
     identity = tuning.search_identity(cfg, prepared.splits.fingerprint()["all"])
-    if _role() == "worker":
+    role = _role(cfg)
+    if role == "worker":
         return _work(cfg, prepared, identity, hp)
 
     project = tuning.resolve_project(cfg, identity)
@@ -126,8 +170,8 @@ def run(cfg: DictConfig) -> float:
         project.write_state(parent_run_id=parent_id, project_name=project.name, resumed=int(state.get("resumed", 0)) + int(resumed))
 
         tuner = tuning.make_tuner(cfg, prepared, project, parent_id, hp)
-        if cfg.tuner.workers > 0:
-            _serve_oracle(tuner, cfg)
+        if role == "chief" or cfg.tuner.workers > 0:
+            _serve_oracle(tuner, cfg, project, role)
         else:
             tuner.search(verbose=0)
 

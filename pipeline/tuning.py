@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,6 +160,15 @@ class TrialTracking:
         super().__init__(*args, **kwargs)
 
     def run_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return self._tracked_trial(trial, *args, **kwargs)
+        except Exception as e:
+            # Keras Tuner records the failure in the trial and goes on, silently: say it.
+            first = (str(e).strip().splitlines() or [""])[0]
+            print(f"trial {trial.trial_id} failed: {type(e).__name__}: {first}", file=sys.stderr, flush=True)
+            raise
+
+    def _tracked_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
         import keras
 
         # Free the last trial's graphs (memory stays flat), and give every trial the same
