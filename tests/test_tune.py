@@ -204,3 +204,27 @@ def test_bad_search_settings_fail_in_one_line(tmp_path: Path, name: str, args: L
     assert len(errors) == 1 and fragment in errors[0], result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "mlruns").exists(), "a bad search setting opened the store"
+
+
+def test_chief_and_workers_as_separate_jobs_against_a_tracking_server(tmp_path: Path, mlflow_server: str) -> None:
+    # what a SLURM array does (hydra/launcher=slurm), here with submitit's local executor:
+    # rank 0 serves the oracle, ranks 1 and 2 find it in the shared tuner directory
+    result = run_cli(
+        ["tune", "-m", "hydra/launcher=submitit_local", "tuner.rank=0,1,2", *SMALL, "tuner.max_trials=4",
+         f"tracking.uri={mlflow_server}"],
+        cwd=tmp_path, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, parents, children = _runs(mlflow_server)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert sorted(c.data.tags["tuner.trial_id"] for c in children) == ["0", "1", "2", "3"]
+    assert {c.data.tags["tuner.tuner_id"] for c in children} <= {"worker1", "worker2"}
+    assert all(c.info.status == "FINISHED" for c in children)
+    assert _versions(client, "lstm-bbc_news") == ["1"]
+    assert not (tmp_path / "mlruns").exists(), "everything went to the server"
+
+
+def test_the_slurm_launcher_config_composes(tmp_path: Path) -> None:
+    result = run_cli(["tune", "hydra/launcher=slurm", "--cfg", "hydra"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "SlurmLauncher" in result.stdout and "timeout_min: 720" in result.stdout
