@@ -105,9 +105,15 @@ def build_model(
 
 
 def text_model(vectorizer: Any, model: keras.Model) -> keras.Model:
-    """The end-to-end model: raw strings -> TextVectorization -> the trained classifier."""
+    """The end-to-end model: raw strings -> TextVectorization -> the trained classifier.
+
+    The classifier goes in as an uncompiled copy: a saved model for inference carries no
+    optimizer state (Adam's would triple its size).
+    """
+    inference = keras.models.clone_model(model)
+    inference.set_weights(model.get_weights())
     text = keras.Input(shape=(), dtype="string", name="text")
-    return keras.Model(text, model(vectorizer(text)), name="text_classifier")
+    return keras.Model(text, inference(vectorizer(text)), name="text_classifier")
 
 
 def class_probabilities(model: keras.Model, inputs: Any, batch_size: int = 256) -> np.ndarray:

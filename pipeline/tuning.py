@@ -189,8 +189,23 @@ class TrialTracking:
             callbacks = [*kwargs.pop("callbacks", []), tracking.EpochLogger(describe_model=False)]
             histories = super().run_trial(trial, *args, callbacks=callbacks, **kwargs)  # type: ignore[misc]
             scores = [_best(h.history.get(self._cfg.tuner.objective, []), self._cfg.tuner.direction) for h in histories]
-            tracking.log_metrics({"trial_score": float(np.mean(scores))})
+            tracking.log_metrics({"trial_score": float(np.mean(scores)), **memory_mb()})
             return histories
+
+
+def memory_mb() -> Dict[str, float]:
+    """This process's resident memory now and at its peak, in MiB (Linux; peak elsewhere)."""
+    import resource
+
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out = {"memory_peak_mb": peak_kb / 1024.0}
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            rss = next(line for line in f if line.startswith("VmRSS:"))
+        out["memory_rss_mb"] = int(rss.split()[1]) / 1024.0
+    except (OSError, StopIteration, ValueError):
+        pass
+    return out
 
 
 def _best(values: List[float], direction: str) -> float:

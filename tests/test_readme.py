@@ -18,13 +18,13 @@ def _quickstart_commands() -> list:
 def test_quickstart_is_two_commands_and_ci_runs_the_second() -> None:
     commands = _quickstart_commands()
     assert len(commands) == 2 and all("\n" not in c for c in commands)
-    assert commands[0].endswith("pipeline train")
+    assert commands[0].endswith("pipeline tune")
     ci = (REPO / ".ci" / "run").read_text(encoding="utf-8").splitlines()
     assert commands[1] in ci
 
 
 def test_every_config_option_is_documented() -> None:
-    for group in ("dataset", "model", "training", "tracking", "paths"):
-        row = next(line for line in README.splitlines() if line.startswith(f"| `{group}` |"))
+    for group in ("dataset", "model", "training", "tracking", "paths", "tuner", "search_space"):
+        row = next(line for line in README.splitlines() if line.startswith((f"| `{group}` |", f"| `{group}` (tune) |")))
         for option in sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")):
             assert f"`{option}`" in row, (group, option)
