@@ -108,9 +108,8 @@ def mlflow_server(tmp_path: Path):
         port = s.getsockname()[1]
     root = tmp_path / "server"
     root.mkdir()
-    exe = Path(sys.executable).with_name("mlflow")
     proc = subprocess.Popen(
-        [str(exe), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
          "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts")],
         cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )

@@ -104,9 +104,8 @@ def test_kill_9_mid_trial_then_the_same_command_resumes(tmp_path: Path, store_ur
     # create the store first: two processes migrating a new SQLite store at once collide
     (tmp_path / "mlruns").mkdir()
     MlflowClient(store_uri).search_experiments()
-    exe = Path(sys.executable).with_name("pipeline")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.Popen([str(exe), *args], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         def second_trial_mid_epoch():
             _, _, children = _runs(store_uri)
