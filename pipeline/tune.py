@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from concurrent import futures
 from typing import Any, Dict, List
 
@@ -189,7 +190,10 @@ def run(cfg: DictConfig) -> float:
         tracking.log_dict({"trial_id": best.trial_id, "score": best.score, "hyperparameters": best_values}, "search/best.json")
 
         register = cfg.tuner.registered_model_name if state.get("registered_trial") != best.trial_id else None
-        model = tuner.get_best_models(1)[0]
+        with warnings.catch_warnings():
+            # the checkpoint holds Adam's slots; the rebuilt model's optimizer is fresh and unused here
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            model = tuner.get_best_models(1)[0]
         metrics = experiment.record_evaluation(model, prepared, cfg, registered_model_name=register)
         if register:
             project.write_state(registered_trial=best.trial_id)
