@@ -16,6 +16,8 @@ USAGE = """usage: pipeline <command> [overrides ...] [-m] [--help]
 commands:
   train    train one LSTM text classifier and record it in MLflow
   tune     search its hyperparameters with Keras Tuner: a parent run, a child run per trial
+  rerun    rerun a past run exactly from its MLflow record: pipeline rerun RUN_ID [--force]
+  compare  rank runs side by side: pipeline compare [RUN_ID ...] [--experiment NAME]
 
 Overrides are Hydra's: `pipeline train dataset=sst2 model=bilstm training.epochs=5 seed=1`.
 Sweep with -m: `pipeline train -m dataset=sst2,mr seed=1,2,3`.
@@ -87,6 +89,51 @@ def _tune(cfg: Any) -> float:
 
 COMMANDS: Dict[str, tuple] = {"train": ("config", _train), "tune": ("tune", _tune)}
 
+RERUN_USAGE = """usage: pipeline rerun RUN_ID [--force] [key=value ...]
+
+Trains again what run RUN_ID recorded (a train run; a search's trial; a search's parent: its
+best trial) and records a new run tagged rerun_of=RUN_ID, then says whether every epoch's
+loss matched. The git commit, dirty flag, data fingerprint and key package versions are
+compared first; a difference stops it unless --force.
+key=value overrides apply on top (e.g. training.deterministic=false); tracking.uri=URI
+reads and writes another store (default: mlruns/mlflow.db here).
+"""
+
+
+def _plain_command(name: str, rest: List[str]) -> int:
+    """Commands whose config comes from a past run, not from Hydra's composition."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from pipeline.errors import PipelineError
+
+    try:
+        if name == "rerun":
+            if not rest or rest[0] in ("-h", "--help"):
+                print(RERUN_USAGE)
+                return 0 if rest else 2
+            flags = [a for a in rest[1:] if a.startswith("--")]
+            unknown = [f for f in flags if f != "--force"]
+            if unknown or rest[0].startswith("-"):
+                print(f"error: unknown option {(unknown or rest)[0]!r}; see `pipeline rerun --help`", file=sys.stderr)
+                return 2
+            from pipeline import rerun
+
+            rerun.run(rest[0], [a for a in rest[1:] if not a.startswith("--")], force="--force" in flags)
+            return 0
+        from pipeline import compare
+
+        return compare.main(rest)
+    except HydraException as e:
+        print(f"error: {_hydra_message(e)}", file=sys.stderr, flush=True)
+        return 2
+    except (PipelineError, OmegaConfBaseException) as e:
+        print(f"error: {_one_line(e)}", file=sys.stderr, flush=True)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
@@ -94,8 +141,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(USAGE)
         return 0
     command, rest = args[0], args[1:]
+    if command in ("rerun", "compare"):
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        return _plain_command(command, rest)
     if command not in COMMANDS:
-        print(f"error: unknown command {command!r}; commands: {', '.join(COMMANDS)}", file=sys.stderr)
+        print(f"error: unknown command {command!r}; commands: {', '.join([*COMMANDS, 'rerun', 'compare'])}", file=sys.stderr)
         return 2
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException

@@ -211,3 +211,12 @@ def register_configs() -> None:
 def to_container(cfg: Any) -> Dict[str, Any]:
     """The resolved config as plain Python types."""
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # type: ignore[return-value]
+
+
+def compose_train(overrides: List[str]) -> Any:
+    """The config a plain ``pipeline train`` here would compose, with these overrides."""
+    from hydra import compose, initialize_config_dir
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=list(overrides))

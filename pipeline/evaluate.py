@@ -116,3 +116,25 @@ def plot_search_scores(table: Any, names: List[str], objective: str) -> Any:
         fig.colorbar(points, ax=ax, label=objective)
     fig.tight_layout()
     return fig
+
+
+def plot_comparison(labels: List[str], values: List[float], metric: str) -> Any:
+    """One bar per run, best first: the comparison a `pipeline compare` logs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 0.4 * len(labels) + 1.2))
+    positions = np.arange(len(labels))[::-1]
+    ax.barh(positions, values, color="tab:blue", alpha=0.8)
+    ax.set_yticks(positions, labels, fontsize=8)
+    finite = [v for v in values if np.isfinite(v)]
+    if finite:
+        low, high = min(finite), max(finite)
+        pad = max((high - low) * 0.5, 0.01)
+        ax.set_xlim(low - pad, high + pad)
+    ax.set_xlabel(metric)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig

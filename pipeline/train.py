@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import List
+from typing import Callable, Dict, List, Optional, Tuple
 
 from omegaconf import DictConfig
 
@@ -28,17 +28,33 @@ def hydra_overrides() -> List[str]:
 
 def run(cfg: DictConfig) -> float:
     """Train, evaluate and record one model; returns its test accuracy (the sweep objective)."""
+    return train_and_record(cfg)[1]["accuracy"]
+
+
+def train_and_record(
+    cfg: DictConfig,
+    extra_tags: Optional[Dict[str, str]] = None,
+    overrides: Optional[List[str]] = None,
+    check: Optional[Callable[[experiment.Prepared], Dict[str, str]]] = None,
+) -> Tuple[str, Dict[str, float]]:
+    """Train, evaluate and record one model; returns its run id and test metrics.
+
+    ``check`` (a rerun's comparison with its original) sees the prepared data before any
+    run is opened; it raises to stop, or returns tags to add.
+    """
     config = to_container(cfg)
     if cfg.training.epochs < 1:
         raise ConfigError(f"training.epochs must be at least 1, got {cfg.training.epochs}")
     tracking.preflight(cfg.tracking)
     experiment.seed_everything(cfg.seed, cfg.training.deterministic)
     prepared = experiment.prepare(cfg)
+    tags = {**experiment.run_tags(cfg, config, prepared, "train"), **(extra_tags or {})}
+    if check is not None:
+        tags.update(check(prepared))
     model = build_model(cfg.model, cfg.training, prepared.shape, embedding_matrix=prepared.embedding_matrix)
 
-    tags = experiment.run_tags(cfg, config, prepared, "train")
     with tracking.tracked_run(cfg.tracking, _run_name(cfg), tags) as active:
-        experiment.record_inputs(config, hydra_overrides(), prepared)
+        experiment.record_inputs(config, hydra_overrides() if overrides is None else overrides, prepared)
         history = experiment.fit(model, prepared, cfg.training, cfg.seed, callbacks=[tracking.EpochLogger()])
         tracking.log_metrics({"epochs_trained": len(history.history.get("loss", []))})
         metrics = experiment.record_evaluation(model, prepared, cfg, history.history)
@@ -49,4 +65,4 @@ def run(cfg: DictConfig) -> float:
         f"test_f1_macro={metrics['f1_macro']:.4f} | UI: {tracking.ui_hint(cfg.tracking, experiment_id, run_id)}",
         flush=True,
     )
-    return metrics["accuracy"]
+    return run_id, metrics

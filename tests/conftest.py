@@ -132,3 +132,17 @@ def mlflow_server(tmp_path: Path):
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> str:
+    """Exit 2, no traceback, exactly one `error:` line holding every fragment; returns it.
+
+    (TensorFlow's C++ start-up lines may also be on stderr; they are not ours.)
+    """
+    assert result.returncode == 2, (result.returncode, result.stderr[-1500:])
+    assert "Traceback" not in result.stderr + result.stdout
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr[-1500:]
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+    return errors[0]

@@ -9,7 +9,7 @@ from typing import List
 import pytest
 from mlflow import MlflowClient
 
-from conftest import SHRINK, run_cli
+from conftest import SHRINK, assert_one_line_error, run_cli
 from pipeline import tracking
 
 
@@ -17,16 +17,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _assert_one_line_error(result, *fragments: str) -> str:
-    assert result.returncode == 2, (result.returncode, result.stderr[-1500:])
-    assert "Traceback" not in result.stderr + result.stdout
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, result.stderr[-1500:]
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
-    return errors[0]
 
 
 def _assert_no_run_left(tmp_path: Path) -> None:
@@ -66,20 +56,20 @@ CASES = [
 def test_bad_input_fails_in_one_line(tmp_path: Path, name: str, args: List[str], fragments: List[str]) -> None:
     _files(tmp_path)
     result = run_cli(["train", *SHRINK, *args], cwd=tmp_path)
-    _assert_one_line_error(result, *fragments)
+    assert_one_line_error(result, *fragments)
     _assert_no_run_left(tmp_path)
 
 
 def test_unreachable_tracking_server_is_reported_before_any_data_is_read(tmp_path: Path) -> None:
     uri = f"http://127.0.0.1:{_free_port()}"
     result = run_cli(["train", *SHRINK, f"tracking.uri={uri}"], cwd=tmp_path)
-    _assert_one_line_error(result, "tracking server", uri, "unreachable")
+    assert_one_line_error(result, "tracking server", uri, "unreachable")
     assert "Epoch" not in result.stdout and not (tmp_path / "mlruns").exists()
 
 
 def test_unknown_command(tmp_path: Path) -> None:
     result = run_cli(["trian"], cwd=tmp_path)
-    _assert_one_line_error(result, "unknown command 'trian'", "train")
+    assert_one_line_error(result, "unknown command 'trian'", "train")
 
 
 def test_help_says_what_exists(tmp_path: Path) -> None:

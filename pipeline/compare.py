@@ -1,0 +1,137 @@
+"""`pipeline compare`: runs side by side, ranked by a metric, with the params that differ.
+
+    pipeline compare SEARCH_RUN_ID          the trials of a search (ranked by trial_score)
+    pipeline compare RUN_ID RUN_ID ...      these runs
+    pipeline compare [--experiment NAME]    the train runs and searches of an experiment
+
+The table goes to the terminal; the table (CSV) and a bar plot are logged to the search's
+parent run, or for other comparisons to a new run tagged ``pipeline.command=compare``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from typing import List, Optional, Tuple
+
+import pandas as pd
+
+from pipeline import evaluate, tracking
+from pipeline.config import compose_train
+from pipeline.errors import PipelineError
+
+#: Metrics shown beside the ranking metric when the runs have them.
+SHOWN = ("trial_score", "val_accuracy", "val_loss", "test_accuracy", "test_f1_macro", "test_mcc")
+#: Params that differ between any two runs without saying anything about the model.
+IGNORED = ("tracking.run_name",)
+
+
+class CompareError(PipelineError):
+    """Nothing to compare, or a metric the runs do not have."""
+
+
+def _parse(argv: List[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="pipeline compare", description=__doc__.splitlines()[0])
+    parser.add_argument("run_ids", nargs="*", help="a search's parent run, or several runs")
+    parser.add_argument("--experiment", help="compare the train runs and searches of this experiment")
+    parser.add_argument("--metric", help="rank by this metric (default: a search's objective, else test_accuracy)")
+    parser.add_argument("--direction", choices=("max", "min"), help="default: min for *loss*, else max")
+    parser.add_argument("--top", type=int, default=25, help="rows to show (default 25)")
+    parser.add_argument("--no-log", action="store_true", help="print only; log no table or plot")
+    parser.add_argument("overrides", nargs="*", default=[], help=argparse.SUPPRESS)
+    # key=value overrides (tracking.uri=..., tracking.experiment_name=...) mix with run ids
+    args = parser.parse_args(argv)
+    args.overrides = [a for a in args.run_ids if "=" in a]
+    args.run_ids = [a for a in args.run_ids if "=" not in a]
+    return args
+
+
+def _select(uri: str, args: argparse.Namespace, experiment_name: str) -> Tuple[List[tracking.RunRecord], Optional[tracking.RunRecord], str, str]:
+    """(runs, the search parent if comparing one search, metric, direction)."""
+    metric, direction = args.metric, args.direction
+    if len(args.run_ids) == 1:
+        parent = tracking.fetch_run(uri, args.run_ids[0])
+        if parent.tags.get("pipeline.command") != "tune":
+            raise CompareError(f"run {parent.run_id} is not a search; give several run ids to compare runs")
+        runs = tracking.search(uri, [parent.experiment_id], f"tags.mlflow.parentRunId = '{parent.run_id}'")
+        # trial_score: the trial's best epoch by the search's objective, what Keras Tuner ranks by
+        metric = metric or "trial_score"
+        direction = direction or parent.params.get("tuner.direction")
+        return runs, parent, metric, direction or _direction(metric)
+    if args.run_ids:
+        runs = [tracking.fetch_run(uri, run_id) for run_id in dict.fromkeys(args.run_ids)]
+    else:
+        name = args.experiment or experiment_name
+        experiment_id = tracking.experiment_id_by_name(uri, name)
+        if experiment_id is None:
+            raise CompareError(f"no experiment {name!r} in the MLflow store {tracking.redact(uri)}")
+        runs = [
+            r for r in tracking.search(uri, [experiment_id], "attributes.status = 'FINISHED'")
+            if r.tags.get("pipeline.command") in ("train", "tune")
+        ]
+    metric = metric or "test_accuracy"
+    return runs, None, metric, direction or _direction(metric)
+
+
+def _direction(metric: str) -> str:
+    return "min" if "loss" in metric else "max"
+
+
+def _label(run: tracking.RunRecord) -> str:
+    trial = run.tags.get("tuner.trial_id")
+    return f"trial {trial}" if trial is not None else (run.name or run.run_id[:8])
+
+
+def table(runs: List[tracking.RunRecord], metric: str, direction: str) -> pd.DataFrame:
+    """One row per run, ranked by ``metric``: status, the shown metrics, the params that differ."""
+    keys = sorted({k for r in runs for k in r.params} - set(IGNORED))
+    differing = [k for k in keys if len({r.params.get(k) for r in runs}) > 1]
+    rows = []
+    # ties keep trial order (earlier trial first), as Keras Tuner's ranking does
+    for run in sorted(runs, key=lambda r: int(r.tags.get("tuner.trial_id", "0") or 0) if r.tags.get("tuner.trial_id", "").isdigit() else 0):
+        row = {"run_id": run.run_id, "run": _label(run), "status": run.status, metric: run.metrics.get(metric, math.nan)}
+        row.update({m: run.metrics[m] for m in SHOWN if m != metric and m in run.metrics})
+        row.update({k.removeprefix("hp."): run.params.get(k, "") for k in differing})
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    frame = frame.sort_values(metric, ascending=direction == "min", na_position="last", kind="stable")
+    frame.insert(0, "rank", range(1, len(frame) + 1))
+    return frame.reset_index(drop=True)
+
+
+def main(argv: List[str]) -> int:
+    args = _parse(argv)
+    cfg = compose_train([o for o in args.overrides])
+    uri = str(cfg.tracking.uri)
+    tracking.preflight(cfg.tracking)
+    runs, parent, metric, direction = _select(uri, args, str(cfg.tracking.experiment_name))
+    if not runs:
+        raise CompareError("no runs to compare")
+    if not any(metric in r.metrics for r in runs):
+        have = sorted({m for r in runs for m in r.metrics})
+        raise CompareError(f"none of these runs logged {metric!r}; they have: {', '.join(have[:12])}")
+    frame = table(runs, metric, direction)
+    shown = frame.head(args.top).drop(columns=["run_id"]).assign(run_id=frame["run_id"].str[:8])
+    with pd.option_context("display.width", 200, "display.max_columns", 40, "display.float_format", "{:.4f}".format):
+        print(shown.to_string(index=False))
+    if len(frame) > args.top:
+        print(f"... {len(frame) - args.top} more (--top N)")
+    ranked = frame[frame[metric].notna()]
+    if len(ranked) >= 2:
+        gap = abs(float(ranked[metric].iloc[0]) - float(ranked[metric].iloc[1]))
+        print(f"best: {ranked['run'].iloc[0]} ({metric}={float(ranked[metric].iloc[0]):.4f}, {gap:.4f} ahead of the next)")
+    if args.no_log:
+        return 0
+    top = ranked.head(args.top)
+    figure = evaluate.plot_comparison(list(top["run"]), [float(v) for v in top[metric]], metric)
+    if parent is not None:
+        tracking.attach(uri, parent.run_id, frame, "compare/runs.csv", figure, "compare/comparison.png")
+        print(f"logged compare/runs.csv and compare/comparison.png to search {parent.run_id}")
+        return 0
+    tags = {"pipeline.command": "compare", "compared_runs": ",".join(frame["run_id"])[:5000], "compare.metric": metric}
+    with tracking.tracked_run(cfg.tracking, f"compare-{time.strftime('%Y%m%d-%H%M%S')}", tags) as active:
+        tracking.log_table(frame, "compare/runs.csv")
+        tracking.log_figure(figure, "compare/comparison.png")
+    print(f"logged the comparison to run {active.info.run_id}")
+    return 0

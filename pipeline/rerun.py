@@ -1,0 +1,152 @@
+"""`pipeline rerun RUN_ID`: the job a past run recorded, trained again and compared with it.
+
+The config comes from the run's own record (``config/resolved_config.yaml``), not from
+today's ``conf/``: a train run is rebuilt as it was; a search's trial is its search's config
+with the trial's hyperparameters; a search's parent reruns its best trial. Before training,
+the code version, the key package versions and the data fingerprint are compared with the
+original's, and any difference stops the rerun unless ``--force``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List, Optional, Tuple
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline import experiment, provenance, tracking
+from pipeline.config import TrainConfig, compose_train, register_configs
+from pipeline.errors import ConfigError, PipelineError
+from pipeline.search_space import SEARCHABLE
+
+#: Package versions that change numbers; a difference stops a rerun.
+KEY_PACKAGES = ("tensorflow", "keras", "keras-tuner", "numpy", "scikit-learn")
+#: Per-epoch losses closer than this count as reproduced.
+TOLERANCE = 1e-6
+
+
+class RerunError(PipelineError):
+    """The rerun cannot reproduce its original as asked."""
+
+
+def _source(uri: str, run_id: str) -> Tuple[tracking.RunRecord, tracking.RunRecord, Optional[tracking.RunRecord]]:
+    """(the run asked for, the run whose config and provenance to use, the trial to replay)."""
+    asked = tracking.fetch_run(uri, run_id)
+    command = asked.tags.get("pipeline.command")
+    if command == "train":
+        return asked, asked, None
+    if "tuner.trial_id" in asked.tags and asked.parent_id:
+        return asked, tracking.fetch_run(uri, asked.parent_id), asked
+    if command == "tune":
+        best = asked.tags.get("best_trial_id")
+        if best is None:
+            raise RerunError(f"search {run_id} has no best trial yet (no trial completed); rerun a trial's run instead")
+        trials = tracking.search(
+            uri, [asked.experiment_id],
+            f"tags.mlflow.parentRunId = '{run_id}' and tags.`tuner.trial_id` = '{best}' and attributes.status = 'FINISHED'",
+        )
+        if not trials:
+            raise RerunError(f"search {run_id}: the run of its best trial {best} is missing")
+        return asked, asked, trials[0]
+    raise RerunError(f"run {run_id} was not recorded by pipeline train or tune (no pipeline.command tag)")
+
+
+def _value(text: str) -> Any:
+    return yaml.safe_load(text)
+
+
+def rebuild_config(config: Dict[str, Any], trial: Optional[tracking.RunRecord], overrides: List[str]) -> Tuple[DictConfig, List[str]]:
+    """The train config of the original job, with a trial's values and the user's overrides.
+
+    Returns it with notes on what cannot be exact (a Hyperband trial resumed from a checkpoint).
+    """
+    register_configs()
+    notes: List[str] = []
+    plain = {k: v for k, v in config.items() if k in TrainConfig.__dataclass_fields__}
+    cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), plain)
+    if trial is not None:
+        for key, raw in trial.params.items():
+            if not key.startswith("hp."):
+                continue
+            name = key[len("hp."):]
+            if name in SEARCHABLE:
+                OmegaConf.update(cfg, f"{SEARCHABLE[name]}.{name}", _value(raw), merge=False)
+            elif name == "tuner/epochs":  # Hyperband's budget for this trial
+                cfg.training.epochs = int(_value(raw))
+            elif name == "tuner/initial_epoch" and int(_value(raw)) > 0:
+                notes.append(
+                    f"trial {trial.tags.get('tuner.trial_id')} continued a Hyperband checkpoint from epoch "
+                    f"{_value(raw)}; the rerun trains from scratch, so its numbers will differ"
+                )
+        cfg.tracking.log_model = True
+    for override in overrides:
+        if "=" not in override:
+            raise ConfigError(f"override {override!r} is not key=value")
+        try:
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([override]))
+        except Exception as e:  # noqa: BLE001 - OmegaConf's validation errors, one line
+            raise ConfigError(f"bad override {override!r}: {str(e).strip().splitlines()[0]}") from None
+    return cfg, notes
+
+
+def _differences(original: Dict[str, str], prepared: experiment.Prepared) -> List[str]:
+    now = {
+        **provenance.git_state(),
+        **{f"version.{k}": v for k, v in provenance.package_versions().items()},
+        "data_fingerprint": prepared.splits.fingerprint()["all"],
+    }
+    keys = ["git_commit", "git_dirty", "data_fingerprint", *(f"version.{p}" for p in KEY_PACKAGES)]
+    return [f"{k} {original[k]} -> {now[k]}" for k in keys if k in original and original[k] != now[k]]
+
+
+def _compare_losses(uri: str, original_id: str, new_id: str) -> str:
+    before = tracking.metric_history(uri, original_id, "loss")
+    after = tracking.metric_history(uri, new_id, "loss")
+    if not before:
+        return "the original logged no per-epoch loss to compare"
+    if len(before) != len(after):
+        return f"per-epoch loss: {len(after)} epochs vs the original's {len(before)}"
+    gap = max(abs(a - b) for a, b in zip(before, after))
+    verdict = "reproduced" if gap <= TOLERANCE else "differs"
+    return f"per-epoch loss {verdict}: largest difference {gap:.2e} over {len(after)} epochs"
+
+
+def run(run_id: str, overrides: List[str], force: bool = False, tracking_uri: Optional[str] = None) -> str:
+    """Rerun ``run_id``; returns the new run's id."""
+    from pipeline import train
+
+    uri = tracking_uri or _default_uri(overrides)
+    asked, source, trial = _source(uri, run_id)
+    config = tracking.load_artifact(uri, source.run_id, "config/resolved_config.yaml")
+    if not isinstance(config, dict):
+        raise RerunError(f"run {source.run_id}: config/resolved_config.yaml is not a config")
+    recorded = tracking.load_artifact(uri, source.run_id, "config/overrides.yaml") or {}
+    cfg, notes = rebuild_config(config, trial, [o for o in overrides if not o.startswith("tracking.uri=")])
+    cfg.tracking.uri = uri
+    replayed = trial.run_id if trial is not None else source.run_id
+    cfg.tracking.run_name = f"rerun-{trial.name if trial else source.name}"
+    for note in notes:
+        print(f"warning: {note}", flush=True)
+
+    def check(prepared: experiment.Prepared) -> Dict[str, str]:
+        found = _differences(source.tags, prepared)
+        if found and not force:
+            raise RerunError(f"run {run_id} differs from now: {'; '.join(found)} (pass --force to rerun anyway)")
+        for line in found:
+            print(f"warning: differs from the original: {line}", flush=True)
+        return {"rerun_differences": "; ".join(found)} if found else {}
+
+    tags = {"rerun_of": run_id, "rerun_of_run": replayed}
+    new_id, metrics = train.train_and_record(cfg, extra_tags=tags, overrides=list(recorded.get("overrides", [])), check=check)
+    original = tracking.fetch_run(uri, replayed)
+    before = original.metrics.get("test_accuracy", asked.metrics.get("test_accuracy"))
+    comparison = _compare_losses(uri, replayed, new_id)
+    accuracy = f"test_accuracy {metrics['accuracy']:.4f}" + ("" if before is None or math.isnan(before) else f" (original {before:.4f})")
+    print(f"rerun of {run_id}: {comparison}; {accuracy}", flush=True)
+    return new_id
+
+
+def _default_uri(overrides: List[str]) -> str:
+    """The store a plain `pipeline train` here would use, or ``tracking.uri=`` from the overrides."""
+    return str(compose_train([o for o in overrides if o.startswith(("tracking.uri=", "paths."))]).tracking.uri)

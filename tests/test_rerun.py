@@ -1,0 +1,153 @@
+"""`pipeline rerun` and `pipeline compare` through the real CLI and a real MLflow store."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from urllib.parse import urlparse
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from conftest import SHRINK, assert_one_line_error, run_cli, write_sentiment_csv
+
+EXPERIMENT = "lstm-text-classification"
+SPACE = ["search_space.units={type:int,min:8,max:16,step:8}", "search_space.embedding_dim={type:choice,values:[8,16]}"]
+
+
+def _runs(client: MlflowClient):
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    return client.search_runs([experiment.experiment_id]) if experiment else []
+
+
+def _losses(client: MlflowClient, run_id: str, key: str = "loss"):
+    return [m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
+
+
+def _train(tmp_path: Path, *extra: str) -> str:
+    data = write_sentiment_csv(tmp_path / "reviews.csv")
+    result = run_cli(
+        ["train", *SHRINK, "dataset=files", f"dataset.path={data}", "training.epochs=3", "training.early_stopping.enabled=false",
+         "tracking.log_model=false", *extra],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.split("run ", 1)[1].split()[0]
+
+
+def test_a_rerun_of_a_train_run_reproduces_every_epoch_and_compares(tmp_path: Path, store_uri: str) -> None:
+    original = _train(tmp_path)
+    result = run_cli(["rerun", original], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"rerun of {original}: per-epoch loss reproduced" in result.stdout
+
+    client = MlflowClient(store_uri)
+    (new,) = [r for r in _runs(client) if r.data.tags.get("rerun_of") == original]
+    old = client.get_run(original)
+    assert new.info.status == "FINISHED" and new.info.run_name.startswith("rerun-")
+    for key in ("loss", "val_loss", "val_accuracy"):
+        before, after = _losses(client, original, key), _losses(client, new.info.run_id, key)
+        assert len(before) == 3 and after == pytest.approx(before, abs=1e-6)
+    for key in ("test_accuracy", "test_loss", "test_f1_macro"):
+        assert new.data.metrics[key] == pytest.approx(old.data.metrics[key], abs=1e-6)
+    differing = {k for k in old.data.params if old.data.params[k] != new.data.params.get(k)}
+    assert differing == {"tracking.run_name"}, differing
+
+    # compare the two: a ranked table in the terminal, and a comparison run holding it and a plot
+    compared = run_cli(["compare", original, new.info.run_id], cwd=tmp_path)
+    assert compared.returncode == 0, compared.stderr[-3000:]
+    lines = compared.stdout.splitlines()
+    assert "test_accuracy" in lines[0] and sum(original[:8] in line or new.info.run_id[:8] in line for line in lines) == 2
+    (comparison,) = [r for r in _runs(client) if r.data.tags.get("pipeline.command") == "compare"]
+    assert set(comparison.data.tags["compared_runs"].split(",")) == {original, new.info.run_id}
+    table = pd.read_csv(client.download_artifacts(comparison.info.run_id, "compare/runs.csv", str(tmp_path)))
+    assert sorted(table["run_id"]) == sorted([original, new.info.run_id])
+    assert {a.path for a in client.list_artifacts(comparison.info.run_id, "compare")} >= {"compare/comparison.png"}
+
+
+def test_a_search_reruns_its_best_trial_and_a_trial_reruns_itself(tmp_path: Path, store_uri: str) -> None:
+    data = write_sentiment_csv(tmp_path / "reviews.csv")
+    search = run_cli(
+        ["tune", *SHRINK, *SPACE, "dataset=files", f"dataset.path={data}", "training.epochs=2", "tuner.max_trials=2",
+         "tracking.log_model=false"],
+        cwd=tmp_path,
+    )
+    assert search.returncode == 0, search.stderr[-3000:]
+    client = MlflowClient(store_uri)
+    (parent,) = [r for r in _runs(client) if r.data.tags.get("pipeline.command") == "tune"]
+    trials = {r.data.tags["tuner.trial_id"]: r for r in _runs(client) if "tuner.trial_id" in r.data.tags}
+    best = trials[parent.data.tags["best_trial_id"]]
+    other = next(t for t in trials.values() if t.info.run_id != best.info.run_id)
+
+    result = run_cli(["rerun", parent.info.run_id], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (rerun,) = [r for r in _runs(client) if r.data.tags.get("rerun_of") == parent.info.run_id]
+    assert rerun.data.tags["rerun_of_run"] == best.info.run_id
+    assert rerun.data.params["model.units"] == best.data.params["hp.units"]
+    assert _losses(client, rerun.info.run_id) == pytest.approx(_losses(client, best.info.run_id), abs=1e-6)
+
+    result = run_cli(["rerun", other.info.run_id], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (rerun,) = [r for r in _runs(client) if r.data.tags.get("rerun_of") == other.info.run_id]
+    assert rerun.data.params["model.embedding_dim"] == other.data.params["hp.embedding_dim"]
+    assert _losses(client, rerun.info.run_id, "val_loss") == pytest.approx(_losses(client, other.info.run_id, "val_loss"), abs=1e-6)
+
+    # compare the search: its trials ranked by their best-epoch objective, logged to the parent
+    compared = run_cli(["compare", parent.info.run_id], cwd=tmp_path)
+    assert compared.returncode == 0, compared.stderr[-3000:]
+    rows = [line.split() for line in compared.stdout.splitlines() if line.strip().startswith(("1 ", "2 "))]
+    assert sorted(r[2] for r in rows) == ["0", "1"] and all(r[1] == "trial" for r in rows)
+    table = pd.read_csv(client.download_artifacts(parent.info.run_id, "compare/runs.csv", str(tmp_path)))
+    assert sorted(table["run_id"]) == sorted(t.info.run_id for t in trials.values())
+    assert table["trial_score"].is_monotonic_decreasing
+    assert table["trial_score"].iloc[0] == pytest.approx(best.data.metrics["trial_score"])
+    assert rows[0][2] == str(table["run"].iloc[0]).split()[1]
+    assert client.get_run(parent.info.run_id).info.status == "FINISHED"
+
+
+def test_a_difference_from_the_original_stops_the_rerun_unless_forced(tmp_path: Path, store_uri: str) -> None:
+    original = _train(tmp_path, "training.epochs=1")
+    client = MlflowClient(store_uri)
+    # what another machine or a changed data file would have recorded
+    client.set_tag(original, "data_fingerprint", "0" * 16)
+    client.set_tag(original, "version.tensorflow", "2.0.0")
+
+    result = run_cli(["rerun", original], cwd=tmp_path)
+    assert_one_line_error(result, "data_fingerprint 0000000000000000 ->", "version.tensorflow 2.0.0 ->", "--force")
+    assert len(_runs(client)) == 1, "a refused rerun records nothing"
+
+    forced = run_cli(["rerun", original, "--force"], cwd=tmp_path)
+    assert forced.returncode == 0, forced.stderr[-3000:]
+    (new,) = [r for r in _runs(client) if r.data.tags.get("rerun_of") == original]
+    assert "data_fingerprint" in new.data.tags["rerun_differences"] and "version.tensorflow" in new.data.tags["rerun_differences"]
+
+
+def test_rerun_and_compare_bad_input_is_one_line(tmp_path: Path, store_uri: str) -> None:
+    original = _train(tmp_path, "training.epochs=1")
+    client = MlflowClient(store_uri)
+    mlflow.set_tracking_uri(store_uri)
+    with mlflow.start_run(experiment_id=client.get_experiment_by_name(EXPERIMENT).experiment_id) as foreign:
+        mlflow.log_param("lr", 0.1)
+    mlflow.set_tracking_uri(None)
+    deleted = _train(tmp_path, "training.epochs=1", "seed=7")
+    artifacts = Path(urlparse(client.get_run(deleted).info.artifact_uri).path)
+    shutil.rmtree(artifacts / "config")
+    count = len(_runs(client))
+
+    cases = {
+        ("rerun", "0123456789abcdef0123456789abcdef"): "no run '0123456789abcdef0123456789abcdef'",
+        ("rerun", foreign.info.run_id): "not recorded by pipeline",
+        ("rerun", deleted): "has no artifact config/resolved_config.yaml",
+        ("rerun", original, "--yes"): "unknown option '--yes'",
+        ("rerun", original, "training.epochs=many"): "training.epochs",
+        ("compare", original): "is not a search",
+        ("compare", original, deleted, "--metric", "bleu"): "none of these runs logged 'bleu'",
+        ("compare", "--experiment", "nope"): "no experiment 'nope'",
+    }
+    for args, message in cases.items():
+        assert_one_line_error(run_cli(list(args), cwd=tmp_path), message)
+    runs = _runs(client)
+    assert len(runs) == count, "no bad command recorded a run"
+    assert all(r.info.status != "RUNNING" for r in runs)
