@@ -18,6 +18,7 @@ commands:
   tune     search its hyperparameters with Keras Tuner: a parent run, a child run per trial
   rerun    rerun a past run exactly from its MLflow record: pipeline rerun RUN_ID [--force]
   compare  rank runs side by side: pipeline compare [RUN_ID ...] [--experiment NAME]
+  predict  label texts with a logged model: pipeline predict RUN_ID|MODEL_NAME TEXT ... [--file PATH]
 
 Overrides are Hydra's: `pipeline train dataset=sst2 model=bilstm training.epochs=5 seed=1`.
 Sweep with -m: `pipeline train -m dataset=sst2,mr seed=1,2,3`.
@@ -121,6 +122,10 @@ def _plain_command(name: str, rest: List[str]) -> int:
 
             rerun.run(rest[0], [a for a in rest[1:] if not a.startswith("--")], force="--force" in flags)
             return 0
+        if name == "predict":
+            from pipeline import predict
+
+            return predict.main(rest)
         from pipeline import compare
 
         return compare.main(rest)
@@ -141,11 +146,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(USAGE)
         return 0
     command, rest = args[0], args[1:]
-    if command in ("rerun", "compare"):
+    if command in ("rerun", "compare", "predict"):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         return _plain_command(command, rest)
     if command not in COMMANDS:
-        print(f"error: unknown command {command!r}; commands: {', '.join([*COMMANDS, 'rerun', 'compare'])}", file=sys.stderr)
+        print(f"error: unknown command {command!r}; commands: {', '.join([*COMMANDS, 'rerun', 'compare', 'predict'])}", file=sys.stderr)
         return 2
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException

@@ -360,3 +360,46 @@ def attach(uri: str, run_id: str, frame: Any, table_file: str, figure: Any, figu
                 plt.close(obj)
             parent = str(Path(name).parent)
             client.log_artifact(run_id, str(path), artifact_path=None if parent == "." else parent)
+
+
+def resolve_model(uri: str, ref: str) -> str:
+    """A model URI from a run id, a registered model name (its latest version) or a URI."""
+    import re
+
+    if ref.startswith(("runs:/", "models:/")):
+        return ref
+    client = mlflow.MlflowClient(uri)
+    if re.fullmatch(r"[0-9a-f]{32}", ref):
+        run = fetch_run(uri, ref)
+        if not any(a.path == "model" for a in client.list_artifacts(run.run_id)) and not _logged_models(client, run):
+            raise TrackingError(f"run {ref} logged no model (search trials do not; use the search's run or its registered model)")
+        return f"runs:/{ref}/model"
+    try:
+        versions = client.search_model_versions(f"name='{ref}'")
+    except Exception as e:  # noqa: BLE001 - an unusable store
+        raise TrackingError(f"cannot read the MLflow model registry at {redact(uri)}: {str(e).strip().splitlines()[0]}") from None
+    if not versions:
+        raise TrackingError(f"no registered model {ref!r} with a version in {redact(uri)} (nor a run id)")
+    latest = max(versions, key=lambda v: int(v.version))
+    return f"models:/{ref}/{latest.version}"
+
+
+def _logged_models(client: Any, run: RunRecord) -> bool:
+    """Whether MLflow 3 logged a model for this run (kept outside the run's artifact tree)."""
+    try:
+        return bool(client.search_logged_models(experiment_ids=[run.experiment_id], filter_string=f"source_run_id = '{run.run_id}'"))
+    except Exception:  # noqa: BLE001 - older stores
+        return False
+
+
+def load_text_model(uri: str, ref: str) -> Any:
+    """The raw-text pyfunc model of a run or a registered model."""
+    model_uri = resolve_model(uri, ref)
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        return mlflow.pyfunc.load_model(model_uri)
+    except Exception as e:  # noqa: BLE001 - deleted files, a foreign model
+        raise TrackingError(f"cannot load model {model_uri}: {str(e).strip().splitlines()[0]}") from None
+    finally:
+        mlflow.set_tracking_uri(previous)

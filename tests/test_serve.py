@@ -1,0 +1,89 @@
+"""The registered best model answers: `pipeline predict`, and `mlflow models serve` over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from mlflow import MlflowClient
+
+from conftest import SHRINK, assert_one_line_error, run_cli, write_sentiment_csv
+
+SPACE = ["search_space.units={type:int,min:8,max:16,step:8}", "search_space.embedding_dim={type:choice,values:[8,16]}"]
+TEXTS = ["the film was great and the acting superb", "a dreadful plot and awful music"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_registered_best_model_predicts_from_the_cli_and_over_http(tmp_path: Path, store_uri: str) -> None:
+    data = write_sentiment_csv(tmp_path / "reviews.csv", n=400)
+    search = run_cli(
+        ["tune", *SHRINK, *SPACE, "dataset=files", f"dataset.path={data}", "training.epochs=4", "tuner.max_trials=2",
+         "tuner.registered_model_name=sentiment"],
+        cwd=tmp_path,
+    )
+    assert search.returncode == 0, search.stderr[-3000:]
+    client = MlflowClient(store_uri)
+    (version,) = client.search_model_versions("name='sentiment'")
+    experiment_id = client.get_run(version.run_id).info.experiment_id
+    trial = next(r for r in client.search_runs([experiment_id]) if "tuner.trial_id" in r.data.tags)
+
+    # the command line, by registered name and by the search's run id, from arguments and a file
+    by_name = run_cli(["predict", "sentiment", *TEXTS], cwd=tmp_path)
+    assert by_name.returncode == 0, by_name.stderr[-3000:]
+    answers = [json.loads(line) for line in by_name.stdout.splitlines() if line.startswith("{")]
+    assert [a["text"] for a in answers] == TEXTS
+    assert [a["label"] for a in answers] == ["positive", "negative"]
+    for answer in answers:
+        assert set(answer["probabilities"]) == {"negative", "positive"}
+        assert abs(sum(answer["probabilities"].values()) - 1.0) < 1e-5
+    (tmp_path / "texts.txt").write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    by_run = run_cli(["predict", version.run_id, "--file", "texts.txt"], cwd=tmp_path)
+    assert by_run.returncode == 0, by_run.stderr[-3000:]
+    assert [json.loads(line) for line in by_run.stdout.splitlines() if line.startswith("{")] == answers
+
+    # bad input: one line each
+    assert_one_line_error(run_cli(["predict", "no-such-model", "text"], cwd=tmp_path), "no registered model 'no-such-model'")
+    assert_one_line_error(run_cli(["predict", trial.info.run_id, "text"], cwd=tmp_path), "logged no model")
+    assert_one_line_error(run_cli(["predict", "sentiment"], cwd=tmp_path), "no texts")
+
+    # `mlflow models serve` with the local environment manager, on loopback
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store_uri, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/sentiment/1", "--env-manager", "local",
+         "--host", "127.0.0.1", "--port", str(port)],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2).close()
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "mlflow models serve did not start"
+                time.sleep(0.5)
+        body = json.dumps({"dataframe_split": {"columns": ["text"], "data": [[t] for t in TEXTS]}}).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            served = json.loads(response.read())["predictions"]
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    assert [p["label"] for p in served] == ["positive", "negative"]
+    for p, answer in zip(served, answers):
+        assert abs(p["probabilities"]["positive"] - answer["probabilities"]["positive"]) < 1e-5
