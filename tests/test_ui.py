@@ -1,0 +1,78 @@
+"""The MLflow UI, for real: a search logged to a real `mlflow server`, read in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.parse
+from pathlib import Path
+
+from mlflow import MlflowClient
+
+from conftest import SHRINK, run_cli, write_sentiment_csv
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+SPACE = ["search_space.units={type:int,min:8,max:16,step:8}", "search_space.embedding_dim={type:choice,values:[8,16]}"]
+
+
+def _browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    assert Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists(), "run tests/install-browser.sh first"
+    options = Options()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-dev-shm-usage", "--window-size=1600,1200"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+def _page_text(driver, url: str, until: list, timeout: float = 60) -> str:
+    """The page's visible text once every string in ``until`` is on it (the UI renders late)."""
+    driver.get(url)
+    deadline = time.monotonic() + timeout
+    while True:
+        text = driver.find_element("tag name", "body").text
+        if all(s in text for s in until) or time.monotonic() > deadline:
+            return text
+        time.sleep(0.5)
+
+
+def test_the_ui_lists_a_search_and_compares_its_trials(tmp_path: Path, mlflow_server: str) -> None:
+    data = write_sentiment_csv(tmp_path / "reviews.csv")
+    search = run_cli(
+        ["tune", *SHRINK, *SPACE, "dataset=files", f"dataset.path={data}", "training.epochs=2", "tuner.max_trials=2",
+         "tracking.log_model=false", f"tracking.uri={mlflow_server}"],
+        cwd=tmp_path,
+    )
+    assert search.returncode == 0, search.stderr[-3000:]
+    client = MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name("lstm-text-classification")
+    runs = client.search_runs([experiment.experiment_id])
+    parent = next(r for r in runs if r.data.tags.get("pipeline.command") == "tune")
+    trials = [r for r in runs if "tuner.trial_id" in r.data.tags]
+    assert len(trials) == 2
+
+    driver = _browser()
+    try:
+        # the experiment's runs ("Training runs" in MLflow 3's UI): the search's parent is listed
+        listing = _page_text(driver, f"{mlflow_server}/#/experiments/{experiment.experiment_id}/runs", [parent.info.run_name])
+        assert parent.info.run_name in listing, listing[:2000]
+        driver.save_screenshot(str(tmp_path / "experiment.png"))
+
+        # the compare view of the two trials shows their val_accuracy, as the store has it
+        ids = urllib.parse.quote(json.dumps([t.info.run_id for t in trials]))
+        experiments = urllib.parse.quote(json.dumps([experiment.experiment_id]))
+        names = [t.info.run_name for t in trials]
+        compare = _page_text(driver, f"{mlflow_server}/#/compare-runs?runs={ids}&experiments={experiments}", ["val_accuracy", *names])
+        driver.save_screenshot(str(tmp_path / "compare.png"))
+    finally:
+        driver.quit()
+    assert all(name in compare for name in names), compare[:2000]
+    metrics = compare[compare.index("val_accuracy"):]
+    for trial in trials:
+        assert f"{trial.data.metrics['val_accuracy']:.3f}".rstrip("0") in metrics, (trial.data.metrics, metrics[:800])
+    for shot in ("experiment.png", "compare.png"):
+        assert (tmp_path / shot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (tmp_path / shot).stat().st_size > 20_000
