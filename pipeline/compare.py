@@ -79,6 +79,8 @@ def _direction(metric: str) -> str:
 
 
 def _label(run: tracking.RunRecord) -> str:
+    if "seed_variance.trial_id" in run.tags:
+        return f"trial {run.tags['seed_variance.trial_id']} seed {run.tags['seed_variance.seed']}"
     trial = run.tags.get("tuner.trial_id")
     return f"trial {trial}" if trial is not None else (run.name or run.run_id[:8])
 

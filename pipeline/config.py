@@ -137,6 +137,14 @@ class PathsConfig:
 
 
 @dataclass
+class SeedVarianceConfig:
+    """After a search, its top configurations trained again with other seeds (0: off)."""
+
+    top_k: int = 0
+    seeds: List[int] = field(default_factory=lambda: [1, 2, 3])
+
+
+@dataclass
 class TunerConfig:
     """Keras Tuner: which oracle, how long, toward what, and where its state lives."""
 
@@ -173,6 +181,8 @@ class TunerConfig:
     oracle_port: Optional[int] = None
     #: Model Registry name for the best model of each search (a new version each time).
     registered_model_name: Optional[str] = None
+    #: Is the best configuration better than the next beyond seed noise? ``top_k`` x ``seeds`` runs.
+    seed_variance: SeedVarianceConfig = field(default_factory=SeedVarianceConfig)
 
 
 @dataclass

@@ -189,6 +189,18 @@ def run(cfg: DictConfig) -> float:
         tracking.set_tags({"best_trial_id": str(best.trial_id), **{f"best.{k}": str(v) for k, v in best_values.items()}})
         tracking.log_dict({"trial_id": best.trial_id, "score": best.score, "hyperparameters": best_values}, "search/best.json")
 
+        if cfg.tuner.seed_variance.top_k > 0:
+            variance = tuning.seed_variance(tuner, cfg, prepared, parent_id)
+            objective = str(cfg.tuner.objective)
+            tracking.log_table(variance, "search/seed_variance.csv")
+            top = variance.iloc[0]
+            tracking.log_metrics({"seed_variance.best_mean": float(top[f"{objective}_mean"]),
+                                  "seed_variance.best_std": float(top[f"{objective}_std"])})
+            warning = tuning.seed_noise_warning(variance, objective)
+            tracking.set_tags({"seed_variance.warning": warning or "none"})
+            if warning:
+                print(f"warning: {warning}", flush=True)
+
         register = cfg.tuner.registered_model_name if state.get("registered_trial") != best.trial_id else None
         with warnings.catch_warnings():
             # the checkpoint holds Adam's slots; the rebuilt model's optimizer is fresh and unused here

@@ -55,6 +55,11 @@ def validate(cfg: DictConfig) -> keras_tuner.HyperParameters:
         raise ConfigError(f"tuner.on_change must be error or new_project, got {t.on_change!r}")
     if t.workers < 0:
         raise ConfigError(f"tuner.workers must be 0 or more, got {t.workers}")
+    sv = t.seed_variance
+    if sv.top_k < 0 or (sv.top_k > 0 and len(set(sv.seeds)) < 2):
+        raise ConfigError(
+            f"tuner.seed_variance needs top_k >= 0 and, when on, at least two different seeds; got top_k={sv.top_k} seeds={list(sv.seeds)}"
+        )
     return search_space.compile_space(cfg.search_space)
 
 
@@ -266,3 +271,56 @@ def wait_for_file(path: Path, timeout: float) -> bool:
             return True
         time.sleep(0.2)
     return False
+
+
+def seed_variance(tuner: Any, cfg: DictConfig, prepared: experiment.Prepared, parent_run_id: str) -> Any:
+    """Train the top ``tuner.seed_variance.top_k`` configurations again with each seed.
+
+    Each (configuration, seed) is a child run of the search tagged ``seed_variance.trial_id``
+    and ``seed_variance.seed``. Returns one row per configuration: its search score and the
+    mean and standard deviation of the objective over the seeds, best mean first.
+    """
+    import keras
+    import pandas as pd
+
+    settings = cfg.tuner.seed_variance
+    seeds = [int(s) for s in dict.fromkeys(settings.seeds)]
+    direction, objective = str(cfg.tuner.direction), str(cfg.tuner.objective)
+    rows = []
+    for trial in tuner.oracle.get_best_trials(int(settings.top_k)):
+        values = {k: v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")}
+        scores = []
+        for seed in seeds:
+            keras.backend.clear_session()
+            experiment.seed_everything(seed, cfg.training.deterministic)
+            tags = {"seed_variance.trial_id": str(trial.trial_id), "seed_variance.seed": str(seed),
+                    "dataset": str(cfg.dataset.name), "model": str(cfg.model.name)}
+            with tracking.tracked_run(cfg.tracking, f"trial-{trial.trial_id}-seed{seed}", tags, parent_run_id=parent_run_id):
+                tracking.log_params({**{f"hp.{k}": str(v) for k, v in values.items()}, "seed": str(seed)})
+                model = tuner.hypermodel.build(trial.hyperparameters)
+                batch_size = values.get("batch_size")
+                history = experiment.fit(model, prepared, cfg.training, seed, batch_size=batch_size,
+                                         callbacks=[tracking.EpochLogger(describe_model=False)])
+                score = _best(history.history.get(objective, []), direction)
+                tracking.log_metrics({"trial_score": score})
+            scores.append(score)
+        rows.append({"trial_id": trial.trial_id, "search_score": float(trial.score), f"{objective}_mean": float(np.mean(scores)),
+                     f"{objective}_std": float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0,
+                     "seeds": " ".join(map(str, seeds)), **values})
+    table = pd.DataFrame(rows).sort_values(f"{objective}_mean", ascending=direction == "min", kind="stable")
+    return table.reset_index(drop=True)
+
+
+def seed_noise_warning(table: Any, objective: str) -> Optional[str]:
+    """A warning when the best two configurations' means differ by less than their seed noise."""
+    if len(table) < 2:
+        return None
+    first, second = table.iloc[0], table.iloc[1]
+    gap = abs(first[f"{objective}_mean"] - second[f"{objective}_mean"])
+    noise = max(first[f"{objective}_std"], second[f"{objective}_std"])
+    if gap >= noise:
+        return None
+    return (
+        f"trials {first['trial_id']} and {second['trial_id']} differ by {gap:.4f} in mean {objective}, "
+        f"within the seed noise ({noise:.4f} std): the ranking between them is not reliable"
+    )

@@ -88,6 +88,40 @@ def test_other_tuners(make_cfg, store_uri: str, tuner: str) -> None:
         assert any("hp.tuner/epochs" in c.data.params for c in children)
 
 
+def test_seed_variance_reruns_the_top_configurations_with_each_seed(make_cfg, store_uri: str, tmp_path: Path) -> None:
+    cfg = make_cfg(
+        *SMALL, "tuner.max_trials=3", "training.epochs=2", "tracking.log_model=false",
+        "tuner.seed_variance.top_k=2", "tuner.seed_variance.seeds=[1,2]", config_name="tune",
+    )
+    tune.run(cfg)
+    client, (parent,), children = _runs(store_uri)
+    trials = [c for c in children if "tuner.trial_id" in c.data.tags]
+    checks = [c for c in children if "seed_variance.trial_id" in c.data.tags]
+    assert len(trials) == 3 and len(checks) == 4 and all(c.info.status == "FINISHED" for c in checks)
+    table = pd.read_csv(client.download_artifacts(parent.info.run_id, "search/seed_variance.csv", str(tmp_path)))
+    assert len(table) == 2
+    # the top two trials of the search, each trained with seeds 1 and 2
+    ranked = pd.read_csv(client.download_artifacts(parent.info.run_id, "search/trials.csv", str(tmp_path)))
+    assert set(table["trial_id"].astype(int)) == set(ranked["trial_id"].astype(int)[:2])
+    for row in table.itertuples():
+        scores = sorted(c.data.metrics["trial_score"] for c in checks if c.data.tags["seed_variance.trial_id"] == str(row.trial_id))
+        assert len(scores) == 2
+        assert row.val_accuracy_mean == pytest.approx(sum(scores) / 2)
+        assert row.val_accuracy_std == pytest.approx(abs(scores[0] - scores[1]) / 2 ** 0.5)
+    assert parent.data.metrics["seed_variance.best_mean"] == pytest.approx(table["val_accuracy_mean"].max())
+    assert "seed_variance.warning" in parent.data.tags
+
+
+def test_the_seed_noise_warning_compares_the_gap_with_the_spread() -> None:
+    from pipeline.tuning import seed_noise_warning
+
+    table = pd.DataFrame({"trial_id": ["3", "1"], "val_accuracy_mean": [0.80, 0.79], "val_accuracy_std": [0.02, 0.005]})
+    warning = seed_noise_warning(table, "val_accuracy")
+    assert warning is not None and "trials 3 and 1" in warning and "0.0100" in warning
+    clear = table.assign(val_accuracy_std=[0.004, 0.005])
+    assert seed_noise_warning(clear, "val_accuracy") is None
+
+
 def _wait_for(predicate, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -192,6 +226,7 @@ BAD = [
     ("objective not logged", ["tuner.objective=val_f1"], "tuner.objective 'val_f1' is not a logged metric"),
     ("unknown name", ["+search_space.width={type:int,min:1,max:2}"], "search_space.width: not a searchable setting"),
     ("misspelled key", ["search_space.units={type:int,mni:8,max:32}"], "'mni'"),
+    ("one seed for seed variance", ["tuner.seed_variance.top_k=2", "tuner.seed_variance.seeds=[1]"], "at least two different seeds"),
 ]
 
 
