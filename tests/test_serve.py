@@ -55,6 +55,8 @@ def test_the_registered_best_model_predicts_from_the_cli_and_over_http(tmp_path:
 
     # bad input: one line each
     assert_one_line_error(run_cli(["predict", "no-such-model", "text"], cwd=tmp_path), "no registered model 'no-such-model'")
+    client.create_registered_model("empty")  # a name with no versions
+    assert_one_line_error(run_cli(["predict", "empty", "text"], cwd=tmp_path), "no registered model 'empty' with a version")
     assert_one_line_error(run_cli(["predict", trial.info.run_id, "text"], cwd=tmp_path), "logged no model")
     assert_one_line_error(run_cli(["predict", "sentiment"], cwd=tmp_path), "no texts")
 
