@@ -135,12 +135,40 @@ def _plain_command(name: str, rest: List[str]) -> int:
     except (PipelineError, OmegaConfBaseException) as e:
         print(f"error: {_one_line(e)}", file=sys.stderr, flush=True)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        if isinstance(e, Terminated):
+            raise
         print("interrupted", file=sys.stderr)
         return 130
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is: the open MLflow runs are marked KILLED on the way out."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    """The console script. SIGTERM stops like Ctrl-C (runs KILLED), exiting 143 instead of 130."""
+    import signal
+
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread: leave signals alone
+        previous = None
+    try:
+        return _main(argv)
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return 143
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: Optional[List[str]] = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     if not args or args[0] in ("-h", "--help", "help"):
         print(USAGE)
@@ -163,6 +191,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     sys.argv = [f"pipeline {command}", *rest]
     try:
         _hydra_app(config_name, job)()
+    except Terminated:
+        raise
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -132,6 +132,33 @@ def _wait_for(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def test_sigterm_mid_trial_marks_the_runs_killed_and_exits_143(tmp_path: Path, store_uri: str) -> None:
+    args = ["tune", *SMALL, "tuner.max_trials=2", "training.epochs=15", "training.early_stopping.enabled=false", "tracking.log_model=false"]
+    (tmp_path / "mlruns").mkdir()
+    MlflowClient(store_uri).search_experiments()
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        def first_trial_mid_epoch():
+            _, _, children = _runs(store_uri)
+            running = [c for c in children if c.info.status == "RUNNING"]
+            return running and MlflowClient(store_uri).get_metric_history(running[0].info.run_id, "loss")
+
+        _wait_for(first_trial_mid_epoch, 240, "a trial to be training")
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, stderr[-2000:]
+    assert "terminated" in stderr and "Traceback" not in stderr
+    _, parents, children = _runs(store_uri)
+    assert [p.info.status for p in parents] == ["KILLED"]
+    assert children and all(c.info.status in ("KILLED", "FINISHED") for c in children)
+    assert any(c.info.status == "KILLED" for c in children)
+
+
 def test_kill_9_mid_trial_then_the_same_command_resumes(tmp_path: Path, store_uri: str) -> None:
     # long enough trials (15 epochs) that the kill lands mid-trial
     args = ["tune", *SMALL, "tuner.max_trials=3", "training.epochs=15", "training.early_stopping.enabled=false", "tracking.log_model=false"]
