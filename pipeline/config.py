@@ -82,6 +82,9 @@ class ModelConfig:
     dropout: float = MISSING
     #: Non-zero makes the LSTM ineligible for the cuDNN kernel on a GPU.
     recurrent_dropout: float = MISSING
+    #: What the classifier reads: ``last`` (the LSTM's final state, the tutorial's), or ``max`` /
+    #: ``mean`` over every real token's output.
+    pooling: str = "last"
     pretrained: PretrainedConfig = field(default_factory=PretrainedConfig)
 
 

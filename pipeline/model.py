@@ -15,6 +15,9 @@ import numpy as np
 
 from pipeline.errors import ConfigError
 
+#: model.pooling -> the layer that turns the last LSTM's outputs into one vector.
+POOLING = {"last": None, "max": keras.layers.GlobalMaxPooling1D, "mean": keras.layers.GlobalAveragePooling1D}
+
 
 @dataclass(frozen=True)
 class DataShape:
@@ -59,6 +62,9 @@ def build_model(
     bidirectional = bool(_value("bidirectional", model_cfg, hp))
     dropout = float(_value("dropout", model_cfg, hp))
     recurrent_dropout = float(_value("recurrent_dropout", model_cfg, hp))
+    pooling = str(_value("pooling", model_cfg, hp))
+    if pooling not in POOLING:
+        raise ConfigError(f"model.pooling must be one of {', '.join(POOLING)}, got {pooling!r}")
     learning_rate = float(_value("learning_rate", training_cfg, hp))
     for what, value in (("embedding_dim", embedding_dim), ("units", units), ("num_layers", num_layers)):
         if value < 1:
@@ -85,8 +91,13 @@ def build_model(
         x = keras.layers.Dropout(dropout, name="embedding_dropout")(x)
     for i in range(num_layers):
         last = i == num_layers - 1
-        lstm = keras.layers.LSTM(units, return_sequences=not last, recurrent_dropout=recurrent_dropout, name=f"lstm_{i}")
+        sequences = not last or pooling != "last"
+        lstm = keras.layers.LSTM(units, return_sequences=sequences, recurrent_dropout=recurrent_dropout, name=f"lstm_{i}")
         x = keras.layers.Bidirectional(lstm, name=f"bilstm_{i}")(x) if bidirectional else lstm(x)
+        if last and pooling != "last":
+            # mean honours the padding mask; max reads padded steps too, which repeat the last
+            # output (one direction) or are zeros (bidirectional): a floor at 0, never a spurious peak
+            x = POOLING[pooling](name=f"{pooling}_pool")(x)
         if dropout:
             x = keras.layers.Dropout(dropout, name=f"dropout_{i}")(x)
     binary = shape.num_classes == 2

@@ -22,6 +22,7 @@ SEARCHABLE = {
     "bidirectional": "model",
     "dropout": "model",
     "recurrent_dropout": "model",
+    "pooling": "model",
     "learning_rate": "training",
     "batch_size": "training",
 }

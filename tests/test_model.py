@@ -157,3 +157,23 @@ def test_misclassified_table_lists_most_confident_mistakes_first() -> None:
     assert table["text"].tolist() == ["b", "d"]
     assert table["predicted_label"].tolist() == ["neg", "pos"]
     assert table["confidence"].tolist() == [0.8, 0.7]
+
+
+@pytest.mark.parametrize("pooling", ["max", "mean"])
+def test_pooling_reads_every_real_token_and_ignores_padding(make_cfg, pooling: str) -> None:
+    cfg = make_cfg(f"model.pooling={pooling}")
+    model = build_model(cfg.model, cfg.training, DataShape(vocab_size=50, num_classes=2))
+    assert model.get_layer(f"{pooling}_pool") is not None
+    assert _layers(model, keras.layers.LSTM)[0].return_sequences
+    # the same tokens with more padding after them: the same prediction
+    short = np.array([[5, 9, 3, 0, 0]])
+    longer = np.array([[5, 9, 3, 0, 0, 0, 0, 0, 0, 0]])
+    assert np.allclose(model.predict(short, verbose=0), model.predict(longer, verbose=0), atol=1e-6)
+    # and a different token changes it: the pooled outputs reach the classifier
+    assert not np.allclose(model.predict(short, verbose=0), model.predict(np.array([[5, 9, 4, 0, 0]]), verbose=0))
+
+
+def test_unknown_pooling_is_a_config_error(make_cfg) -> None:
+    cfg = make_cfg("model.pooling=attention")
+    with pytest.raises(ConfigError, match="model.pooling must be one of last, max, mean"):
+        build_model(cfg.model, cfg.training, DataShape(vocab_size=50, num_classes=2))
