@@ -67,6 +67,19 @@ def test_a_rerun_of_a_train_run_reproduces_every_epoch_and_compares(tmp_path: Pa
     assert sorted(table["run_id"]) == sorted([original, new.info.run_id])
     assert {a.path for a in client.list_artifacts(comparison.info.run_id, "compare")} >= {"compare/comparison.png"}
 
+    # what another machine or a changed data file would have recorded: refused, unless --force
+    client.set_tag(original, "data_fingerprint", "0" * 16)
+    client.set_tag(original, "version.tensorflow", "2.0.0")
+    count = len(_runs(client))
+    result = run_cli(["rerun", original], cwd=tmp_path)
+    assert_one_line_error(result, "data_fingerprint 0000000000000000 ->", "version.tensorflow 2.0.0 ->", "--force")
+    assert len(_runs(client)) == count, "a refused rerun records nothing"
+    forced = run_cli(["rerun", original, "--force"], cwd=tmp_path)
+    assert forced.returncode == 0, forced.stderr[-3000:]
+    (_, forced_run) = sorted((r for r in _runs(client) if r.data.tags.get("rerun_of") == original), key=lambda r: r.info.start_time)
+    assert "data_fingerprint" in forced_run.data.tags["rerun_differences"]
+    assert "version.tensorflow" in forced_run.data.tags["rerun_differences"]
+
 
 def test_a_search_reruns_its_best_trial_and_a_trial_reruns_itself(tmp_path: Path, store_uri: str) -> None:
     data = write_sentiment_csv(tmp_path / "reviews.csv")
@@ -106,23 +119,6 @@ def test_a_search_reruns_its_best_trial_and_a_trial_reruns_itself(tmp_path: Path
     assert table["trial_score"].iloc[0] == pytest.approx(best.data.metrics["trial_score"])
     assert rows[0][2] == str(table["run"].iloc[0]).split()[1]
     assert client.get_run(parent.info.run_id).info.status == "FINISHED"
-
-
-def test_a_difference_from_the_original_stops_the_rerun_unless_forced(tmp_path: Path, store_uri: str) -> None:
-    original = _train(tmp_path, "training.epochs=1")
-    client = MlflowClient(store_uri)
-    # what another machine or a changed data file would have recorded
-    client.set_tag(original, "data_fingerprint", "0" * 16)
-    client.set_tag(original, "version.tensorflow", "2.0.0")
-
-    result = run_cli(["rerun", original], cwd=tmp_path)
-    assert_one_line_error(result, "data_fingerprint 0000000000000000 ->", "version.tensorflow 2.0.0 ->", "--force")
-    assert len(_runs(client)) == 1, "a refused rerun records nothing"
-
-    forced = run_cli(["rerun", original, "--force"], cwd=tmp_path)
-    assert forced.returncode == 0, forced.stderr[-3000:]
-    (new,) = [r for r in _runs(client) if r.data.tags.get("rerun_of") == original]
-    assert "data_fingerprint" in new.data.tags["rerun_differences"] and "version.tensorflow" in new.data.tags["rerun_differences"]
 
 
 def test_rerun_and_compare_bad_input_is_one_line(tmp_path: Path, store_uri: str, capsys: pytest.CaptureFixture) -> None:

@@ -26,7 +26,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_the_registered_best_model_predicts_from_the_cli_and_over_http(tmp_path: Path, store_uri: str) -> None:
+def test_the_registered_best_model_predicts_from_the_cli_and_over_http(tmp_path: Path, store_uri: str, capsys) -> None:
     data = write_sentiment_csv(tmp_path / "reviews.csv", n=400)
     search = run_cli(
         ["tune", *SHRINK, *SPACE, "dataset=files", f"dataset.path={data}", "training.epochs=4", "tuner.max_trials=2",
@@ -53,12 +53,22 @@ def test_the_registered_best_model_predicts_from_the_cli_and_over_http(tmp_path:
     assert by_run.returncode == 0, by_run.stderr[-3000:]
     assert [json.loads(line) for line in by_run.stdout.splitlines() if line.startswith("{")] == answers
 
-    # bad input: one line each
-    assert_one_line_error(run_cli(["predict", "no-such-model", "text"], cwd=tmp_path), "no registered model 'no-such-model'")
+    # bad input: one line each (through the CLI's entry point in this process: no TF start-up per case)
+    from pipeline import cli
+
     client.create_registered_model("empty")  # a name with no versions
-    assert_one_line_error(run_cli(["predict", "empty", "text"], cwd=tmp_path), "no registered model 'empty' with a version")
-    assert_one_line_error(run_cli(["predict", trial.info.run_id, "text"], cwd=tmp_path), "logged no model")
-    assert_one_line_error(run_cli(["predict", "sentiment"], cwd=tmp_path), "no texts")
+    cases = {
+        ("predict", "no-such-model", "text"): "no registered model 'no-such-model'",
+        ("predict", "empty", "text"): "no registered model 'empty' with a version",
+        ("predict", trial.info.run_id, "text"): "logged no model",
+        ("predict", "sentiment"): "no texts",
+        ("predict", "sentiment", "--file", "missing.txt"): "no file missing.txt",
+    }
+    for args, message in cases.items():
+        capsys.readouterr()
+        code = cli.main(list(args))
+        captured = capsys.readouterr()
+        assert_one_line_error(subprocess.CompletedProcess(list(args), code, captured.out, captured.err), message)
 
     # `mlflow models serve` with the local environment manager, on loopback
     port = _free_port()
