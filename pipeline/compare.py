@@ -35,7 +35,7 @@ def _parse(argv: List[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="pipeline compare", description=__doc__.splitlines()[0])
     parser.add_argument("run_ids", nargs="*", help="a search's parent run, or several runs")
     parser.add_argument("--experiment", help="compare the train runs and searches of this experiment")
-    parser.add_argument("--metric", help="rank by this metric (default: a search's objective, else test_accuracy)")
+    parser.add_argument("--metric", help="rank by this metric (default: trial_score for a search's trials, else test_accuracy)")
     parser.add_argument("--direction", choices=("max", "min"), help="default: min for *loss*, else max")
     parser.add_argument("--top", type=int, default=25, help="rows to show (default 25)")
     parser.add_argument("--no-log", action="store_true", help="print only; log no table or plot")
