@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
+import re
 import tempfile
 import urllib.error
 import urllib.parse
@@ -34,6 +36,31 @@ def redact(uri: str) -> str:
         return uri
     netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+#: Environment variables whose values never reach the store (checked by name).
+_SECRET_NAME = re.compile(r"passw(or)?d|secret|token|api_?key|access_?key|credential|private_?key", re.IGNORECASE)
+_URI_WITH_PASSWORD = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s/@:]+:[^\s/@]+@[^\s]+")
+
+
+def scrub(value: Any) -> Any:
+    """``value`` with every secret replaced by ``***``: the value of any environment variable
+    named like a secret (``*PASSWORD*``, ``*SECRET*``, ``*TOKEN*``, ``*API_KEY*``, ...), also
+    when a config interpolated it, and the password of any URI. Dicts and lists recursively."""
+    secrets = sorted({v for k, v in os.environ.items() if _SECRET_NAME.search(k) and len(v) >= 8}, key=len, reverse=True)
+
+    def one(item: Any) -> Any:
+        if isinstance(item, dict):
+            return {one(k): one(v) for k, v in item.items()}
+        if isinstance(item, (list, tuple)):
+            return type(item)(one(v) for v in item)
+        if not isinstance(item, str):
+            return item
+        for secret in secrets:
+            item = item.replace(secret, "***")
+        return _URI_WITH_PASSWORD.sub(lambda m: redact(m.group(0)), item)
+
+    return one(value)
 
 
 def preflight(tracking_cfg: Any) -> None:
@@ -73,7 +100,7 @@ def preflight(tracking_cfg: Any) -> None:
 
 
 def _experiment_id(tracking_cfg: Any) -> str:
-    name = str(tracking_cfg.experiment_name)
+    name = scrub(str(tracking_cfg.experiment_name))
     client = mlflow.MlflowClient()
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
@@ -114,12 +141,12 @@ def tracked_run(
     try:
         if run_id is not None:
             active = mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None)
-            mlflow.set_tags(tags)
+            mlflow.set_tags(scrub(tags))
         else:
             active = mlflow.start_run(
                 experiment_id=_experiment_id(tracking_cfg),
-                run_name=run_name,
-                tags=tags,
+                run_name=scrub(run_name),
+                tags=scrub(tags),
                 parent_run_id=parent_run_id,
                 nested=parent_run_id is not None,
             )
@@ -132,7 +159,7 @@ def tracked_run(
             raise
         except Exception as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            mlflow.set_tag("error", f"{type(e).__name__}: {first}"[:5000])
+            mlflow.set_tag("error", scrub(f"{type(e).__name__}: {first}")[:5000])
             raise
         finally:
             mlflow.end_run(status)
@@ -166,7 +193,7 @@ def close_stale_children(tracking_cfg: Any, parent_run_id: str) -> List[str]:
 def log_params(params: Dict[str, str]) -> None:
     items = list(params.items())
     for i in range(0, len(items), _MAX_PARAMS_PER_BATCH):
-        mlflow.log_params(dict(items[i : i + _MAX_PARAMS_PER_BATCH]))
+        mlflow.log_params(scrub(dict(items[i : i + _MAX_PARAMS_PER_BATCH])))
 
 
 def log_metrics(metrics: Dict[str, float], step: Optional[int] = None) -> None:
@@ -174,15 +201,15 @@ def log_metrics(metrics: Dict[str, float], step: Optional[int] = None) -> None:
 
 
 def set_tags(tags: Dict[str, str]) -> None:
-    mlflow.set_tags(tags)
+    mlflow.set_tags(scrub(tags))
 
 
 def log_dict(obj: Any, artifact_file: str) -> None:
-    mlflow.log_dict(obj, artifact_file)
+    mlflow.log_dict(scrub(obj), artifact_file)
 
 
 def log_text(text: str, artifact_file: str) -> None:
-    mlflow.log_text(text, artifact_file)
+    mlflow.log_text(scrub(text), artifact_file)
 
 
 def log_figure(figure: Any, artifact_file: str) -> None:
@@ -337,12 +364,6 @@ def metric_history(uri: str, run_id: str, key: str) -> List[float]:
     """A metric's values in step order."""
     history = mlflow.MlflowClient(uri).get_metric_history(run_id, key)
     return [m.value for m in sorted(history, key=lambda m: (m.step, m.timestamp))]
-
-
-def set_run_tags(uri: str, run_id: str, tags: Dict[str, str]) -> None:
-    client = mlflow.MlflowClient(uri)
-    for key, value in tags.items():
-        client.set_tag(run_id, key, value)
 
 
 def attach(uri: str, run_id: str, frame: Any, table_file: str, figure: Any, figure_file: str) -> None:
