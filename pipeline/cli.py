@@ -26,6 +26,19 @@ Sweep with -m: `pipeline train -m dataset=sst2,mr seed=1,2,3`.
 """
 
 
+def argument_parser(prog: str, description: str) -> Any:
+    """argparse, but a mistake is a one-line `error:` (exit 2) rather than usage + message."""
+    import argparse
+
+    from pipeline.errors import UsageError
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> None:  # type: ignore[override]
+            raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+    return Parser(prog=prog, description=description)
+
+
 def _one_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__

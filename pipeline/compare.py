@@ -18,6 +18,7 @@ from typing import List, Optional, Tuple
 import pandas as pd
 
 from pipeline import evaluate, tracking
+from pipeline.cli import argument_parser
 from pipeline.config import compose_train
 from pipeline.errors import PipelineError
 
@@ -32,7 +33,7 @@ class CompareError(PipelineError):
 
 
 def _parse(argv: List[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="pipeline compare", description=__doc__.splitlines()[0])
+    parser = argument_parser("pipeline compare", __doc__.splitlines()[0])
     parser.add_argument("run_ids", nargs="*", help="a search's parent run, or several runs")
     parser.add_argument("--experiment", help="compare the train runs and searches of this experiment")
     parser.add_argument("--metric", help="rank by this metric (default: trial_score for a search's trials, else test_accuracy)")

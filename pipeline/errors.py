@@ -15,3 +15,7 @@ class DataError(PipelineError):
 
 class TrackingError(PipelineError):
     """The MLflow tracking store cannot be reached or used."""
+
+
+class UsageError(PipelineError):
+    """A command line that does not parse (argparse's message, on one line)."""

@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import List
 
 from pipeline import tracking
+from pipeline.cli import argument_parser
 from pipeline.config import compose_train
 from pipeline.errors import DataError
 
 
 def _parse(argv: List[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="pipeline predict", description=__doc__.splitlines()[0])
+    parser = argument_parser("pipeline predict", __doc__.splitlines()[0])
     parser.add_argument("model", help="run id, registered model name, or runs:/ or models:/ URI")
     parser.add_argument("texts", nargs="*", help="texts to classify (key=value: tracking.uri=...)")
     parser.add_argument("--file", help="one text per line; - for standard input")
