@@ -142,6 +142,7 @@ def test_rerun_and_compare_bad_input_is_one_line(tmp_path: Path, store_uri: str,
         ("compare", original): "is not a search",
         ("compare", original, deleted, "--metric", "bleu"): "none of these runs logged 'bleu'",
         ("compare", "--experiment", "nope"): "no experiment 'nope'",
+        ("compare", "--top", "many"): "argument --top: invalid int value: 'many'",
     }
     from pipeline import cli
 
