@@ -84,7 +84,14 @@ def compile_space(space: Any) -> keras_tuner.HyperParameters:
             step = int(spec["step"]) if spec["step"] else None
             hp.Int(name, int(spec["min"]), int(spec["max"]), step=step, sampling=spec["sampling"])
         elif spec["type"] == "float":
-            hp.Float(name, float(spec["min"]), float(spec["max"]), step=spec["step"], sampling=spec["sampling"])
+            low, high, step = float(spec["min"]), float(spec["max"]), spec["step"]
+            if step and spec["sampling"] == "linear":
+                # Keras Tuner counts int((max - min) / step) steps: 0.3..0.6 by 0.1 is 2.999... steps,
+                # and 0.6 would never be tried. Nudge max past the rounding so it is.
+                steps = round((high - low) / float(step))
+                if abs(low + steps * float(step) - high) < 1e-9 * max(1.0, abs(high)):
+                    high = low + (steps + 1e-6) * float(step)
+            hp.Float(name, low, high, step=step, sampling=spec["sampling"])
         elif spec["type"] == "choice":
             hp.Choice(name, list(spec["values"]))
         else:
