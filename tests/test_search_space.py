@@ -34,3 +34,20 @@ def test_every_declared_kind_compiles_and_each_value_is_drawn() -> None:
 def test_a_name_the_model_does_not_have_is_refused() -> None:
     with pytest.raises(ConfigError, match="width: not a searchable setting"):
         compile_space({"width": {"type": "int", "min": 1, "max": 2}})
+
+
+def test_an_hp_call_the_yaml_does_not_declare_is_an_error(make_cfg, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    from pipeline import experiment, tuning
+
+    cfg = make_cfg("dataset.max_samples=100", config_name="tune")
+    prepared = experiment.prepare(cfg)
+    real = tuning.build_model
+
+    def model_code_with_an_extra_knob(model_cfg, training_cfg, shape, hp=None, embedding_matrix=None):
+        hp.Int("attention_heads", 1, 4)  # not in conf/search_space
+        return real(model_cfg, training_cfg, shape, hp=hp, embedding_matrix=embedding_matrix)
+
+    monkeypatch.setattr(tuning, "build_model", model_code_with_an_extra_knob)
+    project = tuning.Project(tmp_path / "tuner", "p", {})
+    with pytest.raises(RuntimeError, match="allow_new_entries.*attention_heads"):
+        tuning.make_tuner(cfg, prepared, project, "no-parent", tuning.validate(cfg))
