@@ -109,6 +109,8 @@ class TrainingConfig:
     deterministic: bool = MISSING
     #: ``none`` or ``balanced`` (inverse class frequency, for imbalanced data).
     class_weight: str = MISSING
+    #: Train on batches of similar length, each padded only to its own longest text.
+    bucket_by_length: bool = True
     verbose: int = MISSING
 
 

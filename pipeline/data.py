@@ -213,17 +213,60 @@ def vectorize(vectorizer: Any, texts: List[str], batch_size: int = 4096) -> np.n
     return np.concatenate(out).astype("int32")
 
 
-def make_datasets(encoded: Dict[str, Tuple[np.ndarray, np.ndarray]], batch_size: int, seed: int) -> Dict[str, Any]:
+#: Length buckets for the training batches: boundaries at these quantiles of the train lengths.
+BUCKET_QUANTILES = tuple(range(10, 100, 10))
+
+
+def token_lengths(ids: np.ndarray) -> np.ndarray:
+    """Real tokens per row (TextVectorization pads with 0 at the end), at least 1."""
+    return np.maximum(np.count_nonzero(ids, axis=1), 1).astype("int32")
+
+
+def bucket_boundaries(lengths: np.ndarray) -> List[int]:
+    """Length boundaries that split the training texts into about ten equal buckets."""
+    cuts = np.percentile(lengths, BUCKET_QUANTILES, method="higher").astype(int) + 1
+    return sorted({int(c) for c in cuts if 1 < c <= int(lengths.max())})
+
+
+def _trim(x: Any, y: Any) -> Tuple[Any, Any]:
+    """Cut a batch's trailing padding: pad to the batch's own longest text."""
+    import tensorflow as tf
+
+    longest = tf.maximum(tf.reduce_max(tf.math.count_nonzero(x, axis=1, dtype=tf.int32)), 1)
+    return x[:, :longest], y
+
+
+def make_datasets(
+    encoded: Dict[str, Tuple[np.ndarray, np.ndarray]], batch_size: int, seed: int, bucket_by_length: bool = True
+) -> Dict[str, Any]:
     """Fresh batched tf.data pipelines of (token ids, label id); train shuffled with ``seed``.
 
-    Built anew for every fit, so the batches a model sees depend only on the seed.
+    Built anew for every fit, so the batches a model sees depend only on the seed. Every
+    batch is padded only to its own longest text; with ``bucket_by_length`` the training
+    batches are also drawn from buckets of similar length (reshuffled each epoch), so little
+    of the LSTM's work is spent on padding. The number of batches per epoch is fixed by the
+    data (the sum over buckets of ceil(size / batch_size)), whatever the shuffle.
     """
     import tensorflow as tf
 
     out = {}
     for name, (ids, labels) in encoded.items():
-        ds = tf.data.Dataset.from_tensor_slices((ids, labels))
-        if name == "train":
+        if name == "train" and bucket_by_length:
+            lengths = token_lengths(ids)
+            bounds = bucket_boundaries(lengths)
+            sizes = np.bincount(np.searchsorted(bounds, lengths, side="right"), minlength=len(bounds) + 1)
+            batches = int(sum(-(-int(n) // batch_size) for n in sizes))
+            ds = tf.data.Dataset.from_tensor_slices((ids, labels, lengths))
             ds = ds.shuffle(len(ids), seed=seed, reshuffle_each_iteration=True)
-        out[name] = ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+            ds = ds.map(lambda x, y, n: (x[:n], y))
+            ds = ds.bucket_by_sequence_length(
+                lambda x, y: tf.shape(x)[0], bounds, [batch_size] * (len(bounds) + 1)
+            )
+            ds = ds.apply(tf.data.experimental.assert_cardinality(batches))
+        else:
+            ds = tf.data.Dataset.from_tensor_slices((ids, labels))
+            if name == "train":
+                ds = ds.shuffle(len(ids), seed=seed, reshuffle_each_iteration=True)
+            ds = ds.batch(batch_size).map(_trim)
+        out[name] = ds.prefetch(tf.data.AUTOTUNE)
     return out

@@ -136,7 +136,7 @@ def fit(
     batch = int(batch_size or training.batch_size)
     if batch < 1:
         raise ConfigError(f"training.batch_size must be at least 1, got {batch}")
-    datasets = data.make_datasets(prepared.encoded, batch, seed)
+    datasets = data.make_datasets(prepared.encoded, batch, seed, bool(training.bucket_by_length))
     all_callbacks = list(callbacks or [])
     es = training.early_stopping
     if es.enabled:

@@ -112,9 +112,60 @@ def test_datasets_batch_ids_with_integer_labels(tmp_path: Path, make_cfg) -> Non
     encoded = {name: (data.vectorize(vectorizer, s.texts), splits.label_ids(s)) for name, s in splits.items()}
     datasets = data.make_datasets(encoded, batch_size=16, seed=0)
     x, y = next(iter(datasets["train"]))
-    assert x.shape[0] == 16 and x.dtype.name == "int32"
+    assert x.shape[0] <= 16 and x.dtype.name == "int32"
     assert set(np.unique(y.numpy())) <= {0, 1}
+    assert sum(int(b[1].shape[0]) for b in datasets["train"]) == len(splits.train)
     assert sum(int(b[1].shape[0]) for b in datasets["test"]) == len(splits.test)
+
+
+def _ragged_ids(n: int, longest: int, seed: int = 0) -> np.ndarray:
+    """Post-padded token ids of random lengths 1..longest, each row's tokens unique to it."""
+    rng = np.random.default_rng(seed)
+    ids = np.zeros((n, longest), dtype="int32")
+    for i, length in enumerate(rng.integers(1, longest + 1, size=n)):
+        ids[i, :length] = 2 + (i * longest + np.arange(length)) % 50_000
+    return ids
+
+
+def _rows(batches) -> list:
+    return [tuple(int(t) for t in row if t) + (int(label),) for x, y in batches for row, label in zip(x.numpy(), y.numpy())]
+
+
+def test_training_batches_are_bucketed_by_length_and_padded_to_their_own_longest() -> None:
+    ids = _ragged_ids(500, longest=40)
+    labels = np.arange(500, dtype="int32") % 2
+    train = data.make_datasets({"train": (ids, labels)}, batch_size=32, seed=3)["train"]
+    epochs = [list(train), list(train)]
+    for batches in epochs:
+        # every text exactly once per epoch, none cut short
+        assert sorted(_rows(batches)) == sorted(_rows([(_t(ids), _t(labels))]))
+        assert len(batches) == int(train.cardinality())
+        for x, _ in batches:
+            real = np.count_nonzero(x.numpy(), axis=1)
+            assert x.shape[1] == real.max()  # no column of padding only
+        # similar lengths together: far less padding than random batches of the same size
+        padded = sum(int(np.prod(x.shape)) for x, _ in batches)
+        assert np.count_nonzero(ids) / padded > 0.85
+    assert _rows(epochs[0]) != _rows(epochs[1])  # reshuffled every epoch
+    again = data.make_datasets({"train": (ids, labels)}, batch_size=32, seed=3)["train"]
+    assert _rows(list(again)) == _rows(epochs[0])  # the same seed, the same batches
+
+
+def test_unbucketed_and_evaluation_batches_keep_order_and_trim_padding() -> None:
+    ids = _ragged_ids(100, longest=30)
+    ids[:, 25:] = 0
+    labels = np.zeros(100, dtype="int32")
+    out = data.make_datasets({"train": (ids, labels), "val": (ids, labels)}, batch_size=16, seed=0, bucket_by_length=False)
+    val = list(out["val"])
+    assert _rows(val) == _rows([(_t(ids), _t(labels))])  # in order
+    assert all(x.shape[1] == np.count_nonzero(x.numpy(), axis=1).max() <= 25 for x, _ in val)
+    assert sorted(_rows(out["train"])) == sorted(_rows(val))
+
+
+def _t(a: np.ndarray):
+    import tensorflow as tf
+
+    return tf.constant(a)
 
 
 @needs_shared_data
