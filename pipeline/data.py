@@ -249,6 +249,11 @@ def make_datasets(
     """
     import tensorflow as tf
 
+    # tf.data's autotuning optimizer ran beside training and, when each epoch's iterator was
+    # destroyed, held it up to a second: 1.6 s epochs took 2.1-2.6 s (SST-2, 2 cores). A fixed
+    # prefetch of two batches keeps the input ahead of the model without it.
+    options = tf.data.Options()
+    options.autotune.enabled = False
     out = {}
     for name, (ids, labels) in encoded.items():
         if name == "train" and bucket_by_length:
@@ -268,5 +273,5 @@ def make_datasets(
             if name == "train":
                 ds = ds.shuffle(len(ids), seed=seed, reshuffle_each_iteration=True)
             ds = ds.batch(batch_size).map(_trim)
-        out[name] = ds.prefetch(tf.data.AUTOTUNE)
+        out[name] = ds.prefetch(2).with_options(options)
     return out

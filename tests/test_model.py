@@ -70,6 +70,43 @@ def test_padding_does_not_change_the_prediction(make_cfg) -> None:
     np.testing.assert_allclose(short, padded, atol=1e-6)
 
 
+def _textbook_adam(grads: list, w0: np.ndarray, lr: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-7) -> np.ndarray:
+    w, m, v = w0.astype("float64"), np.zeros_like(w0, dtype="float64"), np.zeros_like(w0, dtype="float64")
+    for t, g in enumerate(grads, start=1):
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        w = w - lr * np.sqrt(1 - b2**t) / (1 - b1**t) * m / (np.sqrt(v) + eps)
+    return w
+
+
+def test_adam_follows_the_textbook_rule_on_embeddings_with_repeated_tokens(make_cfg) -> None:
+    import tensorflow as tf
+
+    from pipeline.model import Adam
+
+    cfg = make_cfg("training.optimizer=adam")
+    assert isinstance(build_model(cfg.model, cfg.training, DataShape(50, 2)).optimizer, Adam)
+    rng = np.random.default_rng(0)
+    w0 = rng.standard_normal((6, 3)).astype("float32")
+    # an embedding's gradient: rows 1 and 4 twice (a token seen twice in the batch), rows 0 and 5 not at all
+    sparse = [
+        tf.IndexedSlices(tf.constant(rng.standard_normal((4, 3)), tf.float32), tf.constant([1, 4, 1, 4]), tf.constant([6, 3]))
+        for _ in range(3)
+    ]
+    dense = [tf.convert_to_tensor(g).numpy() for g in sparse]
+    variable = keras.Variable(w0)
+    optimizer = Adam(learning_rate=0.1)
+    for g in sparse:
+        optimizer.apply([g], [variable])
+    np.testing.assert_allclose(variable.numpy(), _textbook_adam(dense, w0, 0.1), rtol=1e-5, atol=1e-6)
+    # the first step of Adam moves every touched coordinate by the learning rate
+    first = keras.Variable(w0)
+    Adam(learning_rate=0.1).apply([sparse[0]], [first])
+    moved = np.abs(first.numpy() - w0)
+    np.testing.assert_allclose(moved[[1, 2, 3, 4]][:, :], np.where(dense[0][[1, 2, 3, 4]] != 0, 0.1, 0.0), atol=1e-5)
+    assert not moved[[0, 5]].any()
+
+
 def test_bad_model_settings_are_clear_errors(make_cfg) -> None:
     cfg = make_cfg("training.optimizer=adamz")
     with pytest.raises(ConfigError, match="unknown training.optimizer 'adamz'"):
