@@ -228,10 +228,10 @@ def to_container(cfg: Any) -> Dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # type: ignore[return-value]
 
 
-def compose_train(overrides: List[str]) -> Any:
-    """The config a plain ``pipeline train`` here would compose, with these overrides."""
+def compose_train(overrides: List[str], config_name: str = "config") -> Any:
+    """The config a plain ``pipeline train`` (``config_name="tune"``: ``pipeline tune``) here would compose."""
     from hydra import compose, initialize_config_dir
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+        return compose(config_name, overrides=list(overrides))

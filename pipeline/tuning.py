@@ -159,7 +159,7 @@ class LSTMHyperModel(keras_tuner.HyperModel):
 class TrialTracking:
     """Mixed into a Keras Tuner class: each trial runs inside an MLflow child run."""
 
-    def __init__(self, *args: Any, cfg: DictConfig, parent_run_id: str, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, cfg: DictConfig, parent_run_id: Optional[str], **kwargs: Any) -> None:
         self._cfg = cfg
         self._parent_run_id = parent_run_id
         super().__init__(*args, **kwargs)
@@ -180,6 +180,8 @@ class TrialTracking:
         # seed: a trial is then reproducible on its own, as a train run with its values.
         keras.backend.clear_session()
         keras.utils.set_random_seed(int(self._cfg.seed))
+        if self._parent_run_id is None:  # untracked: what bench/search_cost.py compares tracking with
+            return super().run_trial(trial, *args, **kwargs)  # type: ignore[misc]
         values = dict(trial.hyperparameters.values)
         tags = {
             "tuner.project": str(self.project_name),
@@ -219,8 +221,8 @@ def _best(values: List[float], direction: str) -> float:
     return float(max(values) if direction == "max" else min(values))
 
 
-def make_tuner(cfg: DictConfig, prepared: experiment.Prepared, project: Project, parent_run_id: str, hp: keras_tuner.HyperParameters) -> Any:
-    """The configured Keras Tuner, tracking each trial, searching exactly the YAML space."""
+def make_tuner(cfg: DictConfig, prepared: experiment.Prepared, project: Project, parent_run_id: Optional[str], hp: keras_tuner.HyperParameters) -> Any:
+    """The configured Keras Tuner, tracking each trial under ``parent_run_id`` (None: untracked), searching exactly the YAML space."""
     t = cfg.tuner
     base = TUNERS[t.name]
     cls = type(f"Tracked{base.__name__}", (TrialTracking, base), {})
