@@ -160,10 +160,11 @@ def build_model(
 def text_model(vectorizer: Any, model: keras.Model) -> keras.Model:
     """The end-to-end model: raw strings -> TextVectorization -> the trained classifier.
 
-    The classifier goes in as an uncompiled copy: a saved model for inference carries no
-    optimizer state (Adam's would triple its size).
+    The classifier goes in as an uncompiled copy, rebuilt from its config: a saved model for
+    inference carries no optimizer (Adam's state would triple its size, and the pipeline's
+    Adam class would be needed to load it where the pipeline is not installed).
     """
-    inference = keras.models.clone_model(model)
+    inference = keras.Model.from_config(model.get_config())
     inference.set_weights(model.get_weights())
     text = keras.Input(shape=(), dtype="string", name="text")
     return keras.Model(text, inference(vectorizer(text)), name="text_classifier")
