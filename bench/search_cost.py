@@ -11,7 +11,7 @@
 
 Writes bench/results/search_cost.{md,json} and logs both to MLflow.
 
-    python bench/search_cost.py [--repeats 3] [--trials 10]
+    python bench/search_cost.py [--repeats 5] [--trials 10]
 """
 
 from __future__ import annotations
@@ -180,7 +180,7 @@ def markdown(result: Dict[str, Any]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=2, help="epochs per trial of the overhead searches")
     parser.add_argument("--tuner-epochs", type=int, default=6, help="epochs (Hyperband's max_epochs) of the tuner comparison")
