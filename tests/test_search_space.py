@@ -51,3 +51,29 @@ def test_an_hp_call_the_yaml_does_not_declare_is_an_error(make_cfg, monkeypatch:
     project = tuning.Project(tmp_path / "tuner", "p", {})
     with pytest.raises(RuntimeError, match="allow_new_entries.*attention_heads"):
         tuning.make_tuner(cfg, prepared, project, "no-parent", tuning.validate(cfg))
+
+
+def test_random_search_samples_every_value_evenly(make_cfg, tmp_path) -> None:
+    """The SST-2 space from seed 42: Keras Tuner's own seeding gave embedding_dim=128 in every trial."""
+    from collections import Counter
+
+    from pipeline import experiment, tuning
+
+    cfg = make_cfg("+experiment=sst2_search", "dataset=files", f"dataset.path={_sentiment_csv(tmp_path)}",
+                   "dataset.val_path=null", "dataset.test_path=null", "seed=42", config_name="tune")
+    prepared = experiment.prepare(cfg)
+    project = tuning.Project(tmp_path / "tuner", "p", {})
+    oracle = tuning.make_tuner(cfg, prepared, project, None, tuning.validate(cfg)).oracle
+    draws = [oracle._random_values() for _ in range(200)]
+    embedding = Counter(d["embedding_dim"] for d in draws[:12])
+    assert set(embedding) == {128, 256}, embedding  # both values within the first 12 trials
+    for name, values in (("embedding_dim", [128, 256]), ("bidirectional", [False, True]), ("units", [64, 128, 192, 256])):
+        counts = Counter(d[name] for d in draws)
+        assert set(counts) == set(values)
+        assert min(counts.values()) >= 0.6 * 200 / len(values), (name, counts)  # none starved
+
+
+def _sentiment_csv(tmp_path):
+    from conftest import write_sentiment_csv
+
+    return write_sentiment_csv(tmp_path / "d.csv", n=60)
