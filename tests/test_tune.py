@@ -213,7 +213,8 @@ def test_a_changed_search_never_silently_reloads_the_old_one(make_cfg, tmp_path:
 
 def test_a_failing_trial_is_a_failed_run_and_the_search_goes_on(make_cfg, store_uri: str) -> None:
     cfg = make_cfg(
-        *SMALL, "+search_space.dropout={type:choice,values:[0.0,1.5]}", "tuner.max_trials=4",
+        *SMALL, "+search_space.dropout={type:choice,values:[0.0,1.5]}", "tuner.max_trials=6",
+        "tuner.max_consecutive_failed_trials=6",
         "tracking.log_model=false", config_name="tune",
     )
     tune.run(cfg)
