@@ -289,10 +289,15 @@ def _median(values: List[float]) -> float:
     return float(statistics.median(values))
 
 
+def _steady_epoch_s(run: Dict[str, Any]) -> float:
+    """One repetition's epoch time: the median of its epochs after the first (tracing)."""
+    return _median(run["epoch_seconds"][1:] or run["epoch_seconds"])
+
+
 def summarize(runs: Dict[str, List[Dict[str, Any]]], gemm: Dict[str, float], args: argparse.Namespace) -> Dict[str, Any]:
     rows = {}
     for name, reps in runs.items():
-        steady = [_median(r["epoch_seconds"][1:] or r["epoch_seconds"]) for r in reps]
+        steady = [_steady_epoch_s(r) for r in reps]
         first = [r["epoch_seconds"][0] for r in reps]
         r0 = reps[0]
         rows[name] = {
@@ -310,9 +315,8 @@ def summarize(runs: Dict[str, List[Dict[str, Any]]], gemm: Dict[str, float], arg
     def ratio(a: str, b: str) -> float:
         # per repetition (side by side in time), then the median
         per_rep = [
-            (runs[a][i]["real_tokens"] / _median(runs[a][i]["epoch_seconds"][1:] or runs[a][i]["epoch_seconds"]))
-            / (runs[b][i]["real_tokens"] / _median(runs[b][i]["epoch_seconds"][1:] or runs[b][i]["epoch_seconds"]))
-            for i in range(min(len(runs[a]), len(runs[b])))
+            (ra["real_tokens"] / _steady_epoch_s(ra)) / (rb["real_tokens"] / _steady_epoch_s(rb))
+            for ra, rb in zip(runs[a], runs[b])
         ]
         return round(_median(per_rep), 2)
 

@@ -17,6 +17,7 @@ Writes bench/results/search_cost.{md,json} and logs both to MLflow.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -55,15 +56,11 @@ def overhead_worker(args: argparse.Namespace) -> None:
         experiment.seed_everything(cfg.seed, cfg.training.deterministic)
         prepared = experiment.prepare(cfg)
         project = tuning.resolve_project(cfg, tuning.search_identity(cfg, prepared.splits.fingerprint()["all"]))
-        if args.worker == "tracked":
+        tracked = args.worker == "tracked"
+        if tracked:
             tracking.preflight(cfg.tracking)
-            with tracking.tracked_run(cfg.tracking, "search-cost", {}) as parent:
-                tuner = tuning.make_tuner(cfg, prepared, project, parent.info.run_id, hp)
-                start = time.perf_counter()
-                tuner.search(verbose=0)
-                seconds = time.perf_counter() - start
-        else:
-            tuner = tuning.make_tuner(cfg, prepared, project, None, hp)
+        with tracking.tracked_run(cfg.tracking, "search-cost", {}) if tracked else contextlib.nullcontext() as parent:
+            tuner = tuning.make_tuner(cfg, prepared, project, parent.info.run_id if tracked else None, hp)
             start = time.perf_counter()
             tuner.search(verbose=0)
             seconds = time.perf_counter() - start

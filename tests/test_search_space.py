@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import write_sentiment_csv
 
 from pipeline.errors import ConfigError
 from pipeline.search_space import compile_space
@@ -59,7 +60,8 @@ def test_random_search_samples_every_value_evenly(make_cfg, tmp_path) -> None:
 
     from pipeline import experiment, tuning
 
-    cfg = make_cfg("+experiment=sst2_search", "dataset=files", f"dataset.path={_sentiment_csv(tmp_path)}",
+    csv = write_sentiment_csv(tmp_path / "d.csv", n=60)
+    cfg = make_cfg("+experiment=sst2_search", "dataset=files", f"dataset.path={csv}",
                    "dataset.val_path=null", "dataset.test_path=null", "seed=42", config_name="tune")
     prepared = experiment.prepare(cfg)
     project = tuning.Project(tmp_path / "tuner", "p", {})
@@ -71,9 +73,3 @@ def test_random_search_samples_every_value_evenly(make_cfg, tmp_path) -> None:
         counts = Counter(d[name] for d in draws)
         assert set(counts) == set(values)
         assert min(counts.values()) >= 0.6 * 200 / len(values), (name, counts)  # none starved
-
-
-def _sentiment_csv(tmp_path):
-    from conftest import write_sentiment_csv
-
-    return write_sentiment_csv(tmp_path / "d.csv", n=60)
