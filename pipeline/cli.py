@@ -2,7 +2,8 @@
 
 Each command is a Hydra app over ``conf/``, so every Hydra feature works as documented:
 ``-m`` multirun, ``--cfg job``, ``--help``, ``--info``. A user mistake ends with one
-``error:`` line and exit status 2; Ctrl-C with status 130.
+``error:`` line and exit status 2; Ctrl-C with status 130, SIGTERM 143; a tracking server
+lost mid-run with status 75 (the same command resumes a search).
 """
 
 from __future__ import annotations
@@ -62,17 +63,30 @@ def _hydra_message(error: BaseException) -> str:
     return f"{message} ({hint[0].lower() + hint[1:]})" if hint else message
 
 
+#: A tracking server lost mid-run (sysexits' EX_TEMPFAIL): try again when it is back.
+EXIT_TRACKING_LOST = 75
+
+
 def _guarded(job: Callable[[Any], Any], cfg: Any) -> Any:
     """Run a job; a user mistake becomes one line on stderr and exit status 2."""
     from omegaconf.errors import OmegaConfBaseException
 
     from pipeline.errors import PipelineError
 
+    from pipeline.errors import TrackingLost
+
     try:
         return job(cfg)
     except (PipelineError, OmegaConfBaseException) as e:
         print(f"error: {_one_line(e)}", file=sys.stderr, flush=True)
-        sys.exit(2)
+        sys.exit(EXIT_TRACKING_LOST if isinstance(e, TrackingLost) else 2)
+    except Exception as e:
+        from pipeline import tracking
+
+        if not tracking.is_lost(e):
+            raise
+        print(f"error: {_one_line(tracking.lost(e, str(cfg.tracking.uri)))}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_TRACKING_LOST)
 
 
 def _hydra_app(config_name: str, job: Callable[[Any], Any]) -> Callable[[], Any]:

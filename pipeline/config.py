@@ -127,6 +127,10 @@ class TrackingConfig:
     max_misclassified: int = MISSING
     #: Seconds to wait for a tracking server before giving up, before any data is read.
     connect_timeout: float = MISSING
+    #: A server lost mid-run: each write is retried this many times, waiting
+    #: ``backoff_factor`` x 1, 2, 4, ... s (at most 120 s) in between, before the run stops.
+    max_retries: int = 7
+    backoff_factor: int = 2
 
 
 @dataclass

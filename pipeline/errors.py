@@ -19,3 +19,7 @@ class TrackingError(PipelineError):
 
 class UsageError(PipelineError):
     """A command line that does not parse (argparse's message, on one line)."""
+
+
+class TrackingLost(TrackingError):
+    """The tracking server went away mid-run and did not come back within the retries."""

@@ -166,6 +166,7 @@ def record_evaluation(
     cfg: DictConfig,
     history: Optional[Dict[str, List[float]]] = None,
     registered_model_name: Optional[str] = None,
+    version_tags: Optional[Dict[str, str]] = None,
 ) -> Dict[str, float]:
     """Evaluate on the test split and log metrics, plots, mistakes and the raw-text model."""
     x_test, y_test = prepared.encoded["test"]
@@ -188,6 +189,6 @@ def record_evaluation(
             path = str(Path(tmp) / "text_classifier.keras")
             text_model(prepared.vectorizer, model).save(path)
             tracking.log_text_model(
-                path, classes, _model_requirements(), prepared.splits.test.texts[:3], registered_model_name
+                path, classes, _model_requirements(), prepared.splits.test.texts[:3], registered_model_name, version_tags
             )
     return metrics

@@ -23,7 +23,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.keras import MlflowCallback
 
-from pipeline.errors import TrackingError
+from pipeline.errors import TrackingError, TrackingLost
 
 PYFUNC_MODEL_FILE = Path(__file__).resolve().parent / "pyfunc_model.py"
 _MAX_PARAMS_PER_BATCH = 100
@@ -63,8 +63,41 @@ def scrub(value: Any) -> Any:
     return one(value)
 
 
+def is_lost(error: BaseException) -> bool:
+    """Whether ``error`` is MLflow giving up on an unreachable tracking server."""
+    if isinstance(error, TrackingLost):
+        return True
+    text = str(error)
+    return isinstance(error, MlflowException) and text.startswith("API request to") and any(
+        s in text for s in ("Max retries exceeded", "Connection refused", "timeout", "Connection aborted", "RemoteDisconnected")
+    )
+
+
+def lost(error: BaseException, uri: str) -> TrackingLost:
+    """The one-line error for a server lost mid-run. Later writes of this process (closing
+    its runs on the way out) are tried once, not retried for minutes again."""
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    if isinstance(error, TrackingLost):
+        return error
+    return TrackingLost(
+        f"lost the MLflow tracking server {redact(uri)} mid-run (no answer after {os.environ.get('_PIPELINE_RETRIES', '?')} retries); "
+        f"what finished is recorded and a search's state is saved: run the same command again when the server is back"
+    )
+
+
+def configure(tracking_cfg: Any) -> None:
+    """Retry policy for a tracking server (MLflow's own retries with backoff, from the config)."""
+    for name, value in (("max_retries", tracking_cfg.max_retries), ("backoff_factor", tracking_cfg.backoff_factor)):
+        if value is None or int(value) < 0:
+            raise TrackingError(f"tracking.{name} must be 0 or more, got {value}")
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(int(tracking_cfg.max_retries))
+    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = str(int(tracking_cfg.backoff_factor))
+    os.environ["_PIPELINE_RETRIES"] = str(int(tracking_cfg.max_retries))
+
+
 def preflight(tracking_cfg: Any) -> None:
     """Fail fast, before any data is read, if the tracking store cannot be used."""
+    configure(tracking_cfg)
     uri = str(tracking_cfg.uri)
     scheme = urllib.parse.urlsplit(uri).scheme
     if scheme in ("http", "https"):
@@ -158,13 +191,32 @@ def tracked_run(
             status = "KILLED"
             raise
         except Exception as e:
+            if is_lost(e):
+                # Marked KILLED when the server is back and the search resumes.
+                _end_quietly(status)
+                raise lost(e, str(tracking_cfg.uri)) from None
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             mlflow.set_tag("error", scrub(f"{type(e).__name__}: {first}")[:5000])
             raise
         finally:
-            mlflow.end_run(status)
+            if mlflow.active_run() is not None and mlflow.active_run().info.run_id == active.info.run_id:
+                try:
+                    mlflow.end_run(status)
+                except Exception as e:
+                    if not is_lost(e):
+                        raise
+                    raise lost(e, str(tracking_cfg.uri)) from None
     finally:
         mlflow.set_tracking_uri(previous)
+
+
+def _end_quietly(status: str) -> None:
+    """Take the run off this process's stack; tell the server if it answers at once."""
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    try:
+        mlflow.end_run(status)
+    except Exception:  # noqa: BLE001 - the server is gone; the resume marks the run
+        pass
 
 
 def run_exists(tracking_cfg: Any, run_id: str) -> bool:
@@ -176,18 +228,45 @@ def run_exists(tracking_cfg: Any, run_id: str) -> bool:
     return run.info.lifecycle_stage == "active"
 
 
-def close_stale_children(tracking_cfg: Any, parent_run_id: str) -> List[str]:
-    """Mark KILLED the child runs still RUNNING under a parent whose search crashed."""
+def reconcile_children(tracking_cfg: Any, parent_run_id: str, trial_statuses: Dict[str, str]) -> List[str]:
+    """Make a resumed search's trial runs agree with its tuner's trials; returns those marked KILLED.
+
+    A trial's run still RUNNING (its process died) is closed: FINISHED if the tuner had
+    recorded the trial as completed, else KILLED (the trial runs again). A FINISHED run of a
+    trial the tuner had not recorded as completed (killed between the two) is KILLED too, so
+    every trial ends with at most one FINISHED run.
+    """
     client = mlflow.MlflowClient(str(tracking_cfg.uri))
     parent = client.get_run(parent_run_id)
-    stale = client.search_runs(
+    children = client.search_runs(
         [parent.info.experiment_id],
-        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'",
+        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=5000,
     )
-    for run in stale:
-        client.set_tag(run.info.run_id, "error", "the process running this trial died; the trial was run again")
-        client.set_terminated(run.info.run_id, status="KILLED")
-    return [run.info.run_id for run in stale]
+    killed = []
+    finished = set()
+    for run in children:
+        trial_id = run.data.tags.get("tuner.trial_id")
+        if trial_id is None:  # seed-variance runs: not trials
+            continue
+        status = run.info.status
+        if status not in ("RUNNING", "FINISHED"):
+            continue
+        completed = trial_statuses.get(trial_id) == "COMPLETED" and trial_id not in finished
+        if status == "RUNNING" and completed:
+            client.set_tag(run.info.run_id, "note", "closed on resume: its process died after the trial had completed")
+            client.set_terminated(run.info.run_id, status="FINISHED")
+        elif status in ("RUNNING", "FINISHED") and not completed:
+            why = "the process running this trial died; the trial was run again"
+            if status == "FINISHED":
+                why = "the process died before the tuner recorded this trial; the trial was run again"
+            client.set_tag(run.info.run_id, "error", why)
+            client.set_terminated(run.info.run_id, status="KILLED")
+            killed.append(run.info.run_id)
+            continue
+        finished.add(trial_id)
+    return killed
 
 
 def log_params(params: Dict[str, str]) -> None:
@@ -265,12 +344,13 @@ def log_text_model(
     requirements: List[str],
     example_texts: List[str],
     registered_model_name: Optional[str] = None,
+    version_tags: Optional[Dict[str, str]] = None,
 ) -> str:
     """Log the end-to-end raw-text model as an MLflow pyfunc; returns its model URI.
 
     MLflow runs the model on ``example_texts`` while logging, so a model that cannot predict
     raw text is never logged. With ``registered_model_name`` it also becomes a new version of
-    that model in the Model Registry.
+    that model in the Model Registry, tagged with ``version_tags``.
     """
     import pandas as pd
 
@@ -285,7 +365,22 @@ def log_text_model(
             pip_requirements=requirements,
             registered_model_name=registered_model_name,
         )
+    version = getattr(info, "registered_model_version", None)
+    if registered_model_name and version is not None:
+        client = mlflow.MlflowClient()
+        for key, value in (version_tags or {}).items():
+            client.set_model_version_tag(registered_model_name, str(version), key, scrub(value))
     return info.model_uri
+
+
+def registered_for(uri: str, name: str, run_id: str, tags: Dict[str, str]) -> bool:
+    """Whether a version of ``name`` from ``run_id`` with these tags is registered already
+    (a version with no tags at all is one whose process died before tagging it)."""
+    try:
+        versions = mlflow.MlflowClient(uri).search_model_versions(f"name='{name}' and run_id='{run_id}'")
+    except MlflowException:
+        return False
+    return any(not v.tags or all(v.tags.get(k) == str(val) for k, val in tags.items()) for v in versions)
 
 
 def ui_hint(tracking_cfg: Any, experiment_id: str, run_id: str) -> str:

@@ -161,16 +161,16 @@ def run(cfg: DictConfig) -> float:
     run_name = f"search-{cfg.dataset.name}-{cfg.model.name}-{cfg.tuner.name}-seed{cfg.seed}"
     with tracking.tracked_run(cfg.tracking, run_name, tags, run_id=parent_id if resumed else None) as parent:
         parent_id = parent.info.run_id
-        if resumed:
-            killed = tracking.close_stale_children(cfg.tracking, parent_id)
-            tracking.set_tags({"resumed": str(int(state.get("resumed", 0)) + 1)})
-            print(f"resuming search {project.path} (parent run {parent_id}; {len(killed)} interrupted trial run(s) marked KILLED)", flush=True)
-        else:
+        if not resumed:
             experiment.record_inputs(config, hydra_overrides(), prepared)
             tracking.log_dict(search_space.describe(cfg.search_space), "search/search_space.yaml")
         project.write_state(parent_run_id=parent_id, project_name=project.name, resumed=int(state.get("resumed", 0)) + int(resumed))
 
         tuner = tuning.make_tuner(cfg, prepared, project, parent_id, hp)
+        if resumed:
+            killed = tracking.reconcile_children(cfg.tracking, parent_id, tuning.trial_statuses(tuner))
+            tracking.set_tags({"resumed": str(int(state.get("resumed", 0)) + 1)})
+            print(f"resuming search {project.path} (parent run {parent_id}; {len(killed)} interrupted trial run(s) marked KILLED)", flush=True)
         if role == "chief" or cfg.tuner.workers > 0:
             _serve_oracle(tuner, cfg, project, role)
         else:
@@ -201,12 +201,17 @@ def run(cfg: DictConfig) -> float:
             if warning:
                 print(f"warning: {warning}", flush=True)
 
-        register = cfg.tuner.registered_model_name if state.get("registered_trial") != best.trial_id else None
+        # Once per best trial, also when a resumed search's process died just after registering.
+        version_tags = {"best_trial_id": str(best.trial_id)}
+        register = cfg.tuner.registered_model_name
+        if register and (state.get("registered_trial") == best.trial_id
+                         or tracking.registered_for(str(cfg.tracking.uri), register, parent_id, version_tags)):
+            register = None
         with warnings.catch_warnings():
             # the checkpoint holds Adam's slots; the rebuilt model's optimizer is fresh and unused here
             warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
             model = tuner.get_best_models(1)[0]
-        metrics = experiment.record_evaluation(model, prepared, cfg, registered_model_name=register)
+        metrics = experiment.record_evaluation(model, prepared, cfg, registered_model_name=register, version_tags=version_tags)
         if register:
             project.write_state(registered_trial=best.trial_id)
         experiment_id = parent.info.experiment_id

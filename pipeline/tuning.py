@@ -25,7 +25,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import experiment, provenance, search_space, tracking
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, TrackingLost
 from pipeline.model import build_model
 
 STATE_FILE = "pipeline_search.json"
@@ -158,6 +158,10 @@ class LSTMHyperModel(keras_tuner.HyperModel):
         )
 
 
+class _SearchStopped(keras_tuner.errors.FatalError, TrackingLost):
+    """Raised through Keras Tuner, which passes FatalError on instead of failing the trial."""
+
+
 class TrialTracking:
     """Mixed into a Keras Tuner class: each trial runs inside an MLflow child run."""
 
@@ -170,6 +174,9 @@ class TrialTracking:
         try:
             return self._tracked_trial(trial, *args, **kwargs)
         except Exception as e:
+            if tracking.is_lost(e):
+                # Not a failed trial: stop the search; the trial runs again on resume.
+                raise _SearchStopped(str(tracking.lost(e, str(self._cfg.tracking.uri)))) from None
             # Keras Tuner records the failure in the trial and goes on, silently: say it.
             first = (str(e).strip().splitlines() or [""])[0]
             print(f"trial {trial.trial_id} failed: {type(e).__name__}: {first}", file=sys.stderr, flush=True)
@@ -249,9 +256,64 @@ def make_tuner(cfg: DictConfig, prepared: experiment.Prepared, project: Project,
         if t.name == "bayesian" and t.num_initial_points:
             kwargs["num_initial_points"] = int(t.num_initial_points)
     tuner = cls(cfg=cfg, parent_run_id=parent_run_id, **kwargs)
-    if hasattr(tuner.oracle, "_seed_state"):  # the chief's (or a lone) oracle; workers ask it over gRPC
-        tuner.oracle._random_values = types.MethodType(_random_values, tuner.oracle)
+    if isinstance(tuner.oracle, keras_tuner.Oracle):  # the chief's (or a lone) oracle; workers ask it over gRPC
+        if hasattr(tuner.oracle, "_seed_state"):
+            tuner.oracle._random_values = types.MethodType(_random_values, tuner.oracle)
+        _reconcile(tuner.oracle)
+        tuner.save()  # Keras Tuner reloads a project only once its tuner file exists
     return tuner
+
+
+def _atomic_save_json(path: Any, obj: Any) -> str:
+    """Keras Tuner's ``utils.save_json``, written beside and renamed into place.
+
+    Keras Tuner rewrites ``oracle.json`` and each ``trial.json`` in place; a process killed
+    mid-write left a truncated file that no later run could reload.
+    """
+    text = json.dumps(obj)
+    path = str(path)
+    if "://" in path:  # a remote filesystem (gs://...): Keras Tuner's own write
+        return _keras_tuner_save_json(path, obj)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return text
+
+
+_keras_tuner_save_json = keras_tuner.src.utils.save_json
+keras_tuner.src.utils.save_json = _atomic_save_json
+
+
+def _reconcile(oracle: Any) -> None:
+    """Make the oracle agree with its trials' files after a crash.
+
+    Keras Tuner writes a trial's file, then the oracle's; a process killed between the two
+    leaves a trial that is RUNNING but queued nowhere (never run again, so the search ends
+    a trial short), or COMPLETED but queued to run again (counted twice).
+    """
+    from keras_tuner.src.engine.trial import TrialStatus
+
+    queued = list(oracle._retry_queue)
+    changed = False
+    for trial_id, trial in oracle.trials.items():
+        if trial.status in (TrialStatus.COMPLETED, TrialStatus.FAILED) and trial_id in queued:
+            oracle._retry_queue = [t for t in oracle._retry_queue if t != trial_id]
+            if trial_id not in oracle.end_order:
+                oracle.end_order.append(trial_id)
+            changed = True
+        elif trial.status == TrialStatus.RUNNING and trial_id not in queued:
+            oracle._retry_queue.append(trial_id)
+            changed = True
+    if changed:
+        oracle.save()
+
+
+def trial_statuses(tuner: Any) -> Dict[str, str]:
+    """Each trial's status as the oracle has it: what the MLflow child runs must agree with."""
+    return {str(t.trial_id): str(t.status) for t in tuner.oracle.trials.values()}
 
 
 def _mixed_seed(seed_state: int) -> int:
