@@ -516,13 +516,44 @@ def _logged_models(client: Any, run: RunRecord) -> bool:
         return False
 
 
+def check_own_model(model_uri: str) -> None:
+    """Refuse, before anything of it is loaded, a model this project did not write.
+
+    Loading an MLflow pyfunc model runs its code, or unpickles its object: only the raw-text
+    model of :func:`log_text_model` is loaded, a model from code whose one code file is exactly
+    this project's ``pyfunc_model.py`` (which loads the Keras model in Keras safe mode and the
+    label map as JSON).
+    """
+    import yaml
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            meta = yaml.safe_load(Path(mlflow.artifacts.download_artifacts(f"{model_uri.rstrip('/')}/MLmodel", dst_path=tmp)).read_text())
+        except Exception as e:  # noqa: BLE001 - gone, unreadable, not a model
+            raise TrackingError(f"cannot read model {model_uri}: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
+        pyfunc = (meta or {}).get("flavors", {}).get("python_function", {}) if isinstance(meta, dict) else {}
+        code = Path(str(pyfunc.get("model_code_path") or "")).name
+        refused = f"refusing to load {model_uri}: it is not a text model written by this pipeline"
+        if pyfunc.get("loader_module") != "mlflow.pyfunc.loaders.code_model" or not code.endswith(".py") or pyfunc.get("code"):
+            raise TrackingError(f"{refused} (loading it would unpickle or run foreign code)")
+        try:
+            theirs = Path(mlflow.artifacts.download_artifacts(f"{model_uri.rstrip('/')}/{code}", dst_path=tmp)).read_bytes()
+        except Exception:  # noqa: BLE001
+            raise TrackingError(f"{refused} (its code file {code} is missing)") from None
+        if theirs != PYFUNC_MODEL_FILE.read_bytes():
+            raise TrackingError(f"{refused} (its code differs from this version's pipeline/pyfunc_model.py)")
+
+
 def load_text_model(uri: str, ref: str) -> Any:
-    """The raw-text pyfunc model of a run or a registered model."""
+    """The raw-text pyfunc model of a run or a registered model, if this project wrote it."""
     model_uri = resolve_model(uri, ref)
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(uri)
     try:
+        check_own_model(model_uri)
         return mlflow.pyfunc.load_model(model_uri)
+    except TrackingError:
+        raise
     except Exception as e:  # noqa: BLE001 - deleted files, a foreign model
         raise TrackingError(f"cannot load model {model_uri}: {str(e).strip().splitlines()[0]}") from None
     finally:

@@ -12,12 +12,36 @@ import time
 import urllib.request
 from pathlib import Path
 
+import mlflow
 from mlflow import MlflowClient
 
 from conftest import SHRINK, assert_one_line_error, run_cli, write_sentiment_csv
 
 SPACE = ["search_space.units={type:int,min:8,max:16,step:8}", "search_space.embedding_dim={type:choice,values:[8,16]}"]
 TEXTS = ["the film was great and the acting superb", "a dreadful plot and awful music"]
+
+
+class _Pickled(mlflow.pyfunc.PythonModel):
+    """A pickled model that leaves a file behind when it is unpickled."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __setstate__(self, state: dict) -> None:
+        Path(state["marker"]).write_text("unpickled")
+        self.__dict__.update(state)
+
+    def predict(self, context, model_input, params=None):
+        return model_input
+
+
+def _foreign_code(tmp_path: Path) -> Path:
+    code = tmp_path / "foreign_model.py"
+    code.write_text(
+        "import mlflow\n\nclass M(mlflow.pyfunc.PythonModel):\n    def predict(self, context, model_input, params=None):\n"
+        "        return model_input\n\nmlflow.models.set_model(M())\n"
+    )
+    return code
 
 
 def _free_port() -> int:
@@ -64,11 +88,25 @@ def test_the_registered_best_model_predicts_from_the_cli_and_over_http(tmp_path:
         ("predict", "sentiment"): "no texts",
         ("predict", "sentiment", "--file", "missing.txt"): "no file missing.txt",
     }
+    # models this project did not write are refused before any of them is unpickled or run
+    marker = tmp_path / "unpickled.txt"
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(store_uri)
+    try:
+        for name, model in (("pickled", _Pickled(str(marker))), ("foreign-code", str(_foreign_code(tmp_path)))):
+            with mlflow.start_run(experiment_id=experiment_id, run_name=name) as foreign:
+                mlflow.pyfunc.log_model(name="model", python_model=model)
+            cases[("predict", foreign.info.run_id, "text")] = "refusing to load"
+    finally:
+        mlflow.set_tracking_uri(previous)
+    marker.unlink(missing_ok=True)  # MLflow loads a model back once while logging it
     for args, message in cases.items():
         capsys.readouterr()
         code = cli.main(list(args))
         captured = capsys.readouterr()
         assert_one_line_error(subprocess.CompletedProcess(list(args), code, captured.out, captured.err), message)
+
+    assert not marker.exists(), "a foreign pickled model was unpickled"
 
     # `mlflow models serve` with the local environment manager, on loopback
     port = _free_port()
