@@ -22,4 +22,7 @@ class UsageError(PipelineError):
 
 
 class TrackingLost(TrackingError):
-    """The tracking server went away mid-run and did not come back within the retries."""
+    """The tracking server went away mid-run: MLflow's retries did not reach it (``retried``),
+    or it died while answering."""
+
+    retried: bool = True

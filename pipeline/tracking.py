@@ -11,6 +11,7 @@ import json
 import os
 import re
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -63,26 +64,71 @@ def scrub(value: Any) -> Any:
     return one(value)
 
 
+_CONNECTION_FAILURES = ("Max retries exceeded", "Connection refused", "Connection broken", "Connection aborted",
+                        "Connection reset", "RemoteDisconnected", "IncompleteRead", "timeout")
+
+
 def is_lost(error: BaseException) -> bool:
-    """Whether ``error`` is MLflow giving up on an unreachable tracking server."""
+    """Whether ``error`` is MLflow failing to reach its tracking server."""
     if isinstance(error, TrackingLost):
         return True
     text = str(error)
-    return isinstance(error, MlflowException) and text.startswith("API request to") and any(
-        s in text for s in ("Max retries exceeded", "Connection refused", "timeout", "Connection aborted", "RemoteDisconnected")
-    )
+    return isinstance(error, MlflowException) and text.startswith("API request to") and any(s in text for s in _CONNECTION_FAILURES)
+
+
+def retries_spent(error: BaseException) -> bool:
+    """Whether MLflow already retried (for the configured time) before giving up; a request
+    cut off mid-answer (the server died while answering) is not retried by MLflow."""
+    if isinstance(error, TrackingLost):
+        return error.retried
+    return "Max retries exceeded" in str(error)
 
 
 def lost(error: BaseException, uri: str) -> TrackingLost:
-    """The one-line error for a server lost mid-run. Later writes of this process (closing
-    its runs on the way out) are tried once, not retried for minutes again."""
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    """The one-line error for a server lost mid-run."""
     if isinstance(error, TrackingLost):
         return error
-    return TrackingLost(
-        f"lost the MLflow tracking server {redact(uri)} mid-run (no answer after {os.environ.get('_PIPELINE_RETRIES', '?')} retries); "
+    retried = retries_spent(error)
+    why = f"no answer after {os.environ.get('_PIPELINE_RETRIES', '?')} retries" if retried else "it stopped answering"
+    out = TrackingLost(
+        f"lost the MLflow tracking server {redact(uri)} mid-run ({why}); "
         f"what finished is recorded and a search's state is saved: run the same command again when the server is back"
     )
+    out.retried = retried
+    return out
+
+
+def retry_budget_s(tracking_cfg: Any) -> float:
+    """About how long MLflow's retries wait in all (backoff x 1, 2, 4, ..., each at most 120 s)."""
+    return float(sum(min(120, int(tracking_cfg.backoff_factor) * 2**i) for i in range(int(tracking_cfg.max_retries))))
+
+
+def wait_for_server(tracking_cfg: Any) -> bool:
+    """Whether the tracking server answers again within the retry budget."""
+    uri = str(tracking_cfg.uri)
+    if urllib.parse.urlsplit(uri).scheme not in ("http", "https"):
+        return False
+    deadline = time.monotonic() + retry_budget_s(tracking_cfg)
+    while True:
+        try:
+            urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5).close()
+            return True
+        except (urllib.error.URLError, OSError, ValueError):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(1.0)
+
+
+def close_trial_runs(tracking_cfg: Any, parent_run_id: str, trial_id: str, why: str) -> None:
+    """Mark KILLED a trial's runs still RUNNING (one whose answer was cut off may exist)."""
+    client = mlflow.MlflowClient(str(tracking_cfg.uri))
+    parent = client.get_run(parent_run_id)
+    for run in client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and tags.`tuner.trial_id` = '{trial_id}' and attributes.status = 'RUNNING'",
+    ):
+        client.set_tag(run.info.run_id, "error", why)
+        client.set_terminated(run.info.run_id, status="KILLED")
 
 
 def configure(tracking_cfg: Any) -> None:
@@ -212,11 +258,17 @@ def tracked_run(
 
 def _end_quietly(status: str) -> None:
     """Take the run off this process's stack; tell the server if it answers at once."""
+    retries = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
     try:
         mlflow.end_run(status)
-    except Exception:  # noqa: BLE001 - the server is gone; the resume marks the run
+    except Exception:  # noqa: BLE001 - the server is gone; closed when the trial reruns or the search resumes
         pass
+    finally:
+        if retries is None:
+            os.environ.pop("MLFLOW_HTTP_REQUEST_MAX_RETRIES", None)
+        else:
+            os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = retries
 
 
 def run_exists(tracking_cfg: Any, run_id: str) -> bool:

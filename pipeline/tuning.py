@@ -158,6 +158,10 @@ class LSTMHyperModel(keras_tuner.HyperModel):
         )
 
 
+#: How often a trial is run again after its tracking server died while answering and came back.
+LOST_SERVER_TRIAL_RERUNS = 2
+
+
 class _SearchStopped(keras_tuner.errors.FatalError, TrackingLost):
     """Raised through Keras Tuner, which passes FatalError on instead of failing the trial."""
 
@@ -171,16 +175,28 @@ class TrialTracking:
         super().__init__(*args, **kwargs)
 
     def run_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return self._tracked_trial(trial, *args, **kwargs)
-        except Exception as e:
-            if tracking.is_lost(e):
-                # Not a failed trial: stop the search; the trial runs again on resume.
+        for attempt in range(LOST_SERVER_TRIAL_RERUNS + 1):
+            try:
+                return self._tracked_trial(trial, *args, **kwargs)
+            except Exception as e:
+                if not tracking.is_lost(e):
+                    raise self._failed(trial, e)
+                # Not a failed trial. A server that died while answering is waited for, and
+                # the trial run again; one that MLflow's retries could not reach stops the
+                # search (exit 75), and the trial runs again when the same command resumes it.
+                if attempt < LOST_SERVER_TRIAL_RERUNS and not tracking.retries_spent(e) and tracking.wait_for_server(self._cfg.tracking):
+                    why = "the tracking server went away mid-trial; the trial was run again"
+                    tracking.close_trial_runs(self._cfg.tracking, str(self._parent_run_id), str(trial.trial_id), why)
+                    print(f"warning: trial {trial.trial_id}: {why}", file=sys.stderr, flush=True)
+                    continue
                 raise _SearchStopped(str(tracking.lost(e, str(self._cfg.tracking.uri)))) from None
-            # Keras Tuner records the failure in the trial and goes on, silently: say it.
-            first = (str(e).strip().splitlines() or [""])[0]
-            print(f"trial {trial.trial_id} failed: {type(e).__name__}: {first}", file=sys.stderr, flush=True)
-            raise
+        raise AssertionError("unreachable")
+
+    def _failed(self, trial: Any, e: Exception) -> Exception:
+        # Keras Tuner records the failure in the trial and goes on, silently: say it.
+        first = (str(e).strip().splitlines() or [""])[0]
+        print(f"trial {trial.trial_id} failed: {type(e).__name__}: {first}", file=sys.stderr, flush=True)
+        return e
 
     def _tracked_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
         import keras

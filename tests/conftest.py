@@ -95,43 +95,70 @@ def write_sentiment_csv(path: Path, n: int = 240, seed: int = 0) -> Path:
     return path
 
 
-@pytest.fixture
-def mlflow_server(tmp_path: Path):
-    """A real `mlflow server` on a free loopback port, SQLite behind it; stopped with its helpers."""
-    import signal
-    import socket
-    import time
-    import urllib.request
+class MlflowServer:
+    """A real `mlflow server` on a loopback port, SQLite behind it, that a test can stop and
+    start again (same port, same store)."""
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    root = tmp_path / "server"
-    root.mkdir()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts")],
-        cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
+    def __init__(self, root: Path) -> None:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.store_uri = f"sqlite:///{root / 'mlflow.db'}"
+        self.proc: Optional[subprocess.Popen] = None
+
+    def start(self) -> "MlflowServer":
+        import time
+        import urllib.request
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+             "--backend-store-uri", self.store_uri, "--artifacts-destination", str(self.root / "artifacts")],
+            cwd=self.root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )
         deadline = time.monotonic() + 90
         while True:
             try:
-                urllib.request.urlopen(f"{url}/health", timeout=2).close()
-                break
+                urllib.request.urlopen(f"{self.url}/health", timeout=2).close()
+                return self
             except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("mlflow server did not start")
-                time.sleep(0.5)
-        yield url
-    finally:
-        # the server starts helper processes (huey consumers): stop the whole group
-        os.killpg(proc.pid, signal.SIGTERM)
+                time.sleep(0.3)
+
+    def stop(self, sig: int = 15) -> None:
+        """Stop the server and its helper processes (huey consumers): the whole group."""
+        import signal
+
+        if self.proc is None:
+            return
+        os.killpg(self.proc.pid, sig)
         try:
-            proc.wait(timeout=20)
+            self.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=20)
+        self.proc = None
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    """A started :class:`MlflowServer`; stopped after the test."""
+    srv = MlflowServer(tmp_path / "server").start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def mlflow_server(server: MlflowServer) -> str:
+    """The URL of a real `mlflow server`."""
+    return server.url
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> str:

@@ -1,0 +1,235 @@
+"""Crashes and lost servers lose nothing: models written whole, Keras Tuner's state and the
+trial runs put back in agreement after a crash, a tracking server stopped and started again
+mid-search (a real `mlflow server`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import keras_tuner
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from conftest import SHRINK, MlflowServer, run_cli
+from pipeline import artifacts, tracking, tuning
+
+SPACE = ["search_space.units={type:int,min:8,max:24,step:8}", "search_space.embedding_dim={type:choice,values:[8,16]}"]
+SMALL = [*SHRINK, "dataset.max_samples=200", *SPACE]
+
+
+# --- a model directory is complete whenever it has its MLmodel ------------------------------
+
+
+def _model_dir(root: Path) -> Path:
+    (root / "artifacts").mkdir(parents=True)
+    (root / "artifacts" / "keras_model.keras").write_bytes(os.urandom(300_000))
+    (root / "artifacts" / "label_map.json").write_text('{"classes": ["a", "b"]}')
+    (root / "MLmodel").write_text("flavors: {python_function: {}}\n")
+    (root / "python_model.py").write_text("x = 1\n")
+    (root / "requirements.txt").write_text("mlflow\n")
+    return root
+
+
+def _tree(root: Path) -> dict:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_a_model_copied_into_the_store_has_its_mlmodel_only_when_every_file_is_whole(tmp_path: Path) -> None:
+    source = _model_dir(tmp_path / "source")
+    assert [p.name for p in artifacts.files_marker_last(str(source))][-1] == "MLmodel"
+    n = len(_tree(source))
+    for crash_after in range(n):
+        store = tmp_path / f"store{crash_after}"
+        repo = artifacts.AtomicLocalArtifactRepository(store.as_uri())
+        real, calls = repo.log_artifact, []
+
+        def dying(local_file, artifact_path=None, _real=real, _calls=calls, _n=crash_after):
+            if len(_calls) == _n:
+                raise KeyboardInterrupt  # the process stops here
+            _calls.append(local_file)
+            _real(local_file, artifact_path)
+
+        repo.log_artifact = dying
+        with pytest.raises(KeyboardInterrupt):
+            repo.log_artifacts(str(source), "model")
+        written = _tree(store / "model") if (store / "model").exists() else {}
+        assert "MLmodel" not in written
+        assert all(written[name] == _tree(source)[name] for name in written), "a file was written in part"
+    store = tmp_path / "whole"
+    artifacts.AtomicLocalArtifactRepository(store.as_uri()).log_artifacts(str(source), "model")
+    assert _tree(store / "model") == _tree(source)
+
+
+def test_mlflow_uses_the_whole_or_nothing_stores() -> None:
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    assert isinstance(get_artifact_repository("file:///tmp/anywhere"), artifacts.AtomicLocalArtifactRepository)
+    assert keras_tuner.src.utils.save_json is tuning._atomic_save_json
+
+
+# --- Keras Tuner's two writes, and the trial runs, agree again after a crash ---------------------
+
+
+def _oracle(directory: Path) -> keras_tuner.oracles.RandomSearchOracle:
+    hp = keras_tuner.HyperParameters()
+    hp.Int("units", 8, 64, step=8)
+    oracle = keras_tuner.oracles.RandomSearchOracle(objective="val_accuracy", max_trials=4, hyperparameters=hp, seed=1)
+    oracle._set_project_dir(str(directory), "p")
+    return oracle
+
+
+def test_a_trial_file_and_the_oracle_file_disagreeing_after_a_kill_are_reconciled(tmp_path: Path) -> None:
+    oracle = _oracle(tmp_path)
+    first = oracle.create_trial("tuner0")
+    oracle.update_trial(first.trial_id, {"val_accuracy": 0.7})
+    first.status = "COMPLETED"
+    oracle.end_trial(first)
+    second = oracle.create_trial("tuner0")
+    # The two crashes between Keras Tuner's writes: trial 0's file says COMPLETED while the
+    # oracle's file still has it ongoing; trial 1's file exists (RUNNING) but the oracle's
+    # file was not written after it.
+    state = json.loads((tmp_path / "p" / "oracle.json").read_text())
+    state["ongoing_trials"] = {"tuner0": first.trial_id}
+    state["end_order"] = []
+    (tmp_path / "p" / "oracle.json").write_text(json.dumps(state))
+
+    reloaded = _oracle(tmp_path)
+    reloaded.reload()
+    assert reloaded._retry_queue == [first.trial_id]  # Keras Tuner alone would run trial 0 again, and never trial 1
+    tuning._reconcile(reloaded)
+    assert reloaded._retry_queue == [second.trial_id]
+    assert reloaded.end_order == [first.trial_id]
+    assert reloaded.create_trial("tuner0").trial_id == second.trial_id
+    again = _oracle(tmp_path)  # and the repair was saved
+    again.reload()
+    assert again._retry_queue == [second.trial_id]
+
+
+def test_trial_runs_are_closed_to_agree_with_the_tuner(tmp_path: Path, make_cfg) -> None:
+    cfg = make_cfg()
+    uri = str(cfg.tracking.uri)
+    tracking.preflight(cfg.tracking)
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("e")
+    parent = client.create_run(experiment_id).info.run_id
+
+    def child(trial_id, status, **tags):
+        run = client.create_run(experiment_id, tags={"mlflow.parentRunId": parent, **({"tuner.trial_id": trial_id} if trial_id else {}), **tags})
+        if status != "RUNNING":
+            client.set_terminated(run.info.run_id, status)
+        return run.info.run_id
+
+    runs = {
+        "done": child("0", "FINISHED"),
+        "died_after_completing": child("1", "RUNNING"),
+        "died_mid_trial": child("2", "RUNNING"),
+        "finished_but_not_recorded": child("3", "FINISHED"),
+        "failed": child("4", "FAILED"),
+        "seed_variance": child(None, "RUNNING", **{"seed_variance.seed": "1"}),
+    }
+    statuses = {"0": "COMPLETED", "1": "COMPLETED", "2": "RUNNING", "3": "RUNNING", "4": "FAILED"}
+    killed = tracking.reconcile_children(cfg.tracking, parent, statuses)
+    after = {name: client.get_run(run_id).info.status for name, run_id in runs.items()}
+    assert after == {
+        "done": "FINISHED",
+        "died_after_completing": "FINISHED",
+        "died_mid_trial": "KILLED",
+        "finished_but_not_recorded": "KILLED",
+        "failed": "FAILED",
+        "seed_variance": "RUNNING",  # not a trial: left to its own search
+    }
+    assert sorted(killed) == sorted([runs["died_mid_trial"], runs["finished_but_not_recorded"]])
+    client.set_terminated(runs["seed_variance"], "KILLED")
+    client.set_terminated(parent, "KILLED")
+
+
+# --- a tracking server lost mid-search ----------------------------------------------------------
+
+
+def _children(store_uri: str):
+    client = MlflowClient(store_uri)
+    experiment = client.get_experiment_by_name("lstm-text-classification")
+    if experiment is None:
+        return []
+    return [r for r in client.search_runs([experiment.experiment_id]) if "tuner.trial_id" in r.data.tags]
+
+
+def _wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _start_tune(args, cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _assert_complete(store_uri: str, trials: int, epochs: int) -> None:
+    client = MlflowClient(store_uri)
+    experiment = client.get_experiment_by_name("lstm-text-classification")
+    runs = client.search_runs([experiment.experiment_id])
+    assert all(r.info.status != "RUNNING" for r in runs), [(r.info.run_name, r.info.status) for r in runs]
+    finished = Counter(r.data.tags["tuner.trial_id"] for r in runs if "tuner.trial_id" in r.data.tags and r.info.status == "FINISHED")
+    assert sorted(finished) == [str(i) for i in range(trials)] and set(finished.values()) == {1}, finished
+    for run in runs:
+        if "tuner.trial_id" in run.data.tags and run.info.status == "FINISHED":
+            assert len(client.get_metric_history(run.info.run_id, "val_loss")) == epochs  # no epoch dropped
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.info.status == "FINISHED" and parent.data.metrics["trials_completed"] == trials
+
+
+def test_a_server_stopped_mid_search_and_back_within_the_retries_loses_nothing(tmp_path: Path, server: MlflowServer) -> None:
+    epochs, trials = 3, 3
+    args = ["tune", *SMALL, f"tuner.max_trials={trials}", f"training.epochs={epochs}", "training.early_stopping.enabled=false",
+            "tracking.log_model=false", f"tracking.uri={server.url}", "tracking.max_retries=6", "tracking.backoff_factor=1"]
+    proc = _start_tune(args, tmp_path)
+    try:
+        _wait_for(lambda: _children(server.store_uri), 240, "the first trial run")
+        server.stop(sig=9)
+        time.sleep(3)
+        assert proc.poll() is None, "the search ended before the outage"
+        server.start()
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    _assert_complete(server.store_uri, trials, epochs)
+
+
+def test_a_server_gone_for_longer_stops_the_search_in_one_line_and_the_same_command_resumes(tmp_path: Path, server: MlflowServer) -> None:
+    epochs, trials = 3, 3
+    args = ["tune", *SMALL, f"tuner.max_trials={trials}", f"training.epochs={epochs}", "training.early_stopping.enabled=false",
+            "tracking.log_model=false", f"tracking.uri={server.url}", "tracking.max_retries=1", "tracking.backoff_factor=1"]
+    proc = _start_tune(args, tmp_path)
+    try:
+        _wait_for(lambda: _children(server.store_uri), 240, "the first trial run")
+        server.stop(sig=9)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 75, err[-3000:]
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "lost the MLflow tracking server" in errors[0] and "run the same command again" in errors[0], err[-2000:]
+
+    server.start()
+    result = run_cli(args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resuming search" in result.stdout
+    _assert_complete(server.store_uri, trials, epochs)
