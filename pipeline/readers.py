@@ -78,6 +78,8 @@ def _column_index(spec: str, header: Optional[List[str]], path: Path, what: str)
 
 
 def _read_delimited(path: Path, text: str, ds: Any, delimiter: str) -> Examples:
+    # csv refuses fields over 128 KiB by default; a long document is still one text
+    csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     by_name = not (ds.text_column.isdigit() and ds.label_column.isdigit())
     has_header = by_name if ds.header is None else bool(ds.header)

@@ -7,6 +7,7 @@ Ctrl-C, FAILED on any other exception, so no run is ever left RUNNING by this pr
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -191,7 +192,7 @@ def _experiment_id(tracking_cfg: Any) -> str:
         return experiment.experiment_id
     location = None
     if tracking_cfg.artifact_location and urllib.parse.urlsplit(str(tracking_cfg.uri)).scheme == "sqlite":
-        location = (Path(tracking_cfg.artifact_location) / name).as_uri()
+        location = (Path(tracking_cfg.artifact_location).resolve() / folder_name(name)).as_uri()
     try:
         return client.create_experiment(name, artifact_location=location)
     except MlflowException:
@@ -199,6 +200,13 @@ def _experiment_id(tracking_cfg: Any) -> str:
         if experiment is None:
             raise
         return experiment.experiment_id
+
+
+def folder_name(name: str) -> str:
+    """A name made one safe folder name: an experiment called ``../../x`` or ``/Users/a/b``
+    keeps its artifacts inside ``tracking.artifact_location``."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "experiment"
+    return safe if safe == name else f"{safe}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 
 @contextmanager

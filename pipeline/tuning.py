@@ -114,7 +114,13 @@ def resolve_project(cfg: DictConfig, identity: Dict[str, str]) -> Project:
     directory = Path(t.directory)
     if not directory.is_absolute():
         raise ConfigError(f"tuner.directory must be an absolute path, got {t.directory!r}")
-    project = Project(directory, str(t.project_name), identity)
+    name = str(t.project_name)
+    if not name or name in (".", "..") or any(c in name for c in "/\\\0"):
+        raise ConfigError(
+            f"tuner.project_name must be one folder name inside tuner.directory, got {name!r} "
+            f"(it defaults to dataset.name-model.name-seedN: check those)"
+        )
+    project = Project(directory, name, identity)
     if t.overwrite:
         shutil.rmtree(project.path, ignore_errors=True)
         return project

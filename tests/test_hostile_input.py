@@ -1,0 +1,177 @@
+"""Hostile input, generated (hypothesis): every file and every config value either works or
+ends in one clear line; never a traceback, never a RUNNING run, never a file outside the
+configured directories."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from types import SimpleNamespace
+from typing import List
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from mlflow import MlflowClient
+from omegaconf import OmegaConf
+
+from conftest import SHRINK, assert_one_line_error, run_cli
+from pipeline import data, readers
+from pipeline.errors import PipelineError
+
+SUFFIXES = [".csv", ".tsv", ".jsonl", ".txt"]
+#: What a hostile file is made of: NULs, BOMs, CR/LF mixes, quotes, delimiters, long runs.
+PIECES = st.sampled_from(
+    ["\x00", "\ufeff", "\r\n", "\n", "\r", ",", "\t", '"', "'", "{", "}", ":", "text", "label", "a", "b", "1", "2",
+     " ", "é", "\u2028", "\x85", "x" * 5000, '{"text": "t", "label": 1}', "pos good film", "neg bad film"]
+)
+CONTENT = st.one_of(
+    st.binary(max_size=2000),
+    st.lists(PIECES, max_size=60).map(lambda parts: "".join(parts).encode("utf-8")),
+)
+
+
+def _ds(path: Path, **kw):
+    base = dict(format="auto", text_column="text", label_column="label", header=None, delimiter=None, encoding="utf-8")
+    return SimpleNamespace(**{**base, **kw})
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(content=CONTENT, suffix=st.sampled_from(SUFFIXES), encoding=st.sampled_from(["utf-8", "latin-1"]),
+       delimiter=st.sampled_from([None, ",", "\t", ";"]))
+def test_any_bytes_are_read_as_texts_and_labels_or_refused_in_one_line(content: bytes, suffix: str, encoding: str, delimiter) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"data{suffix}"
+        path.write_bytes(content)
+        try:
+            texts, labels = readers.read_file(path, _ds(path, encoding=encoding, delimiter=delimiter))
+        except PipelineError as e:
+            assert str(e).strip() and "\n" not in str(e).strip()
+            return
+    assert texts and len(texts) == len(labels)
+    assert all(isinstance(t, str) for t in texts) and all(isinstance(label, str) and label.strip() for label in labels)
+
+
+ROW_TEXT = st.one_of(st.text(max_size=40), st.sampled_from(["", " ", "\x00", "good film", "bad film", "x" * 3000]))
+ROW_LABEL = st.one_of(st.sampled_from(["pos", "neg", "1", "0", "1.0", " ", "", "NaN"]), st.integers(-3, 3).map(str))
+
+
+def _csv(rows: List[tuple]) -> str:
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(["text", "label"])
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(train=st.lists(st.tuples(ROW_TEXT, ROW_LABEL), min_size=1, max_size=30),
+       test=st.one_of(st.none(), st.lists(st.tuples(ROW_TEXT, ROW_LABEL), min_size=1, max_size=8)),
+       bom=st.booleans())
+def test_train_and_test_files_split_or_are_refused_in_one_line(make_cfg, train, test, bom: bool) -> None:
+    cfg = make_cfg("dataset=files", "dataset.path=x.csv")
+    with tempfile.TemporaryDirectory() as tmp:
+        train_path = Path(tmp) / "train.csv"
+        train_path.write_text(("\ufeff" if bom else "") + _csv(train), encoding="utf-8")
+        ds = OmegaConf.to_container(cfg.dataset, resolve=True)
+        ds.update(path=str(train_path), test_path=None)
+        if test is not None:
+            test_path = Path(tmp) / "test.csv"
+            test_path.write_text(_csv(test), encoding="utf-8")
+            ds["test_path"] = str(test_path)
+        try:
+            splits = data.load_splits(SimpleNamespace(**ds), seed=0)
+        except PipelineError as e:
+            assert str(e).strip() and "\n" not in str(e).strip()
+            return
+    # what is split is usable: two classes, no text in two splits, no unseen test label
+    assert len(splits.classes) >= 2
+    assert not set(splits.train.texts) & set(splits.test.texts)
+    assert set(splits.test.labels) <= set(splits.classes) and set(splits.val.labels) <= set(splits.classes)
+
+
+NUMBERS = st.one_of(st.integers(-3, 4), st.sampled_from([0.0, -0.5, 0.5, 1.0, 1.5, 1e9, -1e-9]), st.just("nan"), st.just("abc"))
+KEYS = ["training.epochs", "training.batch_size", "training.learning_rate", "model.units", "model.embedding_dim",
+        "model.dropout", "model.recurrent_dropout", "model.num_layers", "dataset.val_size", "dataset.test_size",
+        "dataset.vocab_size", "dataset.max_samples", "dataset.sequence_length", "tuner.max_trials", "tuner.executions_per_trial"]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(values=st.dictionaries(st.sampled_from(KEYS), NUMBERS, min_size=1, max_size=3))
+def test_any_config_value_trains_or_is_refused_in_one_line(tmp_path: Path, values: dict) -> None:
+    """The train job in process, on a small CSV: it trains, or stops with one line and no RUNNING run."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from conftest import write_sentiment_csv
+    from pipeline import cli, train, tuning
+    from pipeline.config import compose_train
+
+    csv_path = tmp_path / "reviews.csv"
+    if not csv_path.exists():
+        write_sentiment_csv(csv_path, n=80)
+    store = tmp_path / "mlruns"
+    overrides = [*SHRINK, "dataset=files", f"dataset.path={csv_path}", f"paths.mlruns_dir={store}", "tracking.log_model=false"]
+    tuner_values = {k: v for k, v in values.items() if k.startswith("tuner.")}
+    train_values = {k: v for k, v in values.items() if not k.startswith("tuner.")}
+    try:
+        tuning.validate(compose_train([*overrides, *(f"{k}={v}" for k, v in tuner_values.items())], config_name="tune"))
+        train.run(compose_train([*overrides, *(f"{k}={v}" for k, v in train_values.items())]))
+    except HydraException as e:
+        assert "\n" not in cli._hydra_message(e)
+    except (PipelineError, OmegaConfBaseException) as e:
+        assert cli._one_line(e).strip() and "\n" not in str(e).strip()
+    if (store / "mlflow.db").exists():
+        client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+        runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+        assert all(r.info.status in ("FINISHED", "FAILED") for r in runs)
+        assert not [r for r in runs if r.info.status == "FAILED"], [r.data.tags.get("error") for r in runs]
+
+
+HOSTILE = {
+    "nul bytes": b"text,label\ngood\x00 film,pos\nbad film,neg\n" * 30,
+    "a 10^6-character text": ("text,label\n" + "".join(f"{'great ' * 10} {i},pos\nawful {i},neg\n" for i in range(60))
+                              + f"{'word ' * 200_000},pos\n").encode(),
+    "windows line endings and a BOM": ("\ufefftext,label\r\n" + "".join(f"good {i},pos\r\nbad {i},neg\r\n" for i in range(60))).encode(),
+    "wrong delimiter": ("text;label\n" + "".join(f"good {i};pos\n" for i in range(60))).encode(),
+    "mixed label types": ("text,label\n" + "".join(f"good {i},1\nbad {i},neg\nok {i},1.0\n" for i in range(40))).encode(),
+    "one row": b"text,label\ngood film,pos\n",
+    "empty texts": ("text,label\n" + "".join(f",pos\n{'' if i % 2 else 'bad'} {i},neg\n" for i in range(60))).encode(),
+    "random bytes": bytes(range(256)) * 20,
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_hostile_files_train_or_fail_in_one_line_through_the_cli(tmp_path: Path, name: str) -> None:
+    (tmp_path / "data.csv").write_bytes(HOSTILE[name])
+    result = run_cli(["train", *SHRINK, "dataset=files", "dataset.path=data.csv", "tracking.log_model=false"], cwd=tmp_path)
+    assert "Traceback" not in result.stderr + result.stdout, result.stderr[-3000:]
+    if result.returncode != 0:
+        assert_one_line_error(result)
+    runs = []
+    db = tmp_path / "mlruns" / "mlflow.db"
+    if db.exists():
+        client = MlflowClient(f"sqlite:///{db}")
+        runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert all(r.info.status == "FINISHED" for r in runs) and len(runs) == (result.returncode == 0)
+
+
+def test_overrides_cannot_put_outputs_outside_the_configured_directories(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    small = [*SHRINK, "dataset.max_samples=200"]
+    for args, fragment in (
+        (["tune", *small, "dataset.name=../../escaped", "tuner.max_trials=1"], "tuner.project_name"),
+        (["tune", *small, "tuner.project_name=/tmp/escaped", "tuner.max_trials=1"], "tuner.project_name"),
+    ):
+        assert_one_line_error(run_cli(args, cwd=work), fragment)
+    trained = run_cli(["train", *small, "tracking.experiment_name=../../escaped"], cwd=work)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert [p.name for p in tmp_path.iterdir()] == ["work"]
+    assert {p.name for p in work.iterdir()} <= {"mlruns", "outputs"}
+    escaped = [p for p in work.rglob("*escaped*")]
+    assert escaped and all((work / "mlruns" / "artifacts") in p.parents for p in escaped)
+    assert not list(Path("/tmp").glob("escaped*"))
