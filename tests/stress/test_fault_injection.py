@@ -1,0 +1,102 @@
+"""Fault injection: `pipeline tune` killed with SIGKILL at random moments, 20 times, the same
+command rerun after each kill; then the search is whole.
+
+Slow (about 5 minutes): not in the default run. `python -m pytest -m stress tests/stress`.
+FAULT_SEED=N draws other kill moments.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from conftest import SHRINK, run_cli, write_sentiment_csv
+
+pytestmark = pytest.mark.stress
+
+KILLS = 20
+TRIALS = 8
+EPOCHS = 3
+
+
+def _statuses(store_uri: str):
+    client = MlflowClient(store_uri)
+    experiment = client.get_experiment_by_name("lstm-text-classification")
+    return client, (client.search_runs([experiment.experiment_id], max_results=5000) if experiment else [])
+
+
+def test_twenty_sigkills_at_random_moments_lose_nothing(tmp_path: Path, store_uri: str) -> None:
+    data = write_sentiment_csv(tmp_path / "reviews.csv", n=300)
+    args = ["tune", *SHRINK, "dataset=files", f"dataset.path={data}", f"tuner.max_trials={TRIALS}", f"training.epochs={EPOCHS}",
+            "training.early_stopping.enabled=false", "tuner.registered_model_name=faulty",
+            "search_space.units={type:int,min:8,max:32,step:8}", "search_space.embedding_dim={type:choice,values:[8,16]}"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    rng = random.Random(int(os.environ.get("FAULT_SEED", "0")))
+    kills, log = 0, []
+    while kills < KILLS:
+        delay = rng.uniform(0.5, 18.0)
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], cwd=tmp_path, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            _, err = proc.communicate(timeout=delay)
+            assert proc.returncode == 0, err[-3000:]  # a run that finished before its kill must have succeeded
+            log.append(f"finished before {delay:.1f} s")
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            kills += 1
+            _, runs = _statuses(store_uri)
+            trials_done = sum(1 for r in runs if "tuner.trial_id" in r.data.tags and r.info.status == "FINISHED")
+            log.append(f"SIGKILL at {delay:.1f} s ({trials_done} trial runs finished so far)")
+    print("\n".join(log))
+
+    final = run_cli(args, cwd=tmp_path, timeout=600)
+    assert final.returncode == 0, final.stderr[-3000:]
+
+    # Keras Tuner: exactly max_trials trials, all completed
+    project = next((tmp_path / "tuner").iterdir())
+    trials = [pd.read_json(p, typ="series") for p in project.glob("trial_*/trial.json")]
+    assert Counter(t["status"] for t in trials) == Counter({"COMPLETED": TRIALS})
+
+    # MLflow: nothing RUNNING; one FINISHED run per trial, with every epoch; the parent whole
+    client, runs = _statuses(store_uri)
+    assert not [r.info.run_name for r in runs if r.info.status == "RUNNING"]
+    finished = Counter(r.data.tags["tuner.trial_id"] for r in runs if "tuner.trial_id" in r.data.tags and r.info.status == "FINISHED")
+    assert len(finished) == TRIALS and set(finished.values()) == {1}, finished
+    for run in runs:
+        if "tuner.trial_id" in run.data.tags and run.info.status == "FINISHED":
+            assert len(client.get_metric_history(run.info.run_id, "val_loss")) == EPOCHS
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.info.status == "FINISHED" and parent.data.metrics["trials_completed"] == TRIALS
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)} | {
+        a.path for d in ("search", "plots", "evaluation") for a in client.list_artifacts(parent.info.run_id, d)}
+    assert {"search/trials.csv", "search/best.json", "plots/search_scores.png", "evaluation/confusion_matrix.json"} <= artifacts
+    assert len(client.search_model_versions("name='faulty'")) == 1
+
+    # the store is sound
+    db = Path(store_uri[len("sqlite:///"):])
+    with sqlite3.connect(db) as con:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+    # every model directory in the store that has its MLmodel is whole: it loads and predicts
+    models = [p.parent for p in (tmp_path / "mlruns" / "artifacts").rglob("MLmodel")]
+    assert models
+    for model_dir in models:
+        model = mlflow.pyfunc.load_model(str(model_dir))
+        out = model.predict(pd.DataFrame({"text": ["a great film", "an awful film"]}))
+        assert set(out["label"]) <= {"positive", "negative"}
+        assert all(abs(sum(p.values()) - 1) < 1e-5 for p in out["probabilities"])
+    predicted = run_cli(["predict", "faulty", "superb acting"], cwd=tmp_path)
+    assert predicted.returncode == 0 and '"label": "' in predicted.stdout, predicted.stderr[-2000:]
