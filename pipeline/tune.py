@@ -18,7 +18,7 @@ from typing import Any, Dict, List
 
 from omegaconf import DictConfig
 
-from pipeline import evaluate, experiment, provenance, search_space, tracking, tuning
+from pipeline import evaluate, experiment, search_space, tracking, tuning
 from pipeline.config import to_container
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.train import hydra_overrides

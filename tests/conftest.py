@@ -75,6 +75,19 @@ def run_cli(args: List[str], cwd: Path, timeout: int = 300, env: Optional[dict] 
     )
 
 
+def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> object:
+    """Poll ``predicate`` until it returns something true; fail the test after ``timeout`` s."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def write_sentiment_csv(path: Path, n: int = 240, seed: int = 0) -> Path:
     """A small, clearly learnable two-class CSV: positive and negative cue words in filler."""
     import random

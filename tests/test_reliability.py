@@ -11,13 +11,13 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Optional
 
 import keras_tuner
-import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from conftest import SHRINK, MlflowServer, run_cli
+from conftest import SHRINK, MlflowServer, run_cli, wait_for
 from pipeline import artifacts, tracking, tuning
 
 SPACE = ["search_space.units={type:int,min:8,max:24,step:8}", "search_space.embedding_dim={type:choice,values:[8,16]}"]
@@ -161,23 +161,6 @@ def _children(store_uri: str):
     return [r for r in client.search_runs([experiment.experiment_id]) if "tuner.trial_id" in r.data.tags]
 
 
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _start_tune(args, cwd: Path) -> subprocess.Popen:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
 def _assert_complete(store_uri: str, trials: int, epochs: int) -> None:
     client = MlflowClient(store_uri)
     experiment = client.get_experiment_by_name("lstm-text-classification")
@@ -192,38 +175,41 @@ def _assert_complete(store_uri: str, trials: int, epochs: int) -> None:
     assert parent.info.status == "FINISHED" and parent.data.metrics["trials_completed"] == trials
 
 
-def test_a_server_stopped_mid_search_and_back_within_the_retries_loses_nothing(tmp_path: Path, server: MlflowServer) -> None:
-    epochs, trials = 3, 3
-    args = ["tune", *SMALL, f"tuner.max_trials={trials}", f"training.epochs={epochs}", "training.early_stopping.enabled=false",
-            "tracking.log_model=false", f"tracking.uri={server.url}", "tracking.max_retries=6", "tracking.backoff_factor=1"]
-    proc = _start_tune(args, tmp_path)
+EPOCHS, TRIALS = 3, 3
+
+
+def _search_through_an_outage(tmp_path: Path, server: MlflowServer, retries: int, back_after: Optional[float]):
+    """Start a search, kill the server once the first trial run exists, and start it again
+    ``back_after`` seconds later (or not); returns the command, its exit status and stderr."""
+    args = ["tune", *SMALL, f"tuner.max_trials={TRIALS}", f"training.epochs={EPOCHS}", "training.early_stopping.enabled=false",
+            "tracking.log_model=false", f"tracking.uri={server.url}", f"tracking.max_retries={retries}", "tracking.backoff_factor=1"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_for(lambda: _children(server.store_uri), 240, "the first trial run")
+        wait_for(lambda: _children(server.store_uri), 240, "the first trial run")
         server.stop(sig=9)
-        time.sleep(3)
-        assert proc.poll() is None, "the search ended before the outage"
-        server.start()
-        out, err = proc.communicate(timeout=300)
+        if back_after is not None:
+            time.sleep(back_after)
+            assert proc.poll() is None, "the search ended before the outage"
+            server.start()
+        _, err = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 0, err[-3000:]
-    _assert_complete(server.store_uri, trials, epochs)
+    return args, proc.returncode, err
+
+
+def test_a_server_stopped_mid_search_and_back_within_the_retries_loses_nothing(tmp_path: Path, server: MlflowServer) -> None:
+    _, code, err = _search_through_an_outage(tmp_path, server, retries=6, back_after=3)
+    assert code == 0, err[-3000:]
+    _assert_complete(server.store_uri, TRIALS, EPOCHS)
 
 
 def test_a_server_gone_for_longer_stops_the_search_in_one_line_and_the_same_command_resumes(tmp_path: Path, server: MlflowServer) -> None:
-    epochs, trials = 3, 3
-    args = ["tune", *SMALL, f"tuner.max_trials={trials}", f"training.epochs={epochs}", "training.early_stopping.enabled=false",
-            "tracking.log_model=false", f"tracking.uri={server.url}", "tracking.max_retries=1", "tracking.backoff_factor=1"]
-    proc = _start_tune(args, tmp_path)
-    try:
-        _wait_for(lambda: _children(server.store_uri), 240, "the first trial run")
-        server.stop(sig=9)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 75, err[-3000:]
+    args, code, err = _search_through_an_outage(tmp_path, server, retries=1, back_after=None)
+    assert code == 75, err[-3000:]
     assert "Traceback" not in err
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "lost the MLflow tracking server" in errors[0] and "run the same command again" in errors[0], err[-2000:]
@@ -232,4 +218,4 @@ def test_a_server_gone_for_longer_stops_the_search_in_one_line_and_the_same_comm
     result = run_cli(args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resuming search" in result.stdout
-    _assert_complete(server.store_uri, trials, epochs)
+    _assert_complete(server.store_uri, TRIALS, EPOCHS)

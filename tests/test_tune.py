@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 from typing import List
@@ -15,7 +14,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from conftest import SHRINK, run_cli
+from conftest import SHRINK, run_cli, wait_for
 from pipeline import tune
 from pipeline.errors import ConfigError
 
@@ -125,16 +124,6 @@ def test_the_seed_noise_warning_compares_the_gap_with_the_spread() -> None:
     assert seed_noise_warning(clear, "val_accuracy") is None
 
 
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_sigterm_mid_trial_marks_the_runs_killed_and_exits_143(tmp_path: Path, store_uri: str) -> None:
     args = ["tune", *SMALL, "tuner.max_trials=2", "training.epochs=15", "training.early_stopping.enabled=false", "tracking.log_model=false"]
     (tmp_path / "mlruns").mkdir()
@@ -148,7 +137,7 @@ def test_sigterm_mid_trial_marks_the_runs_killed_and_exits_143(tmp_path: Path, s
             running = [c for c in children if c.info.status == "RUNNING"]
             return running and MlflowClient(store_uri).get_metric_history(running[0].info.run_id, "loss")
 
-        _wait_for(first_trial_mid_epoch, 240, "a trial to be training")
+        wait_for(first_trial_mid_epoch, 240, "a trial to be training")
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=60)
     finally:
@@ -176,7 +165,7 @@ def test_kill_9_mid_trial_then_the_same_command_resumes(tmp_path: Path, store_ur
             running = [c for c in children if c.info.status == "RUNNING" and c.data.tags.get("tuner.trial_id") == "1"]
             return running and MlflowClient(store_uri).get_metric_history(running[0].info.run_id, "loss")
 
-        _wait_for(second_trial_mid_epoch, 240, "trial 1 to be training")
+        wait_for(second_trial_mid_epoch, 240, "trial 1 to be training")
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
