@@ -104,12 +104,18 @@ def _hydra_app(config_name: str, job: Callable[[Any], Any]) -> Callable[[], Any]
 
 
 def _train(cfg: Any) -> float:
+    from pipeline import tracking
+
+    tracking.preflight(cfg.tracking)  # before TensorFlow is imported: an unreachable server is told in seconds
     from pipeline import train
 
     return train.run(cfg)
 
 
 def _tune(cfg: Any) -> float:
+    from pipeline import tracking
+
+    tracking.preflight(cfg.tracking)
     from pipeline import tune
 
     return tune.run(cfg)

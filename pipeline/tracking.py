@@ -7,6 +7,7 @@ Ctrl-C, FAILED on any other exception, so no run is ever left RUNNING by this pr
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -23,7 +24,6 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import mlflow
 from mlflow.exceptions import MlflowException
-from mlflow.keras import MlflowCallback
 
 from pipeline.errors import TrackingError, TrackingLost
 
@@ -369,33 +369,45 @@ def log_table(frame: Any, artifact_file: str) -> None:
         mlflow.log_artifact(str(path), artifact_path=None if parent == "." else parent)
 
 
-class EpochLogger(MlflowCallback):
-    """MLflow's Keras callback: train and validation metrics every epoch, in one batched write.
+def epoch_logger(describe_model: bool = True) -> Any:
+    """A Keras callback logging every epoch's metrics to the active run (:func:`_epoch_logger_class`)."""
+    return _epoch_logger_class()(describe_model=describe_model)
 
-    Written synchronously: MLflow's asynchronous queue, the callback's default, held every
-    run's end for about a second while its thread wound down, a quarter of a short trial's
-    time (bench/search_cost.py); one write per epoch to SQLite takes milliseconds.
 
-    With ``describe_model`` it also logs the model summary and optimizer settings when training
-    starts (train runs); a search's trials skip them, their values are the trial's params.
-    Its ``on_test_end`` would also log unstepped ``validation_*`` copies of every evaluation;
-    the ``val_*`` metrics of each epoch already hold them.
-    """
+@functools.lru_cache(maxsize=None)
+def _epoch_logger_class() -> type:
+    # mlflow.keras imports Keras and TensorFlow (seconds): not before a job needs them, so that
+    # an unreachable tracking server is reported quickly.
+    
+    class EpochLogger(MlflowCallback):
+        """MLflow's Keras callback: train and validation metrics every epoch, in one batched write.
 
-    def __init__(self, describe_model: bool = True) -> None:
-        super().__init__()
-        self.describe_model = describe_model
+        Written synchronously: MLflow's asynchronous queue, the callback's default, held every
+        run's end for about a second while its thread wound down, a quarter of a short trial's
+        time (bench/search_cost.py); one write per epoch to SQLite takes milliseconds.
 
-    def on_train_begin(self, logs: Optional[Dict[str, float]] = None) -> None:
-        if self.describe_model:
-            super().on_train_begin(logs)
+        With ``describe_model`` it also logs the model summary and optimizer settings when training
+        starts (train runs); a search's trials skip them, their values are the trial's params.
+        Its ``on_test_end`` would also log unstepped ``validation_*`` copies of every evaluation;
+        the ``val_*`` metrics of each epoch already hold them.
+        """
 
-    def on_epoch_end(self, epoch: int, logs: Optional[Dict[str, float]] = None) -> None:
-        if logs:
-            mlflow.log_metrics({k: float(v) for k, v in logs.items()}, step=epoch, synchronous=True)
+        def __init__(self, describe_model: bool = True) -> None:
+            super().__init__()
+            self.describe_model = describe_model
 
-    def on_test_end(self, logs: Optional[Dict[str, float]] = None) -> None:
-        return None
+        def on_train_begin(self, logs: Optional[Dict[str, float]] = None) -> None:
+            if self.describe_model:
+                super().on_train_begin(logs)
+
+        def on_epoch_end(self, epoch: int, logs: Optional[Dict[str, float]] = None) -> None:
+            if logs:
+                mlflow.log_metrics({k: float(v) for k, v in logs.items()}, step=epoch, synchronous=True)
+
+        def on_test_end(self, logs: Optional[Dict[str, float]] = None) -> None:
+            return None
+
+    return EpochLogger
 
 
 def log_text_model(

@@ -55,7 +55,7 @@ def train_and_record(
 
     with tracking.tracked_run(cfg.tracking, _run_name(cfg), tags) as active:
         experiment.record_inputs(config, hydra_overrides() if overrides is None else overrides, prepared)
-        history = experiment.fit(model, prepared, cfg.training, cfg.seed, callbacks=[tracking.EpochLogger()])
+        history = experiment.fit(model, prepared, cfg.training, cfg.seed, callbacks=[tracking.epoch_logger()])
         tracking.log_metrics({"epochs_trained": len(history.history.get("loss", []))})
         metrics = experiment.record_evaluation(model, prepared, cfg, history.history)
         run_id, experiment_id = active.info.run_id, active.info.experiment_id

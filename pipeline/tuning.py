@@ -224,7 +224,7 @@ class TrialTracking:
         }
         with tracking.tracked_run(self._cfg.tracking, f"trial-{trial.trial_id}", tags, parent_run_id=self._parent_run_id):
             tracking.log_params({f"hp.{k}": str(v) for k, v in values.items()})
-            callbacks = [*kwargs.pop("callbacks", []), tracking.EpochLogger(describe_model=False)]
+            callbacks = [*kwargs.pop("callbacks", []), tracking.epoch_logger(describe_model=False)]
             histories = super().run_trial(trial, *args, callbacks=callbacks, **kwargs)  # type: ignore[misc]
             scores = [_best(h.history.get(self._cfg.tuner.objective, []), self._cfg.tuner.direction) for h in histories]
             tracking.log_metrics({"trial_score": float(np.mean(scores)), **memory_mb()})
@@ -419,7 +419,7 @@ def seed_variance(tuner: Any, cfg: DictConfig, prepared: experiment.Prepared, pa
                 model = tuner.hypermodel.build(trial.hyperparameters)
                 batch_size = values.get("batch_size")
                 history = experiment.fit(model, prepared, cfg.training, seed, batch_size=batch_size,
-                                         callbacks=[tracking.EpochLogger(describe_model=False)])
+                                         callbacks=[tracking.epoch_logger(describe_model=False)])
                 score = _best(history.history.get(objective, []), direction)
                 tracking.log_metrics({"trial_score": score})
             scores.append(score)
