@@ -378,7 +378,8 @@ def epoch_logger(describe_model: bool = True) -> Any:
 def _epoch_logger_class() -> type:
     # mlflow.keras imports Keras and TensorFlow (seconds): not before a job needs them, so that
     # an unreachable tracking server is reported quickly.
-    
+    from mlflow.keras import MlflowCallback
+
     class EpochLogger(MlflowCallback):
         """MLflow's Keras callback: train and validation metrics every epoch, in one batched write.
 
