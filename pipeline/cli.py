@@ -106,7 +106,7 @@ def _hydra_app(config_name: str, job: Callable[[Any], Any]) -> Callable[[], Any]
 def _train(cfg: Any) -> float:
     from pipeline import tracking
 
-    tracking.preflight(cfg.tracking)  # before TensorFlow is imported: an unreachable server is told in seconds
+    tracking.check_server(cfg.tracking)  # before TensorFlow is imported: an unreachable server is told in seconds
     from pipeline import train
 
     return train.run(cfg)
@@ -115,7 +115,7 @@ def _train(cfg: Any) -> float:
 def _tune(cfg: Any) -> float:
     from pipeline import tracking
 
-    tracking.preflight(cfg.tracking)
+    tracking.check_server(cfg.tracking)
     from pipeline import tune
 
     return tune.run(cfg)

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from pipeline import readers
-from pipeline.errors import ConfigError, DataError
+from pipeline.errors import ConfigError, DataError, shown
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def _split_off(split: Split, size: float, seed: int, what: str) -> Tuple[Split, 
             split.texts, split.labels, test_size=size, random_state=seed, stratify=split.labels
         )
     except ValueError as e:
-        counts = ", ".join(f"{k}: {v}" for k, v in sorted(Counter(split.labels).items()))
+        counts = ", ".join(f"{shown(k)}: {v}" for k, v in sorted(Counter(split.labels).items()))
         raise DataError(f"cannot split {len(split)} texts ({counts}) for a stratified {what} split: {e}") from None
     return Split(list(a_t), list(a_l)), Split(list(b_t), list(b_l))
 
@@ -166,7 +166,7 @@ def load_splits(ds: Any, seed: int) -> Splits:
     for name, split in (("validation", val), ("test", test)):
         unseen = sorted(set(split.labels) - set(classes))
         if unseen:
-            raise DataError(f"{name} labels never seen in training: {', '.join(unseen[:5])}")
+            raise DataError(f"{name} labels never seen in training: {', '.join(shown(u) for u in unseen[:5])}")
     return Splits(main, val, test, classes, removed)
 
 

@@ -1,5 +1,14 @@
 """User-facing errors: the CLI prints their message as one line and exits non-zero."""
 
+import re
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
+
+
+def shown(value: object) -> str:
+    """A value from the user's data, fit for a one-line message: control characters escaped."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], str(value))
+
 
 class PipelineError(Exception):
     """A mistake in the user's input or environment, explained in one line."""

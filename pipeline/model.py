@@ -7,6 +7,7 @@ tuner searches exactly the fields its YAML search space declares and nothing els
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -111,6 +112,8 @@ def build_model(
     for what, value in (("embedding_dim", embedding_dim), ("units", units), ("num_layers", num_layers)):
         if value < 1:
             raise ConfigError(f"model.{what} must be at least 1, got {value}")
+    if not (math.isfinite(learning_rate) and learning_rate > 0):
+        raise ConfigError(f"training.learning_rate must be a positive number, got {learning_rate}")
     for what, value in (("dropout", dropout), ("recurrent_dropout", recurrent_dropout)):
         if not 0.0 <= value < 1.0:
             raise ConfigError(f"model.{what} must be in [0, 1), got {value}")

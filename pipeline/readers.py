@@ -16,7 +16,7 @@ import tarfile
 from pathlib import Path
 from typing import Any, List, Optional, Tuple
 
-from pipeline.errors import DataError
+from pipeline.errors import DataError, shown
 
 Examples = Tuple[List[str], List[str]]
 
@@ -73,7 +73,7 @@ def _column_index(spec: str, header: Optional[List[str]], path: Path, what: str)
         return header.index(spec)
     if spec.lstrip("-").isdigit():
         return int(spec)
-    known = f" (columns: {', '.join(header)})" if header else ""
+    known = f" (columns: {', '.join(shown(h) for h in header)})" if header else ""
     raise DataError(f"{path}: no {what} column {spec!r}{known}; set dataset.{what}_column")
 
 
@@ -119,7 +119,7 @@ def _read_jsonl(path: Path, text: str, ds: Any) -> Examples:
             raise DataError(f"{where}: expected a JSON object per line")
         for key in (ds.text_column, ds.label_column):
             if key not in record:
-                raise DataError(f"{where}: no key {key!r} (keys: {', '.join(map(str, record))})")
+                raise DataError(f"{where}: no key {key!r} (keys: {', '.join(shown(k) for k in record)})")
         texts.append(str(record[ds.text_column]))
         labels.append(_label(record[ds.label_column], where))
     return texts, labels

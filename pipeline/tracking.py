@@ -142,21 +142,27 @@ def configure(tracking_cfg: Any) -> None:
     os.environ["_PIPELINE_RETRIES"] = str(int(tracking_cfg.max_retries))
 
 
+def check_server(tracking_cfg: Any) -> bool:
+    """For a tracking server (http, https): whether it answers within ``tracking.connect_timeout``,
+    else a one-line error. False for a local store, which :func:`preflight` opens."""
+    uri = str(tracking_cfg.uri)
+    if urllib.parse.urlsplit(uri).scheme not in ("http", "https"):
+        return False
+    try:
+        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=tracking_cfg.connect_timeout).close()
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        raise TrackingError(f"MLflow tracking server {redact(uri)} is unreachable ({reason}); start it, or set tracking.uri") from None
+    return True
+
+
 def preflight(tracking_cfg: Any) -> None:
     """Fail fast, before any data is read, if the tracking store cannot be used."""
     configure(tracking_cfg)
+    if check_server(tracking_cfg):
+        return
     uri = str(tracking_cfg.uri)
     scheme = urllib.parse.urlsplit(uri).scheme
-    if scheme in ("http", "https"):
-        try:
-            urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=tracking_cfg.connect_timeout).close()
-        except (urllib.error.URLError, OSError, ValueError) as e:
-            reason = getattr(e, "reason", e)
-            raise TrackingError(
-                f"MLflow tracking server {redact(uri)} is unreachable ({reason}); "
-                f"start it, or set tracking.uri"
-            ) from None
-        return
     lock = None
     if scheme == "sqlite":
         db = Path(uri[len("sqlite:///") :])
