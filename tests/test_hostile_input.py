@@ -99,7 +99,7 @@ KEYS = ["training.epochs", "training.batch_size", "training.learning_rate", "mod
         "dataset.vocab_size", "dataset.max_samples", "dataset.sequence_length", "tuner.max_trials", "tuner.executions_per_trial"]
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(values=st.dictionaries(st.sampled_from(KEYS), NUMBERS, min_size=1, max_size=3))
 def test_any_config_value_trains_or_is_refused_in_one_line(tmp_path: Path, values: dict) -> None:
     """The train job in process, on a small CSV: it trains, or stops with one line and no RUNNING run."""
