@@ -68,12 +68,11 @@ EXIT_TRACKING_LOST = 75
 
 
 def _guarded(job: Callable[[Any], Any], cfg: Any) -> Any:
-    """Run a job; a user mistake becomes one line on stderr and exit status 2."""
+    """Run a job; a user mistake becomes one line on stderr and exit status 2, a tracking
+    server lost mid-run one line and exit status 75."""
     from omegaconf.errors import OmegaConfBaseException
 
-    from pipeline.errors import PipelineError
-
-    from pipeline.errors import TrackingLost
+    from pipeline.errors import PipelineError, TrackingLost
 
     try:
         return job(cfg)

@@ -252,8 +252,8 @@ def tracked_run(
             raise
         except Exception as e:
             if is_lost(e):
-                # Marked KILLED when the server is back and the search resumes.
-                _end_quietly(status)
+                # KILLED if the server answers at once; else marked so when the search resumes.
+                _end_quietly("KILLED")
                 raise lost(e, str(tracking_cfg.uri)) from None
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             mlflow.set_tag("error", scrub(f"{type(e).__name__}: {first}")[:5000])
