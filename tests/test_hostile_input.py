@@ -31,7 +31,7 @@ CONTENT = st.one_of(
 )
 
 
-def _ds(path: Path, **kw):
+def _ds(**kw):
     base = dict(format="auto", text_column="text", label_column="label", header=None, delimiter=None, encoding="utf-8")
     return SimpleNamespace(**{**base, **kw})
 
@@ -44,7 +44,7 @@ def test_any_bytes_are_read_as_texts_and_labels_or_refused_in_one_line(content: 
         path = Path(tmp) / f"data{suffix}"
         path.write_bytes(content)
         try:
-            texts, labels = readers.read_file(path, _ds(path, encoding=encoding, delimiter=delimiter))
+            texts, labels = readers.read_file(path, _ds(encoding=encoding, delimiter=delimiter))
         except PipelineError as e:
             assert str(e).strip() and "\n" not in str(e).strip()
             return
