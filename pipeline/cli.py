@@ -41,8 +41,9 @@ def argument_parser(prog: str, description: str) -> Any:
 
 
 def _one_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    from pipeline.errors import first_line
+
+    return first_line(error)
 
 
 def _hydra_message(error: BaseException) -> str:

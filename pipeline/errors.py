@@ -5,6 +5,12 @@ import re
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
 
 
+def first_line(error: BaseException) -> str:
+    """An error's message, first line only; its type's name when it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def shown(value: object) -> str:
     """A value from the user's data, fit for a one-line message: control characters escaped."""
     return _CONTROL.sub(lambda m: repr(m.group())[1:-1], str(value))

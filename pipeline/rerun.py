@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline import experiment, provenance, tracking
 from pipeline.config import TrainConfig, compose_train, register_configs
-from pipeline.errors import ConfigError, PipelineError
+from pipeline.errors import ConfigError, PipelineError, first_line
 from pipeline.search_space import SEARCHABLE
 
 #: Package versions that change numbers; a difference stops a rerun.
@@ -86,7 +86,7 @@ def rebuild_config(config: Dict[str, Any], trial: Optional[tracking.RunRecord], 
         try:
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([override]))
         except Exception as e:  # noqa: BLE001 - OmegaConf's validation errors, one line
-            raise ConfigError(f"bad override {override!r}: {str(e).strip().splitlines()[0]}") from None
+            raise ConfigError(f"bad override {override!r}: {first_line(e)}") from None
     return cfg, notes
 
 

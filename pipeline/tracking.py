@@ -25,7 +25,7 @@ from typing import Any, Dict, Iterator, List, Optional
 import mlflow
 from mlflow.exceptions import MlflowException
 
-from pipeline.errors import TrackingError, TrackingLost
+from pipeline.errors import TrackingError, TrackingLost, first_line
 
 PYFUNC_MODEL_FILE = Path(__file__).resolve().parent / "pyfunc_model.py"
 _MAX_PARAMS_PER_BATCH = 100
@@ -90,7 +90,7 @@ def lost(error: BaseException, uri: str) -> TrackingLost:
     if isinstance(error, TrackingLost):
         return error
     retried = retries_spent(error)
-    why = f"no answer after {os.environ.get('_PIPELINE_RETRIES', '?')} retries" if retried else "it stopped answering"
+    why = f"no answer after {os.environ.get('MLFLOW_HTTP_REQUEST_MAX_RETRIES', '7')} retries" if retried else "it stopped answering"
     out = TrackingLost(
         f"lost the MLflow tracking server {redact(uri)} mid-run ({why}); "
         f"what finished is recorded and a search's state is saved: run the same command again when the server is back"
@@ -106,15 +106,11 @@ def retry_budget_s(tracking_cfg: Any) -> float:
 
 def wait_for_server(tracking_cfg: Any) -> bool:
     """Whether the tracking server answers again within the retry budget."""
-    uri = str(tracking_cfg.uri)
-    if urllib.parse.urlsplit(uri).scheme not in ("http", "https"):
-        return False
     deadline = time.monotonic() + retry_budget_s(tracking_cfg)
     while True:
         try:
-            urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5).close()
-            return True
-        except (urllib.error.URLError, OSError, ValueError):
+            return check_server(tracking_cfg)  # False for a local store: nothing to wait for
+        except TrackingError:
             if time.monotonic() > deadline:
                 return False
             time.sleep(1.0)
@@ -128,8 +124,12 @@ def close_trial_runs(tracking_cfg: Any, parent_run_id: str, trial_id: str, why: 
         [parent.info.experiment_id],
         filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and tags.`tuner.trial_id` = '{trial_id}' and attributes.status = 'RUNNING'",
     ):
-        client.set_tag(run.info.run_id, "error", why)
-        client.set_terminated(run.info.run_id, status="KILLED")
+        _kill(client, run.info.run_id, why)
+
+
+def _kill(client: Any, run_id: str, why: str) -> None:
+    client.set_tag(run_id, "error", why)
+    client.set_terminated(run_id, status="KILLED")
 
 
 def configure(tracking_cfg: Any) -> None:
@@ -139,7 +139,6 @@ def configure(tracking_cfg: Any) -> None:
             raise TrackingError(f"tracking.{name} must be 0 or more, got {value}")
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(int(tracking_cfg.max_retries))
     os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = str(int(tracking_cfg.backoff_factor))
-    os.environ["_PIPELINE_RETRIES"] = str(int(tracking_cfg.max_retries))
 
 
 def check_server(tracking_cfg: Any) -> bool:
@@ -178,8 +177,7 @@ def preflight(tracking_cfg: Any) -> None:
             fcntl.flock(lock, fcntl.LOCK_EX)
         mlflow.MlflowClient(uri).search_experiments(max_results=1)
     except Exception as e:  # noqa: BLE001 - any store failure means the same to the user
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise TrackingError(f"cannot use MLflow tracking store {redact(uri)}: {first}") from None
+        raise TrackingError(f"cannot use MLflow tracking store {redact(uri)}: {first_line(e)}") from None
     finally:
         if lock is not None:
             lock.close()
@@ -255,8 +253,7 @@ def tracked_run(
                 # KILLED if the server answers at once; else marked so when the search resumes.
                 _end_quietly("KILLED")
                 raise lost(e, str(tracking_cfg.uri)) from None
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            mlflow.set_tag("error", scrub(f"{type(e).__name__}: {first}")[:5000])
+            mlflow.set_tag("error", scrub(f"{type(e).__name__}: {first_line(e)}")[:5000])
             raise
         finally:
             if mlflow.active_run() is not None and mlflow.active_run().info.run_id == active.info.run_id:
@@ -323,12 +320,11 @@ def reconcile_children(tracking_cfg: Any, parent_run_id: str, trial_statuses: Di
         if status == "RUNNING" and completed:
             client.set_tag(run.info.run_id, "note", "closed on resume: its process died after the trial had completed")
             client.set_terminated(run.info.run_id, status="FINISHED")
-        elif status in ("RUNNING", "FINISHED") and not completed:
+        elif not completed:
             why = "the process running this trial died; the trial was run again"
             if status == "FINISHED":
                 why = "the process died before the tuner recorded this trial; the trial was run again"
-            client.set_tag(run.info.run_id, "error", why)
-            client.set_terminated(run.info.run_id, status="KILLED")
+            _kill(client, run.info.run_id, why)
             killed.append(run.info.run_id)
             continue
         finished.add(trial_id)
@@ -505,7 +501,7 @@ def fetch_run(uri: str, run_id: str) -> RunRecord:
     except MlflowException:
         raise TrackingError(f"no run {run_id!r} in the MLflow store {redact(uri)} (set tracking.uri=... for another store)") from None
     except Exception as e:  # noqa: BLE001 - an unusable store, whatever the cause
-        raise TrackingError(f"cannot read the MLflow store {redact(uri)}: {str(e).strip().splitlines()[0]}") from None
+        raise TrackingError(f"cannot read the MLflow store {redact(uri)}: {first_line(e)}") from None
     if run.info.lifecycle_stage != "active":
         raise TrackingError(f"run {run_id} is deleted; restore it with `mlflow runs restore --run-id {run_id}`")
     return _record(run)
@@ -580,7 +576,7 @@ def resolve_model(uri: str, ref: str) -> str:
     try:
         versions = client.search_model_versions(f"name='{ref}'")
     except Exception as e:  # noqa: BLE001 - an unusable store
-        raise TrackingError(f"cannot read the MLflow model registry at {redact(uri)}: {str(e).strip().splitlines()[0]}") from None
+        raise TrackingError(f"cannot read the MLflow model registry at {redact(uri)}: {first_line(e)}") from None
     if not versions:
         raise TrackingError(f"no registered model {ref!r} with a version in {redact(uri)} (nor a run id)")
     latest = max(versions, key=lambda v: int(v.version))
@@ -609,7 +605,7 @@ def check_own_model(model_uri: str) -> None:
         try:
             meta = yaml.safe_load(Path(mlflow.artifacts.download_artifacts(f"{model_uri.rstrip('/')}/MLmodel", dst_path=tmp)).read_text())
         except Exception as e:  # noqa: BLE001 - gone, unreadable, not a model
-            raise TrackingError(f"cannot read model {model_uri}: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
+            raise TrackingError(f"cannot read model {model_uri}: {first_line(e)}") from None
         pyfunc = (meta or {}).get("flavors", {}).get("python_function", {}) if isinstance(meta, dict) else {}
         code = Path(str(pyfunc.get("model_code_path") or "")).name
         refused = f"refusing to load {model_uri}: it is not a text model written by this pipeline"
@@ -634,6 +630,6 @@ def load_text_model(uri: str, ref: str) -> Any:
     except TrackingError:
         raise
     except Exception as e:  # noqa: BLE001 - deleted files, a foreign model
-        raise TrackingError(f"cannot load model {model_uri}: {str(e).strip().splitlines()[0]}") from None
+        raise TrackingError(f"cannot load model {model_uri}: {first_line(e)}") from None
     finally:
         mlflow.set_tracking_uri(previous)
