@@ -117,14 +117,16 @@ def wait_for_server(tracking_cfg: Any) -> bool:
 
 
 def close_trial_runs(tracking_cfg: Any, parent_run_id: str, trial_id: str, why: str) -> None:
-    """Mark KILLED a trial's runs still RUNNING (one whose answer was cut off may exist)."""
+    """Mark KILLED a trial's live runs before it runs again: one whose answer was cut off may
+    exist, RUNNING, or FINISHED if its closing write reached the server but the answer did not."""
     client = mlflow.MlflowClient(str(tracking_cfg.uri))
     parent = client.get_run(parent_run_id)
     for run in client.search_runs(
         [parent.info.experiment_id],
-        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and tags.`tuner.trial_id` = '{trial_id}' and attributes.status = 'RUNNING'",
+        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and tags.`tuner.trial_id` = '{trial_id}'",
     ):
-        _kill(client, run.info.run_id, why)
+        if run.info.status in ("RUNNING", "FINISHED"):
+            _kill(client, run.info.run_id, why)
 
 
 def _kill(client: Any, run_id: str, why: str) -> None:

@@ -146,6 +146,13 @@ def test_trial_runs_are_closed_to_agree_with_the_tuner(tmp_path: Path, make_cfg)
         "seed_variance": "RUNNING",  # not a trial: left to its own search
     }
     assert sorted(killed) == sorted([runs["died_mid_trial"], runs["finished_but_not_recorded"]])
+
+    # a trial run again mid-search after a cut-off answer: its live runs, RUNNING or FINISHED, are closed
+    again = {"running": child("5", "RUNNING"), "finished": child("5", "FINISHED"), "failed": child("5", "FAILED")}
+    tracking.close_trial_runs(cfg.tracking, parent, "5", "cut off")
+    assert {name: client.get_run(run_id).info.status for name, run_id in again.items()} == {
+        "running": "KILLED", "finished": "KILLED", "failed": "FAILED"}
+    assert client.get_run(runs["done"]).info.status == "FINISHED"  # another trial's run is left alone
     client.set_terminated(runs["seed_variance"], "KILLED")
     client.set_terminated(parent, "KILLED")
 
