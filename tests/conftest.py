@@ -18,6 +18,8 @@ from omegaconf import DictConfig  # noqa: E402
 from pipeline.config import CONF_DIR, register_configs  # noqa: E402
 
 REPO = CONF_DIR.parent
+#: The experiment every run goes to unless ``tracking.experiment_name`` says otherwise.
+EXPERIMENT = "lstm-text-classification"
 DATA_DIR = Path(os.environ.get("PIPELINE_DATA_DIR", REPO.parent / "shared" / "data"))
 
 #: Small enough for seconds per run, big enough to exercise every code path.
@@ -73,6 +75,15 @@ def run_cli(args: List[str], cwd: Path, timeout: int = 300, env: Optional[dict] 
     return subprocess.run(
         [*cmd, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env
     )
+
+
+def runs_in(store_uri: str, experiment: str = EXPERIMENT) -> list:
+    """Every run of ``experiment`` in the store, newest first (none when the experiment is not there)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(store_uri)
+    found = client.get_experiment_by_name(experiment)
+    return client.search_runs([found.experiment_id], max_results=5000) if found else []
 
 
 def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> object:

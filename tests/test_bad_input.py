@@ -9,7 +9,7 @@ from typing import List
 import pytest
 from mlflow import MlflowClient
 
-from conftest import SHRINK, assert_one_line_error, run_cli
+from conftest import SHRINK, assert_one_line_error, run_cli, runs_in
 from pipeline import tracking
 
 
@@ -90,6 +90,5 @@ def test_a_failing_run_is_marked_failed_and_ctrl_c_killed(store_uri: str, make_c
     with pytest.raises(KeyboardInterrupt):
         with tracking.tracked_run(cfg.tracking, "interrupted", {}):
             raise KeyboardInterrupt
-    client = MlflowClient(store_uri)
-    runs = client.search_runs([client.get_experiment_by_name("lstm-text-classification").experiment_id])
+    runs = runs_in(store_uri)
     assert {r.info.run_name: r.info.status for r in runs} == {"fails": "FAILED", "interrupted": "KILLED"}

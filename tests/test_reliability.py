@@ -17,7 +17,7 @@ import keras_tuner
 import pytest
 from mlflow import MlflowClient
 
-from conftest import SHRINK, MlflowServer, run_cli, wait_for
+from conftest import SHRINK, MlflowServer, run_cli, runs_in, wait_for
 from pipeline import artifacts, tracking, tuning
 
 SPACE = ["search_space.units={type:int,min:8,max:24,step:8}", "search_space.embedding_dim={type:choice,values:[8,16]}"]
@@ -161,17 +161,12 @@ def test_trial_runs_are_closed_to_agree_with_the_tuner(tmp_path: Path, make_cfg)
 
 
 def _children(store_uri: str):
-    client = MlflowClient(store_uri)
-    experiment = client.get_experiment_by_name("lstm-text-classification")
-    if experiment is None:
-        return []
-    return [r for r in client.search_runs([experiment.experiment_id]) if "tuner.trial_id" in r.data.tags]
+    return [r for r in runs_in(store_uri) if "tuner.trial_id" in r.data.tags]
 
 
 def _assert_complete(store_uri: str, trials: int, epochs: int) -> None:
     client = MlflowClient(store_uri)
-    experiment = client.get_experiment_by_name("lstm-text-classification")
-    runs = client.search_runs([experiment.experiment_id])
+    runs = runs_in(store_uri)
     assert all(r.info.status != "RUNNING" for r in runs), [(r.info.run_name, r.info.status) for r in runs]
     finished = Counter(r.data.tags["tuner.trial_id"] for r in runs if "tuner.trial_id" in r.data.tags and r.info.status == "FINISHED")
     assert sorted(finished) == [str(i) for i in range(trials)] and set(finished.values()) == {1}, finished

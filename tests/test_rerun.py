@@ -12,15 +12,13 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from conftest import SHRINK, assert_one_line_error, run_cli, write_sentiment_csv
+from conftest import EXPERIMENT, SHRINK, assert_one_line_error, run_cli, runs_in, write_sentiment_csv
 
-EXPERIMENT = "lstm-text-classification"
 SPACE = ["search_space.units={type:int,min:8,max:16,step:8}", "search_space.embedding_dim={type:choice,values:[8,16]}"]
 
 
 def _runs(client: MlflowClient):
-    experiment = client.get_experiment_by_name(EXPERIMENT)
-    return client.search_runs([experiment.experiment_id]) if experiment else []
+    return runs_in(client.tracking_uri)
 
 
 def _losses(client: MlflowClient, run_id: str, key: str = "loss"):

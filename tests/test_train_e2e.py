@@ -12,14 +12,13 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from conftest import SHRINK, run_cli, write_sentiment_csv
+from conftest import SHRINK, run_cli, runs_in, write_sentiment_csv
 from pipeline import train
 
 
 def _only_run(uri: str):
     client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("lstm-text-classification")
-    runs = client.search_runs([experiment.experiment_id])
+    runs = runs_in(uri)
     assert len(runs) == 1, [r.info.run_name for r in runs]
     return client, runs[0]
 
@@ -114,7 +113,7 @@ def test_a_run_is_reproducible_with_the_same_seed(make_cfg, store_uri: str) -> N
     first = train.run(cfg)
     second = train.run(cfg)
     client = MlflowClient(store_uri)
-    runs = client.search_runs([client.get_experiment_by_name("lstm-text-classification").experiment_id])
+    runs = runs_in(store_uri)
     assert len(runs) == 2 and first == second
     losses = [[m.value for m in client.get_metric_history(r.info.run_id, "val_loss")] for r in runs]
     assert len(losses[0]) == 2 and losses[0] == losses[1]
@@ -127,8 +126,7 @@ def test_multirun_sweeps_seeds_into_separate_runs(tmp_path: Path, store_uri: str
         ["train", "-m", *SHRINK, "dataset.max_samples=150", "tracking.log_model=false", "seed=1,2"], cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    client = MlflowClient(store_uri)
-    runs = client.search_runs([client.get_experiment_by_name("lstm-text-classification").experiment_id])
+    runs = runs_in(store_uri)
     assert sorted(r.data.params["seed"] for r in runs) == ["1", "2"]
     assert all(r.info.status == "FINISHED" for r in runs)
     assert runs[0].data.tags["data_fingerprint"] != runs[1].data.tags["data_fingerprint"]
@@ -145,8 +143,7 @@ def test_pretrained_vectors_coverage_is_logged(tmp_path: Path, make_cfg, store_u
         "tracking.log_model=false",
     )
     train.run(cfg)
-    client = MlflowClient(store_uri)
-    run = client.search_runs([client.get_experiment_by_name("lstm-text-classification").experiment_id])[0]
+    run = runs_in(store_uri)[0]
     vocabulary_size = int(run.data.params["data.vocabulary_size"]) - 2  # less padding and [UNK]
     assert run.data.metrics["pretrained_coverage"] == pytest.approx(5 / vocabulary_size)
 

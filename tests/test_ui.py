@@ -7,9 +7,8 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from mlflow import MlflowClient
 
-from conftest import SHRINK, run_cli, write_sentiment_csv
+from conftest import SHRINK, run_cli, runs_in, write_sentiment_csv
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 SPACE = ["search_space.units={type:int,min:8,max:16,step:8}", "search_space.embedding_dim={type:choice,values:[8,16]}"]
@@ -48,23 +47,22 @@ def test_the_ui_lists_a_search_and_compares_its_trials(tmp_path: Path, mlflow_se
         cwd=tmp_path,
     )
     assert search.returncode == 0, search.stderr[-3000:]
-    client = MlflowClient(mlflow_server)
-    experiment = client.get_experiment_by_name("lstm-text-classification")
-    runs = client.search_runs([experiment.experiment_id])
+    runs = runs_in(mlflow_server)
     parent = next(r for r in runs if r.data.tags.get("pipeline.command") == "tune")
+    experiment_id = parent.info.experiment_id
     trials = [r for r in runs if "tuner.trial_id" in r.data.tags]
     assert len(trials) == 2
 
     driver = _browser()
     try:
         # the experiment's runs ("Training runs" in MLflow 3's UI): the search's parent is listed
-        listing = _page_text(driver, f"{mlflow_server}/#/experiments/{experiment.experiment_id}/runs", [parent.info.run_name])
+        listing = _page_text(driver, f"{mlflow_server}/#/experiments/{experiment_id}/runs", [parent.info.run_name])
         assert parent.info.run_name in listing, listing[:2000]
         driver.save_screenshot(str(tmp_path / "experiment.png"))
 
         # the compare view of the two trials shows their val_accuracy, as the store has it
         ids = urllib.parse.quote(json.dumps([t.info.run_id for t in trials]))
-        experiments = urllib.parse.quote(json.dumps([experiment.experiment_id]))
+        experiments = urllib.parse.quote(json.dumps([experiment_id]))
         names = [t.info.run_name for t in trials]
         compare = _page_text(driver, f"{mlflow_server}/#/compare-runs?runs={ids}&experiments={experiments}", ["val_accuracy", *names])
         driver.save_screenshot(str(tmp_path / "compare.png"))

@@ -17,7 +17,7 @@ from typing import List
 import pytest
 from mlflow import MlflowClient
 
-from conftest import SHRINK, MlflowServer, write_sentiment_csv
+from conftest import SHRINK, MlflowServer, runs_in, write_sentiment_csv
 
 pytestmark = pytest.mark.stress
 
@@ -44,8 +44,7 @@ def _run_searches(tmp_path: Path, extra: List[str]) -> None:
 
 def _assert_every_run_recorded(store_uri: str) -> None:
     client = MlflowClient(store_uri)
-    experiment = client.get_experiment_by_name("lstm-text-classification")
-    runs = client.search_runs([experiment.experiment_id], max_results=5000)
+    runs = runs_in(store_uri)
     assert not [r.info.run_name for r in runs if r.info.status != "FINISHED"]
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert sorted(p.data.params["seed"] for p in parents) == [str(s) for s in range(1, PROCESSES + 1)]

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from conftest import SHRINK, run_cli, write_sentiment_csv
+from conftest import SHRINK, run_cli, runs_in, write_sentiment_csv
 
 pytestmark = pytest.mark.stress
 
@@ -30,9 +30,7 @@ EPOCHS = 3
 
 
 def _statuses(store_uri: str):
-    client = MlflowClient(store_uri)
-    experiment = client.get_experiment_by_name("lstm-text-classification")
-    return client, (client.search_runs([experiment.experiment_id], max_results=5000) if experiment else [])
+    return MlflowClient(store_uri), runs_in(store_uri)
 
 
 def test_twenty_sigkills_at_random_moments_lose_nothing(tmp_path: Path, store_uri: str) -> None:
