@@ -154,6 +154,14 @@ class SeedVarianceConfig:
 
 
 @dataclass
+class EnsembleConfig:
+    """The search's final model: the best trial's, or averaged with the best configuration
+    trained again with each of ``seeds`` (empty: the best trial's model alone)."""
+
+    seeds: List[int] = field(default_factory=list)
+
+
+@dataclass
 class TunerConfig:
     """Keras Tuner: which oracle, how long, toward what, and where its state lives."""
 
@@ -192,6 +200,8 @@ class TunerConfig:
     registered_model_name: Optional[str] = None
     #: Is the best configuration better than the next beyond seed noise? ``top_k`` x ``seeds`` runs.
     seed_variance: SeedVarianceConfig = field(default_factory=SeedVarianceConfig)
+    #: The final model as an average over seeds of the best configuration.
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
 
 
 @dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 import keras
 import numpy as np
@@ -157,6 +157,20 @@ def build_model(
         loss="binary_crossentropy" if binary else "sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
+    return model
+
+
+def average(members: List[keras.Model]) -> keras.Model:
+    """One model whose output is the mean of the members' class probabilities (an ensemble).
+
+    Each member keeps its own layers, as a nested model ``member_<i>``; the result is compiled
+    with the members' loss and accuracy, so it evaluates, saves and serves as any single model.
+    """
+    inputs = keras.Input(shape=(None,), dtype="int32", name="token_ids")
+    outputs = [keras.Model(m.inputs[0], m.outputs[0], name=f"member_{i}")(inputs) for i, m in enumerate(members)]
+    model = keras.Model(inputs, keras.layers.Average(name="average")(outputs), name="ensemble")
+    binary = members[0].outputs[0].shape[-1] == 1
+    model.compile(loss="binary_crossentropy" if binary else "sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
 
 

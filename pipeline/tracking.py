@@ -20,7 +20,7 @@ import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import mlflow
 from mlflow.exceptions import MlflowException
@@ -331,6 +331,26 @@ def reconcile_children(tracking_cfg: Any, parent_run_id: str, trial_statuses: Di
             continue
         finished.add(trial_id)
     return killed
+
+
+def close_stale_runs(tracking_cfg: Any, parent_run_id: str, tag: str, completed: Callable[[Dict[str, str]], bool]) -> None:
+    """Close a resumed search's child runs tagged ``tag`` that are still RUNNING (their process
+    died): FINISHED when ``completed(tags)`` says their work was kept, else KILLED."""
+    client = mlflow.MlflowClient(str(tracking_cfg.uri))
+    parent = client.get_run(parent_run_id)
+    stale = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'",
+        max_results=5000,
+    )
+    for run in stale:
+        if tag not in run.data.tags:
+            continue
+        if completed(run.data.tags):
+            client.set_tag(run.info.run_id, "note", "closed on resume: its process died after its work was saved")
+            client.set_terminated(run.info.run_id, status="FINISHED")
+        else:
+            _kill(client, run.info.run_id, "the process running this died; it was run again")
 
 
 def log_params(params: Dict[str, str]) -> None:

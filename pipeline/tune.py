@@ -211,6 +211,15 @@ def run(cfg: DictConfig) -> float:
             # the checkpoint holds Adam's slots; the rebuilt model's optimizer is fresh and unused here
             warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
             model = tuner.get_best_models(1)[0]
+        final = "the best trial's model"
+        if cfg.tuner.ensemble.seeds:
+            x_test, y_test = prepared.encoded["test"]
+            single = model.evaluate(x_test, y_test, batch_size=256, verbose=0, return_dict=True)["accuracy"]
+            model, members = tuning.ensemble(tuner, cfg, prepared, project, parent_id, model)
+            tracking.log_table(members, "search/ensemble.csv")
+            tracking.log_metrics({"ensemble.members": float(len(members) - 1), "ensemble.val_accuracy": float(members.iloc[-1]["val_accuracy"]),
+                                  "best_trial.test_accuracy": float(single)})
+            final = f"an average of {len(members) - 1} models (best trial alone: test_accuracy={single:.4f})"
         metrics = experiment.record_evaluation(model, prepared, cfg, registered_model_name=register, version_tags=version_tags)
         if register:
             project.write_state(registered_trial=best.trial_id)
@@ -218,7 +227,7 @@ def run(cfg: DictConfig) -> float:
 
     print(
         f"search {parent_id} ({cfg.dataset.name}, {cfg.tuner.name}): {len(completed)} trials, best {cfg.tuner.objective}="
-        f"{best.score:.4f} {best_values} test_accuracy={metrics['accuracy']:.4f} | "
+        f"{best.score:.4f} {best_values}; final model {final}: test_accuracy={metrics['accuracy']:.4f} | "
         f"UI: {tracking.ui_hint(cfg.tracking, experiment_id, parent_id)}",
         flush=True,
     )

@@ -62,6 +62,11 @@ def validate(cfg: DictConfig) -> keras_tuner.HyperParameters:
         raise ConfigError(
             f"tuner.seed_variance needs top_k >= 0 and, when on, at least two different seeds; got top_k={sv.top_k} seeds={list(sv.seeds)}"
         )
+    seeds = [int(s) for s in t.ensemble.seeds]
+    if len(set(seeds)) != len(seeds) or int(cfg.seed) in seeds:
+        raise ConfigError(
+            f"tuner.ensemble.seeds must be different seeds, none of them the search's seed ({cfg.seed}); got {seeds}"
+        )
     return search_space.compile_space(cfg.search_space)
 
 
@@ -428,6 +433,68 @@ def seed_variance(tuner: Any, cfg: DictConfig, prepared: experiment.Prepared, pa
                      "seeds": " ".join(map(str, seeds)), **values})
     table = pd.DataFrame(rows).sort_values(f"{objective}_mean", ascending=direction == "min", kind="stable")
     return table.reset_index(drop=True)
+
+
+def ensemble(tuner: Any, cfg: DictConfig, prepared: experiment.Prepared, project: Project, parent_run_id: str, best_model: Any) -> Any:
+    """The best trial's model averaged with the best configuration trained again with each ``tuner.ensemble.seeds``.
+
+    Each new member is a child run of the search tagged ``ensemble.trial_id`` and
+    ``ensemble.seed``. Its weights are kept in the project (``ensemble/``), so a resumed search
+    trains only the members it had not finished, and a member run its process left RUNNING is
+    closed FINISHED (weights kept) or KILLED. Returns the averaged model and one row per member
+    with its validation loss and accuracy.
+    """
+    import keras
+    import pandas as pd
+
+    from pipeline.model import average
+
+    best = tuner.oracle.get_best_trials(1)[0]
+    values = {k: v for k, v in best.hyperparameters.values.items() if not k.startswith("tuner/")}
+    folder = project.path / "ensemble"
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def weights(seed: Any) -> Path:
+        return folder / f"trial{best.trial_id}-seed{seed}.weights.h5"
+
+    tracking.close_stale_runs(
+        cfg.tracking, parent_run_id, "ensemble.seed",
+        lambda tags: tags.get("ensemble.trial_id") == str(best.trial_id) and weights(tags["ensemble.seed"]).is_file(),
+    )
+    members = [(f"trial {best.trial_id}", int(cfg.seed), best_model.get_weights())]
+    for seed in (int(s) for s in cfg.tuner.ensemble.seeds):
+        path = weights(seed)
+        if not path.is_file():
+            keras.backend.clear_session()
+            experiment.seed_everything(seed, cfg.training.deterministic)
+            tags = {"ensemble.trial_id": str(best.trial_id), "ensemble.seed": str(seed),
+                    "dataset": str(cfg.dataset.name), "model": str(cfg.model.name)}
+            with tracking.tracked_run(cfg.tracking, f"ensemble-trial{best.trial_id}-seed{seed}", tags, parent_run_id=parent_run_id):
+                tracking.log_params({**{f"hp.{k}": str(v) for k, v in values.items()}, "seed": str(seed)})
+                model = tuner.hypermodel.build(best.hyperparameters)
+                history = experiment.fit(model, prepared, cfg.training, seed, batch_size=values.get("batch_size"),
+                                         callbacks=[tracking.epoch_logger(describe_model=False)])
+                tracking.log_metrics({"trial_score": _best(history.history.get(str(cfg.tuner.objective), []), str(cfg.tuner.direction))})
+                tmp = folder / f".{os.getpid()}-{path.name}"  # written beside, then renamed: whole or absent
+                model.save_weights(str(tmp))
+                tmp.replace(path)
+        model = tuner.hypermodel.build(best.hyperparameters)
+        model.load_weights(str(path))
+        members.append((f"seed {seed}", seed, model.get_weights()))
+
+    keras.backend.clear_session()
+    models, rows = [], []
+    x_val, y_val = prepared.encoded["val"]
+    for name, seed, member_weights in members:
+        model = tuner.hypermodel.build(best.hyperparameters)
+        model.set_weights(member_weights)
+        scores = model.evaluate(x_val, y_val, batch_size=256, verbose=0, return_dict=True)
+        rows.append({"member": name, "seed": seed, "val_loss": float(scores["loss"]), "val_accuracy": float(scores["accuracy"])})
+        models.append(model)
+    averaged = average(models)
+    scores = averaged.evaluate(x_val, y_val, batch_size=256, verbose=0, return_dict=True)
+    rows.append({"member": "average", "seed": None, "val_loss": float(scores["loss"]), "val_accuracy": float(scores["accuracy"])})
+    return averaged, pd.DataFrame(rows)
 
 
 def seed_noise_warning(table: Any, objective: str) -> Optional[str]:

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from conftest import SHRINK, run_cli, wait_for
+from conftest import SHRINK, run_cli, runs_in, wait_for
 from pipeline import tune
 from pipeline.errors import ConfigError
 
@@ -23,12 +23,10 @@ SMALL = [*SHRINK, "dataset.max_samples=200", *SPACE]
 
 
 def _runs(store_uri: str):
-    client = MlflowClient(store_uri)
-    experiment = client.get_experiment_by_name("lstm-text-classification")
-    runs = client.search_runs([experiment.experiment_id]) if experiment else []
+    runs = runs_in(store_uri)
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    return client, parents, children
+    return MlflowClient(store_uri), parents, children
 
 
 def _versions(client: MlflowClient, name: str) -> List[str]:
@@ -112,6 +110,61 @@ def test_seed_variance_reruns_the_top_configurations_with_each_seed(make_cfg, st
         assert row.val_accuracy_std == pytest.approx(abs(scores[0] - scores[1]) / 2 ** 0.5)
     assert parent.data.metrics["seed_variance.best_mean"] == pytest.approx(table["val_accuracy_mean"].max())
     assert "seed_variance.warning" in parent.data.tags
+
+
+def test_an_ensemble_averages_the_best_trial_with_its_configuration_retrained_per_seed(make_cfg, store_uri: str, tmp_path: Path) -> None:
+    import mlflow
+    import numpy as np
+
+    cfg = make_cfg(*SMALL, "tuner.max_trials=2", "training.epochs=2", "tuner.ensemble.seeds=[1,2]", config_name="tune")
+    tune.run(cfg)
+    client, (parent,), children = _runs(store_uri)
+    best = parent.data.tags["best_trial_id"]
+    members = {c.data.tags["ensemble.seed"]: c for c in children if "ensemble.seed" in c.data.tags}
+    assert sorted(members) == ["1", "2"]
+    for member in members.values():  # the best configuration, trained again: one child run per seed
+        assert member.info.status == "FINISHED" and member.data.tags["ensemble.trial_id"] == best
+        assert member.data.params["hp.units"] == parent.data.tags["best.units"]
+        assert len(client.get_metric_history(member.info.run_id, "val_accuracy")) == 2
+    table = pd.read_csv(client.download_artifacts(parent.info.run_id, "search/ensemble.csv", str(tmp_path)))
+    assert table["member"].tolist() == [f"trial {best}", "seed 1", "seed 2", "average"]
+    assert parent.data.metrics["ensemble.members"] == 3
+    assert parent.data.metrics["ensemble.val_accuracy"] == pytest.approx(table["val_accuracy"].iloc[-1])
+    assert 0.0 <= parent.data.metrics["best_trial.test_accuracy"] <= 1.0
+
+    # the logged model is the average: its probabilities are the mean of its three members'
+    mlflow.set_tracking_uri(store_uri)
+    try:
+        logged = mlflow.pyfunc.load_model(f"runs:/{parent.info.run_id}/model")
+    finally:
+        mlflow.set_tracking_uri(None)
+    texts = ["a fine and moving film", "dull, slow and far too long"]
+    served = logged.predict(pd.DataFrame({"text": texts}))
+    keras_model = logged.unwrap_python_model().model
+    ids = keras_model.get_layer("vectorizer")(np.array(texts, dtype=object))
+    ensemble = keras_model.get_layer("ensemble")
+    mean = np.mean([ensemble.get_layer(f"member_{i}").predict(ids, verbose=0) for i in range(3)], axis=0)
+    assert np.allclose(ensemble.predict(ids, verbose=0), mean, atol=1e-6)
+    assert served.shape[0] == 2
+
+    # resumed after a crash mid-ensemble: a member whose weights were saved is kept, the other trained again
+    folder = Path(parent.data.tags["tuner.directory"]) / "ensemble"
+    (folder / f"trial{best}-seed2.weights.h5").unlink()
+    for member in members.values():
+        client.update_run(member.info.run_id, status="RUNNING")
+    tune.run(cfg)
+    runs = {}
+    for run in (r for r in runs_in(store_uri) if "ensemble.seed" in r.data.tags):
+        runs.setdefault(run.data.tags["ensemble.seed"], []).append(run.info.status)
+    assert runs == {"1": ["FINISHED"], "2": ["FINISHED", "KILLED"]}, runs
+    assert (folder / f"trial{best}-seed2.weights.h5").is_file()
+
+
+@pytest.mark.parametrize("seeds", ["[1,1]", "[42]"])
+def test_ensemble_seeds_must_be_new_seeds(make_cfg, seeds: str) -> None:
+    cfg = make_cfg(*SMALL, f"tuner.ensemble.seeds={seeds}", config_name="tune")
+    with pytest.raises(ConfigError, match="tuner.ensemble.seeds must be different seeds"):
+        tune.run(cfg)
 
 
 def test_the_seed_noise_warning_compares_the_gap_with_the_spread() -> None:
