@@ -42,7 +42,7 @@ def _parse(argv: List[str]) -> argparse.Namespace:
     parser.add_argument("--no-log", action="store_true", help="print only; log no table or plot")
     parser.add_argument("overrides", nargs="*", default=[], help=argparse.SUPPRESS)
     # key=value overrides (tracking.uri=..., tracking.experiment_name=...) mix with run ids
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # run ids and overrides before, between or after options
     args.overrides = [a for a in args.run_ids if "=" in a]
     args.run_ids = [a for a in args.run_ids if "=" not in a]
     return args
@@ -82,6 +82,8 @@ def _direction(metric: str) -> str:
 def _label(run: tracking.RunRecord) -> str:
     if "seed_variance.trial_id" in run.tags:
         return f"trial {run.tags['seed_variance.trial_id']} seed {run.tags['seed_variance.seed']}"
+    if "ensemble.trial_id" in run.tags:
+        return f"trial {run.tags['ensemble.trial_id']} seed {run.tags['ensemble.seed']} (ensemble)"
     trial = run.tags.get("tuner.trial_id")
     return f"trial {trial}" if trial is not None else (run.name or run.run_id[:8])
 

@@ -24,7 +24,7 @@ def _parse(argv: List[str]) -> argparse.Namespace:
     parser.add_argument("model", help="run id, registered model name, or runs:/ or models:/ URI")
     parser.add_argument("texts", nargs="*", help="texts to classify (key=value: tracking.uri=...)")
     parser.add_argument("--file", help="one text per line; - for standard input")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # texts and overrides before, between or after options
     args.overrides = [t for t in args.texts if t.startswith(("tracking.", "paths."))]
     args.texts = [t for t in args.texts if t not in args.overrides]
     return args

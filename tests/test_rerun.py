@@ -154,3 +154,13 @@ def test_rerun_and_compare_bad_input_is_one_line(tmp_path: Path, store_uri: str,
     runs = _runs(client)
     assert len(runs) == count, "no bad command recorded a run"
     assert all(r.info.status != "RUNNING" for r in runs)
+
+
+def test_run_ids_texts_and_overrides_may_come_before_or_after_options() -> None:
+    from pipeline import compare, predict
+
+    for argv in (["RUN", "--no-log", "tracking.uri=sqlite:///x.db", "OTHER"], ["tracking.uri=sqlite:///x.db", "RUN", "--top", "3", "OTHER"]):
+        args = compare._parse(argv)
+        assert args.run_ids == ["RUN", "OTHER"] and args.overrides == ["tracking.uri=sqlite:///x.db"], argv
+    args = predict._parse(["MODEL", "--file", "texts.txt", "tracking.uri=sqlite:///x.db", "a text"])
+    assert (args.model, args.file, args.texts, args.overrides) == ("MODEL", "texts.txt", ["a text"], ["tracking.uri=sqlite:///x.db"])
