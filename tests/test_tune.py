@@ -15,7 +15,7 @@ import pytest
 from mlflow import MlflowClient
 
 from conftest import SHRINK, run_cli, runs_in, wait_for
-from pipeline import tune
+from pipeline import compare, tune
 from pipeline.errors import ConfigError
 
 SPACE = ["search_space.units={type:int,min:8,max:24,step:8}", "search_space.embedding_dim={type:choice,values:[8,16]}"]
@@ -112,7 +112,7 @@ def test_seed_variance_reruns_the_top_configurations_with_each_seed(make_cfg, st
     assert "seed_variance.warning" in parent.data.tags
 
 
-def test_an_ensemble_averages_the_best_trial_with_its_configuration_retrained_per_seed(make_cfg, store_uri: str, tmp_path: Path) -> None:
+def test_an_ensemble_averages_the_best_trial_with_its_configuration_retrained_per_seed(make_cfg, store_uri: str, tmp_path: Path, capsys) -> None:
     import mlflow
     import numpy as np
 
@@ -131,6 +131,8 @@ def test_an_ensemble_averages_the_best_trial_with_its_configuration_retrained_pe
     assert parent.data.metrics["ensemble.members"] == 3
     assert parent.data.metrics["ensemble.val_accuracy"] == pytest.approx(table["val_accuracy"].iloc[-1])
     assert 0.0 <= parent.data.metrics["best_trial.test_accuracy"] <= 1.0
+    assert compare.main([parent.info.run_id, "--no-log", f"tracking.uri={store_uri}"]) == 0  # overrides after options
+    assert f"trial {best} seed 2 (ensemble)" in capsys.readouterr().out
 
     # the logged model is the average: its probabilities are the mean of its three members'
     mlflow.set_tracking_uri(store_uri)
