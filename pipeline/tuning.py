@@ -494,7 +494,9 @@ def ensemble(tuner: Any, cfg: DictConfig, prepared: experiment.Prepared, project
     averaged = average(models)
     scores = averaged.evaluate(x_val, y_val, batch_size=256, verbose=0, return_dict=True)
     rows.append({"member": "average", "seed": None, "val_loss": float(scores["loss"]), "val_accuracy": float(scores["accuracy"])})
-    return averaged, pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    table["seed"] = table["seed"].astype("Int64")  # whole numbers, blank for the average
+    return averaged, table
 
 
 def seed_noise_warning(table: Any, objective: str) -> Optional[str]:
