@@ -1,7 +1,7 @@
 """Four searches at once, against one tracking server and against one local SQLite store:
 every run recorded, none lost, none left RUNNING, the store sound.
 
-Slow (a few minutes on 2 cores): `python -m pytest -m stress tests/stress`.
+Slow (a few minutes on 2 cores): `python -m pytest -m stress -n 0 tests/stress`.
 """
 
 from __future__ import annotations

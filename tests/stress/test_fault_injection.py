@@ -1,7 +1,7 @@
 """Fault injection: `pipeline tune` killed with SIGKILL at random moments, 20 times, the same
 command rerun after each kill; then the search is whole.
 
-Slow (about 5 minutes): not in the default run. `python -m pytest -m stress tests/stress`.
+Slow (about 5 minutes): not in the default run. `python -m pytest -m stress -n 0 tests/stress`.
 FAULT_SEED=N draws other kill moments.
 """
 
