@@ -409,6 +409,8 @@ def seed_variance(tuner: Any, cfg: DictConfig, prepared: experiment.Prepared, pa
 
     settings = cfg.tuner.seed_variance
     seeds = [int(s) for s in dict.fromkeys(settings.seeds)]
+    # a resumed search trains them all again: one its process left RUNNING is closed KILLED
+    tracking.close_stale_runs(cfg.tracking, parent_run_id, "seed_variance.seed", lambda tags: False)
     direction, objective = str(cfg.tuner.direction), str(cfg.tuner.objective)
     rows = []
     for trial in tuner.oracle.get_best_trials(int(settings.top_k)):

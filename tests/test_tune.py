@@ -111,6 +111,12 @@ def test_seed_variance_reruns_the_top_configurations_with_each_seed(make_cfg, st
     assert parent.data.metrics["seed_variance.best_mean"] == pytest.approx(table["val_accuracy_mean"].max())
     assert "seed_variance.warning" in parent.data.tags
 
+    # the same command after a crash mid-way: the run its process left RUNNING is closed, all run again
+    client.update_run(checks[0].info.run_id, status="RUNNING")
+    tune.run(cfg)
+    statuses = Counter(r.info.status for r in runs_in(store_uri) if "seed_variance.seed" in r.data.tags)
+    assert statuses == {"FINISHED": 7, "KILLED": 1}, statuses
+
 
 def test_an_ensemble_averages_the_best_trial_with_its_configuration_retrained_per_seed(make_cfg, store_uri: str, tmp_path: Path, capsys) -> None:
     import mlflow
