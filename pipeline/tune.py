@@ -184,7 +184,7 @@ def run(cfg: DictConfig) -> float:
         names = [n for n in cfg.search_space if n in table.columns]
         tracking.log_figure(evaluate.plot_search_scores(table, names, cfg.tuner.objective), "plots/search_scores.png")
         best = tuner.oracle.get_best_trials(1)[0]
-        best_values = {k: v for k, v in best.hyperparameters.values.items() if not k.startswith("tuner/")}
+        best_values = tuning.searched_values(best)
         tracking.log_metrics({"best_score": float(best.score), "trials_completed": float(len(completed)), "trials_total": float(len(table))})
         tracking.set_tags({"best_trial_id": str(best.trial_id), **{f"best.{k}": str(v) for k, v in best_values.items()}})
         tracking.log_dict({"trial_id": best.trial_id, "score": best.score, "hyperparameters": best_values}, "search/best.json")

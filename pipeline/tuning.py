@@ -16,9 +16,10 @@ import shutil
 import sys
 import time
 import types
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import keras_tuner
 import numpy as np
@@ -371,13 +372,18 @@ def _random_values(oracle: Any) -> Optional[Dict[str, Any]]:
             return None
 
 
+def searched_values(trial: Any) -> Dict[str, Any]:
+    """A trial's values of the searched settings (without Keras Tuner's own ``tuner/*`` entries)."""
+    return {k: v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")}
+
+
 def trial_table(tuner: Any, direction: str) -> Any:
     """Every trial with its status, score and values, best first: the search's ranking."""
     import pandas as pd
 
     rows = []
     for trial in tuner.oracle.trials.values():
-        values = {k: v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")}
+        values = searched_values(trial)
         rows.append({"trial_id": trial.trial_id, "status": str(trial.status), "score": trial.score, "best_step": trial.best_step, **values})
     table = pd.DataFrame(rows)
     if table.empty:
@@ -397,6 +403,29 @@ def wait_for_file(path: Path, timeout: float) -> bool:
     return False
 
 
+@contextmanager
+def _retrained(
+    tuner: Any, cfg: DictConfig, prepared: experiment.Prepared, parent_run_id: str, trial: Any, seed: int, kind: str, run_name: str
+) -> Iterator[Tuple[Any, float]]:
+    """``trial``'s configuration trained again with ``seed``, in a child run of the search tagged
+    ``<kind>.trial_id`` and ``<kind>.seed``; yields the model and its score inside the run."""
+    import keras
+
+    values = searched_values(trial)
+    keras.backend.clear_session()
+    experiment.seed_everything(seed, cfg.training.deterministic)
+    tags = {f"{kind}.trial_id": str(trial.trial_id), f"{kind}.seed": str(seed),
+            "dataset": str(cfg.dataset.name), "model": str(cfg.model.name)}
+    with tracking.tracked_run(cfg.tracking, run_name, tags, parent_run_id=parent_run_id):
+        tracking.log_params({**{f"hp.{k}": str(v) for k, v in values.items()}, "seed": str(seed)})
+        model = tuner.hypermodel.build(trial.hyperparameters)
+        history = experiment.fit(model, prepared, cfg.training, seed, batch_size=values.get("batch_size"),
+                                 callbacks=[tracking.epoch_logger(describe_model=False)])
+        score = _best(history.history.get(str(cfg.tuner.objective), []), str(cfg.tuner.direction))
+        tracking.log_metrics({"trial_score": score})
+        yield model, score
+
+
 def seed_variance(tuner: Any, cfg: DictConfig, prepared: experiment.Prepared, parent_run_id: str) -> Any:
     """Train the top ``tuner.seed_variance.top_k`` configurations again with each seed.
 
@@ -404,7 +433,6 @@ def seed_variance(tuner: Any, cfg: DictConfig, prepared: experiment.Prepared, pa
     and ``seed_variance.seed``. Returns one row per configuration: its search score and the
     mean and standard deviation of the objective over the seeds, best mean first.
     """
-    import keras
     import pandas as pd
 
     settings = cfg.tuner.seed_variance
@@ -414,22 +442,11 @@ def seed_variance(tuner: Any, cfg: DictConfig, prepared: experiment.Prepared, pa
     direction, objective = str(cfg.tuner.direction), str(cfg.tuner.objective)
     rows = []
     for trial in tuner.oracle.get_best_trials(int(settings.top_k)):
-        values = {k: v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")}
+        values = searched_values(trial)
         scores = []
         for seed in seeds:
-            keras.backend.clear_session()
-            experiment.seed_everything(seed, cfg.training.deterministic)
-            tags = {"seed_variance.trial_id": str(trial.trial_id), "seed_variance.seed": str(seed),
-                    "dataset": str(cfg.dataset.name), "model": str(cfg.model.name)}
-            with tracking.tracked_run(cfg.tracking, f"trial-{trial.trial_id}-seed{seed}", tags, parent_run_id=parent_run_id):
-                tracking.log_params({**{f"hp.{k}": str(v) for k, v in values.items()}, "seed": str(seed)})
-                model = tuner.hypermodel.build(trial.hyperparameters)
-                batch_size = values.get("batch_size")
-                history = experiment.fit(model, prepared, cfg.training, seed, batch_size=batch_size,
-                                         callbacks=[tracking.epoch_logger(describe_model=False)])
-                score = _best(history.history.get(objective, []), direction)
-                tracking.log_metrics({"trial_score": score})
-            scores.append(score)
+            with _retrained(tuner, cfg, prepared, parent_run_id, trial, seed, "seed_variance", f"trial-{trial.trial_id}-seed{seed}") as (_, score):
+                scores.append(score)
         rows.append({"trial_id": trial.trial_id, "search_score": float(trial.score), f"{objective}_mean": float(np.mean(scores)),
                      f"{objective}_std": float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0,
                      "seeds": " ".join(map(str, seeds)), **values})
@@ -452,7 +469,6 @@ def ensemble(tuner: Any, cfg: DictConfig, prepared: experiment.Prepared, project
     from pipeline.model import average
 
     best = tuner.oracle.get_best_trials(1)[0]
-    values = {k: v for k, v in best.hyperparameters.values.items() if not k.startswith("tuner/")}
     folder = project.path / "ensemble"
     folder.mkdir(parents=True, exist_ok=True)
 
@@ -463,33 +479,26 @@ def ensemble(tuner: Any, cfg: DictConfig, prepared: experiment.Prepared, project
         cfg.tracking, parent_run_id, "ensemble.seed",
         lambda tags: tags.get("ensemble.trial_id") == str(best.trial_id) and weights(tags["ensemble.seed"]).is_file(),
     )
-    members = [(f"trial {best.trial_id}", int(cfg.seed), best_model.get_weights())]
+    # each member's weights: the best trial's in memory, the others' from their files
+    members: List[Tuple[str, int, Any]] = [(f"trial {best.trial_id}", int(cfg.seed), best_model.get_weights())]
     for seed in (int(s) for s in cfg.tuner.ensemble.seeds):
         path = weights(seed)
         if not path.is_file():
-            keras.backend.clear_session()
-            experiment.seed_everything(seed, cfg.training.deterministic)
-            tags = {"ensemble.trial_id": str(best.trial_id), "ensemble.seed": str(seed),
-                    "dataset": str(cfg.dataset.name), "model": str(cfg.model.name)}
-            with tracking.tracked_run(cfg.tracking, f"ensemble-trial{best.trial_id}-seed{seed}", tags, parent_run_id=parent_run_id):
-                tracking.log_params({**{f"hp.{k}": str(v) for k, v in values.items()}, "seed": str(seed)})
-                model = tuner.hypermodel.build(best.hyperparameters)
-                history = experiment.fit(model, prepared, cfg.training, seed, batch_size=values.get("batch_size"),
-                                         callbacks=[tracking.epoch_logger(describe_model=False)])
-                tracking.log_metrics({"trial_score": _best(history.history.get(str(cfg.tuner.objective), []), str(cfg.tuner.direction))})
+            with _retrained(tuner, cfg, prepared, parent_run_id, best, seed, "ensemble", f"ensemble-trial{best.trial_id}-seed{seed}") as (model, _):
                 tmp = folder / f".{os.getpid()}-{path.name}"  # written beside, then renamed: whole or absent
                 model.save_weights(str(tmp))
                 tmp.replace(path)
-        model = tuner.hypermodel.build(best.hyperparameters)
-        model.load_weights(str(path))
-        members.append((f"seed {seed}", seed, model.get_weights()))
+        members.append((f"seed {seed}", seed, path))
 
     keras.backend.clear_session()
     models, rows = [], []
     x_val, y_val = prepared.encoded["val"]
     for name, seed, member_weights in members:
         model = tuner.hypermodel.build(best.hyperparameters)
-        model.set_weights(member_weights)
+        if isinstance(member_weights, Path):
+            model.load_weights(str(member_weights))
+        else:
+            model.set_weights(member_weights)
         scores = model.evaluate(x_val, y_val, batch_size=256, verbose=0, return_dict=True)
         rows.append({"member": name, "seed": seed, "val_loss": float(scores["loss"]), "val_accuracy": float(scores["accuracy"])})
         models.append(model)
