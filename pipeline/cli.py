@@ -12,6 +12,8 @@ import os
 import sys
 from typing import Any, Callable, Dict, List, Optional
 
+from pipeline.errors import first_line
+
 USAGE = """usage: pipeline <command> [overrides ...] [-m] [--help]
 
 commands:
@@ -40,12 +42,6 @@ def argument_parser(prog: str, description: str) -> Any:
     return Parser(prog=prog, description=description)
 
 
-def _one_line(error: BaseException) -> str:
-    from pipeline.errors import first_line
-
-    return first_line(error)
-
-
 def _hydra_message(error: BaseException) -> str:
     """Hydra's compose-time message (what, why, and the options there are) on one line."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
@@ -55,7 +51,7 @@ def _hydra_message(error: BaseException) -> str:
         message = f"cannot parse override {override!r}: {message} (see `pipeline train --help`)"
     cause = error.__cause__
     if cause is not None and str(cause).strip():
-        message = f"{message.rstrip('.')}: {_one_line(cause)}"
+        message = f"{message.rstrip('.')}: {first_line(cause)}"
     if "Available options" in str(error):
         start = lines.index(next(line for line in lines if line.startswith("Available options")))
         options = [line for line in lines[start + 1 :] if not line.startswith(("Config search path", "provider="))]
@@ -78,14 +74,14 @@ def _guarded(job: Callable[[Any], Any], cfg: Any) -> Any:
     try:
         return job(cfg)
     except (PipelineError, OmegaConfBaseException) as e:
-        print(f"error: {_one_line(e)}", file=sys.stderr, flush=True)
+        print(f"error: {first_line(e)}", file=sys.stderr, flush=True)
         sys.exit(EXIT_TRACKING_LOST if isinstance(e, TrackingLost) else 2)
     except Exception as e:
         from pipeline import tracking
 
         if not tracking.is_lost(e):
             raise
-        print(f"error: {_one_line(tracking.lost(e, str(cfg.tracking.uri)))}", file=sys.stderr, flush=True)
+        print(f"error: {first_line(tracking.lost(e, str(cfg.tracking.uri)))}", file=sys.stderr, flush=True)
         sys.exit(EXIT_TRACKING_LOST)
 
 
@@ -166,7 +162,7 @@ def _plain_command(name: str, rest: List[str]) -> int:
         print(f"error: {_hydra_message(e)}", file=sys.stderr, flush=True)
         return 2
     except (PipelineError, OmegaConfBaseException) as e:
-        print(f"error: {_one_line(e)}", file=sys.stderr, flush=True)
+        print(f"error: {first_line(e)}", file=sys.stderr, flush=True)
         return 2
     except KeyboardInterrupt as e:
         if isinstance(e, Terminated):
