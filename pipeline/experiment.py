@@ -104,6 +104,20 @@ def record_inputs(config: Dict[str, Any], overrides: List[str], prepared: Prepar
         tracking.log_metrics({"pretrained_coverage": prepared.pretrained_coverage})
 
 
+def _batch_size(value: Any) -> int:
+    batch = int(value)
+    if batch < 1:
+        raise ConfigError(f"training.batch_size must be at least 1, got {batch}")
+    return batch
+
+
+def check_training(training: Any) -> None:
+    """The training settings a user can get wrong, checked before any run is opened."""
+    if training.epochs < 1:
+        raise ConfigError(f"training.epochs must be at least 1, got {training.epochs}")
+    _batch_size(training.batch_size)
+
+
 def class_weight(prepared: Prepared, mode: str) -> Optional[Dict[int, float]]:
     """``balanced``: weights inverse to class frequency in the training split."""
     if mode == "none":
@@ -133,9 +147,7 @@ def fit(
     """
     import keras
 
-    batch = int(batch_size or training.batch_size)
-    if batch < 1:
-        raise ConfigError(f"training.batch_size must be at least 1, got {batch}")
+    batch = _batch_size(batch_size or training.batch_size)  # a searched batch size, or the config's
     datasets = data.make_datasets(prepared.encoded, batch, seed, bool(training.bucket_by_length))
     all_callbacks = list(callbacks or [])
     es = training.early_stopping

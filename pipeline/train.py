@@ -9,7 +9,6 @@ from omegaconf import DictConfig
 
 from pipeline import experiment, tracking
 from pipeline.config import to_container
-from pipeline.errors import ConfigError
 from pipeline.model import build_model
 
 
@@ -43,8 +42,7 @@ def train_and_record(
     run is opened; it raises to stop, or returns tags to add.
     """
     config = to_container(cfg)
-    if cfg.training.epochs < 1:
-        raise ConfigError(f"training.epochs must be at least 1, got {cfg.training.epochs}")
+    experiment.check_training(cfg.training)
     tracking.preflight(cfg.tracking)
     experiment.seed_everything(cfg.seed, cfg.training.deterministic)
     prepared = experiment.prepare(cfg)

@@ -138,8 +138,7 @@ def run(cfg: DictConfig) -> float:
     """Search, record every trial, evaluate and register the best model; returns its score."""
     config = to_container(cfg)
     hp = tuning.validate(cfg)
-    if cfg.training.epochs < 1:
-        raise ConfigError(f"training.epochs must be at least 1, got {cfg.training.epochs}")
+    experiment.check_training(cfg.training)
     tracking.preflight(cfg.tracking)
     experiment.seed_everything(cfg.seed, cfg.training.deterministic)
     prepared = experiment.prepare(cfg)
