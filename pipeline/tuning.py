@@ -320,10 +320,14 @@ def _reconcile(oracle: Any) -> None:
 
     Keras Tuner writes a trial's file, then the oracle's; a process killed between the two
     leaves a trial that is RUNNING but queued nowhere (never run again, so the search ends
-    a trial short), or COMPLETED but queued to run again (counted twice).
+    a trial short), or COMPLETED but queued to run again (counted twice). And Keras Tuner
+    reloads trials in the file system's order, then ranks equal scores in the order it holds
+    them: they are put back in the order they ran, so a resumed search (its registration, its
+    ensemble) picks the same best trial among equals as the process that ran them.
     """
     from keras_tuner.src.engine.trial import TrialStatus
 
+    oracle.trials = dict(sorted(oracle.trials.items(), key=lambda item: (len(item[0]), item[0])))
     queued = list(oracle._retry_queue)
     changed = False
     for trial_id, trial in oracle.trials.items():

@@ -112,6 +112,28 @@ def test_a_trial_file_and_the_oracle_file_disagreeing_after_a_kill_are_reconcile
     assert again._retry_queue == [second.trial_id]
 
 
+def test_a_reloaded_search_ranks_equal_scores_in_the_order_the_trials_ran(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    oracle = _oracle(tmp_path)
+    ids = []
+    for _ in range(3):
+        trial = oracle.create_trial("tuner0")
+        oracle.update_trial(trial.trial_id, {"val_accuracy": 0.75})  # a tie, as on a small validation split
+        trial.status = "COMPLETED"
+        oracle.end_trial(trial)
+        ids.append(trial.trial_id)
+    assert oracle.get_best_trials(1)[0].trial_id == ids[0]
+
+    from keras_tuner.src.backend import io
+
+    glob = io.glob
+    monkeypatch.setattr(io, "glob", lambda pattern: sorted(glob(pattern), reverse=True))  # another file system's order
+    reloaded = _oracle(tmp_path)
+    reloaded.reload()
+    assert reloaded.get_best_trials(1)[0].trial_id == ids[-1]  # Keras Tuner alone: another best trial
+    tuning._reconcile(reloaded)
+    assert reloaded.get_best_trials(1)[0].trial_id == ids[0]
+
+
 def test_trial_runs_are_closed_to_agree_with_the_tuner(tmp_path: Path, make_cfg) -> None:
     cfg = make_cfg()
     uri = str(cfg.tracking.uri)
