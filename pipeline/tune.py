@@ -214,7 +214,7 @@ def run(cfg: DictConfig) -> float:
         if cfg.tuner.ensemble.seeds:
             x_test, y_test = prepared.encoded["test"]
             single = model.evaluate(x_test, y_test, batch_size=256, verbose=0, return_dict=True)["accuracy"]
-            model, members = tuning.ensemble(tuner, cfg, prepared, project, parent_id, model)
+            model, members = tuning.ensemble(tuner, cfg, prepared, project, parent_id, best, model)
             tracking.log_table(members, "search/ensemble.csv")
             tracking.log_metrics({"ensemble.members": float(len(members) - 1), "ensemble.val_accuracy": float(members.iloc[-1]["val_accuracy"]),
                                   "best_trial.test_accuracy": float(single)})

@@ -458,8 +458,8 @@ def seed_variance(tuner: Any, cfg: DictConfig, prepared: experiment.Prepared, pa
     return table.reset_index(drop=True)
 
 
-def ensemble(tuner: Any, cfg: DictConfig, prepared: experiment.Prepared, project: Project, parent_run_id: str, best_model: Any) -> Any:
-    """The best trial's model averaged with the best configuration trained again with each ``tuner.ensemble.seeds``.
+def ensemble(tuner: Any, cfg: DictConfig, prepared: experiment.Prepared, project: Project, parent_run_id: str, best: Any, best_model: Any) -> Any:
+    """The best trial's model averaged with its configuration trained again with each ``tuner.ensemble.seeds``.
 
     Each new member is a child run of the search tagged ``ensemble.trial_id`` and
     ``ensemble.seed``. Its weights are kept in the project (``ensemble/``), so a resumed search
@@ -472,7 +472,6 @@ def ensemble(tuner: Any, cfg: DictConfig, prepared: experiment.Prepared, project
 
     from pipeline.model import average
 
-    best = tuner.oracle.get_best_trials(1)[0]
     folder = project.path / "ensemble"
     folder.mkdir(parents=True, exist_ok=True)
 
