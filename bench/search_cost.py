@@ -48,19 +48,21 @@ def _overrides(tmp: str, args: argparse.Namespace) -> List[str]:
 
 def overhead_worker(args: argparse.Namespace) -> None:
     """One search, tracked or not; prints the trials' wall time."""
-    from pipeline import config, experiment, tracking, tuning
+    from pipeline import config, experiment, tracking
+    from pipeline.tuning import project as search_project
+    from pipeline.tuning import tuners
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = config.compose_train(_overrides(tmp, args), config_name="tune")
-        hp = tuning.validate(cfg)
+        hp = tuners.validate(cfg)
         experiment.seed_everything(cfg.seed, cfg.training.deterministic)
         prepared = experiment.prepare(cfg)
-        project = tuning.resolve_project(cfg, tuning.search_identity(cfg, prepared.splits.fingerprint()["all"]))
+        project = search_project.resolve_project(cfg, search_project.search_identity(cfg, prepared.splits.fingerprint()["all"]))
         tracked = args.worker == "tracked"
         if tracked:
             tracking.preflight(cfg.tracking)
         with tracking.tracked_run(cfg.tracking, "search-cost", {}) if tracked else contextlib.nullcontext() as parent:
-            tuner = tuning.make_tuner(cfg, prepared, project, parent.info.run_id if tracked else None, hp)
+            tuner = tuners.make_tuner(cfg, prepared, project, parent.info.run_id if tracked else None, hp)
             start = time.perf_counter()
             tuner.search(verbose=0)
             seconds = time.perf_counter() - start

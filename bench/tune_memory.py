@@ -34,8 +34,8 @@ def main() -> int:
             sys.executable, "-m", "pipeline.cli", "tune",
             f"tuner.max_trials={args.trials}", "dataset.max_samples=400", "training.epochs=2",
             "training.verbose=0", "tracking.log_model=false",
-            "search_space.units={type:int,min:16,max:128,step:16}",
-            "search_space.embedding_dim={type:choice,values:[16,32,64,128]}",
+            "search_space.model.units={type:int,min:16,max:128,step:16}",
+            "search_space.model.embedding_dim={type:choice,values:[16,32,64,128]}",
         ]
         started = time.monotonic()
         subprocess.run(command, cwd=tmp, check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},

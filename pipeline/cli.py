@@ -8,38 +8,47 @@ lost mid-run with status 75 (the same command resumes a search).
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional
 
 from pipeline.errors import first_line
 
-USAGE = """usage: pipeline <command> [overrides ...] [-m] [--help]
+@dataclass(frozen=True)
+class Command:
+    """One `pipeline` command: what it does, and the function that runs it."""
 
-commands:
-  train    train one LSTM text classifier and record it in MLflow
-  tune     search its hyperparameters with Keras Tuner: a parent run, a child run per trial
-  rerun    rerun a past run exactly from its MLflow record: pipeline rerun RUN_ID [--force]
-  compare  rank runs side by side: pipeline compare [RUN_ID ...] [--experiment NAME]
-  predict  label texts with a logged model: pipeline predict RUN_ID|MODEL_NAME TEXT ... [--file PATH]
+    name: str
+    summary: str
+    #: ``module:function``: called with the composed config (Hydra commands) or the arguments.
+    target: str
+    #: The Hydra config it composes from ``conf/`` (``config``, ``tune``); None for a command
+    #: whose config comes from a past run or that reads the store only.
+    config_name: Optional[str] = None
 
+    def function(self) -> Callable[[Any], Any]:
+        module, _, name = self.target.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+
+#: Every command, once: the usage text, the dispatch and the error for an unknown one come from here.
+COMMANDS: Dict[str, Command] = {c.name: c for c in (
+    Command("train", "train one LSTM text classifier and record it in MLflow", "pipeline.train:run", "config"),
+    Command("tune", "search its hyperparameters with Keras Tuner: a parent run, a child run per trial", "pipeline.tune:run", "tune"),
+    Command("rerun", "rerun a past run exactly from its MLflow record: pipeline rerun RUN_ID [--force] [overrides]", "pipeline.rerun:main"),
+    Command("compare", "rank runs side by side: pipeline compare [RUN_ID ...] [--experiment NAME]", "pipeline.compare:main"),
+    Command("predict", "label texts with a logged model: pipeline predict RUN_ID|MODEL_NAME TEXT ... [--file PATH]", "pipeline.predict:main"),
+)}
+
+USAGE = "usage: pipeline <command> [overrides ...] [-m] [--help]\n\ncommands:\n" + "".join(
+    f"  {c.name:<8} {c.summary}\n" for c in COMMANDS.values()
+) + """
 Overrides are Hydra's: `pipeline train dataset=sst2 model=bilstm training.epochs=5 seed=1`.
 Sweep with -m: `pipeline train -m dataset=sst2,mr seed=1,2,3`.
 `pipeline train --help` lists the config groups, their options and every key.
 """
-
-
-def argument_parser(prog: str, description: str) -> Any:
-    """argparse, but a mistake is a one-line `error:` (exit 2) rather than usage + message."""
-    import argparse
-
-    from pipeline.errors import UsageError
-
-    class Parser(argparse.ArgumentParser):
-        def error(self, message: str) -> None:  # type: ignore[override]
-            raise UsageError(f"{message} (see `{self.prog} --help`)")
-
-    return Parser(prog=prog, description=description)
 
 
 def _hydra_message(error: BaseException) -> str:
@@ -85,79 +94,35 @@ def _guarded(job: Callable[[Any], Any], cfg: Any) -> Any:
         sys.exit(EXIT_TRACKING_LOST)
 
 
-def _hydra_app(config_name: str, job: Callable[[Any], Any]) -> Callable[[], Any]:
+def _hydra_app(command: Command) -> Callable[[], Any]:
     import hydra
 
     from pipeline.config import CONF_DIR, register_configs
 
     register_configs()
 
-    @hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")
+    def job(cfg: Any) -> Any:
+        from pipeline import tracking
+
+        tracking.check_server(cfg.tracking)  # before TensorFlow is imported: an unreachable server is told in seconds
+        return command.function()(cfg)
+
+    @hydra.main(config_path=str(CONF_DIR), config_name=command.config_name, version_base="1.3")
     def app(cfg: Any) -> Any:
         return _guarded(job, cfg)
 
     return app
 
 
-def _train(cfg: Any) -> float:
-    from pipeline import tracking
-
-    tracking.check_server(cfg.tracking)  # before TensorFlow is imported: an unreachable server is told in seconds
-    from pipeline import train
-
-    return train.run(cfg)
-
-
-def _tune(cfg: Any) -> float:
-    from pipeline import tracking
-
-    tracking.check_server(cfg.tracking)
-    from pipeline import tune
-
-    return tune.run(cfg)
-
-
-COMMANDS: Dict[str, tuple] = {"train": ("config", _train), "tune": ("tune", _tune)}
-
-RERUN_USAGE = """usage: pipeline rerun RUN_ID [--force] [key=value ...]
-
-Trains again what run RUN_ID recorded (a train run; a search's trial; a search's parent: its
-best trial) and records a new run tagged rerun_of=RUN_ID, then says whether every epoch's
-loss matched. The git commit, dirty flag, data fingerprint and key package versions are
-compared first; a difference stops it unless --force.
-key=value overrides apply on top (e.g. training.deterministic=false); tracking.uri=URI
-reads and writes another store (default: mlruns/mlflow.db here).
-"""
-
-
-def _plain_command(name: str, rest: List[str]) -> int:
-    """Commands whose config comes from a past run, not from Hydra's composition."""
+def _plain_command(command: Command, rest: List[str]) -> int:
+    """A command whose arguments argparse reads (its config comes from a past run, or from overrides)."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     from pipeline.errors import PipelineError
 
     try:
-        if name == "rerun":
-            if not rest or rest[0] in ("-h", "--help"):
-                print(RERUN_USAGE)
-                return 0 if rest else 2
-            flags = [a for a in rest[1:] if a.startswith("--")]
-            unknown = [f for f in flags if f != "--force"]
-            if unknown or rest[0].startswith("-"):
-                print(f"error: unknown option {(unknown or rest)[0]!r}; see `pipeline rerun --help`", file=sys.stderr)
-                return 2
-            from pipeline import rerun
-
-            rerun.run(rest[0], [a for a in rest[1:] if not a.startswith("--")], force="--force" in flags)
-            return 0
-        if name == "predict":
-            from pipeline import predict
-
-            return predict.main(rest)
-        from pipeline import compare
-
-        return compare.main(rest)
+        return int(command.function()(rest) or 0)
     except HydraException as e:
         print(f"error: {_hydra_message(e)}", file=sys.stderr, flush=True)
         return 2
@@ -202,24 +167,23 @@ def _main(argv: Optional[List[str]] = None) -> int:
     if not args or args[0] in ("-h", "--help", "help"):
         print(USAGE)
         return 0
-    command, rest = args[0], args[1:]
-    if command in ("rerun", "compare", "predict"):
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        return _plain_command(command, rest)
-    if command not in COMMANDS:
-        print(f"error: unknown command {command!r}; commands: {', '.join([*COMMANDS, 'rerun', 'compare', 'predict'])}", file=sys.stderr)
+    name, rest = args[0], args[1:]
+    if name not in COMMANDS:
+        print(f"error: unknown command {name!r}; commands: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
+    command = COMMANDS[name]
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if command.config_name is None:
+        return _plain_command(command, rest)
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # Hydra then raises instead of printing; a user's own setting keeps the full trace.
     full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"
-    config_name, job = COMMANDS[command]
-    sys.argv = [f"pipeline {command}", *rest]
+    sys.argv = [f"pipeline {name}", *rest]
     try:
-        _hydra_app(config_name, job)()
+        _hydra_app(command)()
     except Terminated:
         raise
     except KeyboardInterrupt:

@@ -18,7 +18,7 @@ from typing import List, Optional, Tuple
 import pandas as pd
 
 from pipeline import evaluate, tracking
-from pipeline.cli import argument_parser
+from pipeline.usage import argument_parser
 from pipeline.config import compose_train
 from pipeline.errors import PipelineError
 

@@ -2,8 +2,8 @@
 
 The YAML files under ``conf/`` hold the values; these dataclasses hold the shape and the
 types, so a misspelled key, a wrong type or an unknown option fails when Hydra composes
-the config, before any data is read. Defaults that matter live in YAML, not here: fields
-without a sensible universal value are ``MISSING``.
+the config, before any data is read. Every value lives in YAML, once: a field here is ``MISSING``
+(required) or ``None`` only where ``None`` is what the field means when a YAML file leaves it out.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ class ModelConfig:
     recurrent_dropout: float = MISSING
     #: What the classifier reads: ``last`` (the LSTM's final state, the tutorial's), or ``max`` /
     #: ``mean`` over every real token's output.
-    pooling: str = "last"
+    pooling: str = MISSING
     pretrained: PretrainedConfig = field(default_factory=PretrainedConfig)
 
 
@@ -103,14 +103,14 @@ class TrainingConfig:
     optimizer: str = MISSING
     learning_rate: float = MISSING
     #: Gradient clipping by global norm; ``null`` turns it off.
-    clipnorm: Optional[float] = None
+    clipnorm: Optional[float] = MISSING
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     #: Seeded, deterministic ops so that a run can be rerun exactly.
     deterministic: bool = MISSING
     #: ``none`` or ``balanced`` (inverse class frequency, for imbalanced data).
     class_weight: str = MISSING
     #: Train on batches of similar length, each padded only to its own longest text.
-    bucket_by_length: bool = True
+    bucket_by_length: bool = MISSING
     verbose: int = MISSING
 
 
@@ -129,8 +129,8 @@ class TrackingConfig:
     connect_timeout: float = MISSING
     #: A server lost mid-run: each write is retried this many times, waiting
     #: ``backoff_factor`` x 1, 2, 4, ... s (at most 120 s) in between, before the run stops.
-    max_retries: int = 7
-    backoff_factor: int = 2
+    max_retries: int = MISSING
+    backoff_factor: int = MISSING
 
 
 @dataclass
@@ -149,8 +149,8 @@ class PathsConfig:
 class SeedVarianceConfig:
     """After a search, its top configurations trained again with other seeds (0: off)."""
 
-    top_k: int = 0
-    seeds: List[int] = field(default_factory=lambda: [1, 2, 3])
+    top_k: int = MISSING
+    seeds: List[int] = MISSING
 
 
 @dataclass
@@ -158,7 +158,7 @@ class EnsembleConfig:
     """The search's final model: the best trial's, or averaged with the best configuration
     trained again with each of ``seeds`` (empty: the best trial's model alone)."""
 
-    seeds: List[int] = field(default_factory=list)
+    seeds: List[int] = MISSING
 
 
 @dataclass
@@ -219,7 +219,7 @@ class TuneConfig(TrainConfig):
     tuner: TunerConfig = MISSING
     #: name -> {type, min, max, step, sampling, values}; checked by pipeline.search_space, not
     #: typed here, so that `+search_space.NAME={...}` can add an entry from the command line.
-    search_space: Dict[str, Any] = field(default_factory=dict)
+    search_space: Dict[str, Dict[str, Any]] = field(default_factory=dict)
 
 
 def _abspath(path: str) -> str:

@@ -99,7 +99,7 @@ def plot_search_scores(table: Any, names: List[str], objective: str) -> Any:
     import matplotlib.pyplot as plt
 
     done = table[table["score"].notna()]
-    pair = "units" in names and "embedding_dim" in names
+    pair = "model.units" in names and "model.embedding_dim" in names
     panels = len(names) + (1 if pair else 0)
     fig, axes = plt.subplots(1, panels, figsize=(4 * panels, 3.6), squeeze=False)
     for ax, name in zip(axes[0], names):
@@ -110,9 +110,9 @@ def plot_search_scores(table: Any, names: List[str], objective: str) -> Any:
         ax.grid(alpha=0.3)
     if pair:
         ax = axes[0][-1]
-        points = ax.scatter(done["units"], done["embedding_dim"], c=done["score"], cmap="viridis", s=60)
-        ax.set_xlabel("units")
-        ax.set_ylabel("embedding_dim")
+        points = ax.scatter(done["model.units"], done["model.embedding_dim"], c=done["score"], cmap="viridis", s=60)
+        ax.set_xlabel("model.units")
+        ax.set_ylabel("model.embedding_dim")
         fig.colorbar(points, ax=ax, label=objective)
     fig.tight_layout()
     return fig

@@ -136,7 +136,6 @@ def fit(
     prepared: Prepared,
     training: Any,
     seed: int,
-    batch_size: Optional[int] = None,
     callbacks: Optional[List[Any]] = None,
     epochs: Optional[int] = None,
     initial_epoch: int = 0,
@@ -147,7 +146,7 @@ def fit(
     """
     import keras
 
-    batch = _batch_size(batch_size or training.batch_size)  # a searched batch size, or the config's
+    batch = _batch_size(training.batch_size)
     datasets = data.make_datasets(prepared.encoded, batch, seed, bool(training.bucket_by_length))
     all_callbacks = list(callbacks or [])
     es = training.early_stopping

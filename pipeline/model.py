@@ -1,8 +1,9 @@
-"""build_model(model_cfg, training_cfg, shape, hp) -> a compiled keras.Model.
+"""build_model(cfg, shape) -> a compiled keras.Model, from the ``model`` and ``training`` settings.
 
-A pure function of its arguments: no I/O, no tracking. A value in ``hp`` (a Keras Tuner
-``HyperParameters``) wins over the same-named field of the model or training config, so the
-tuner searches exactly the fields its YAML search space declares and nothing else.
+A pure function of its arguments: no I/O, no tracking, no Keras Tuner. A search's trial is a
+config with the trial's values written in (``pipeline.search_space.with_values``), built here
+like any other. A new model family is a new ``conf/model/`` option, and a new field here and in
+``ModelConfig`` when it needs one.
 """
 
 from __future__ import annotations
@@ -28,12 +29,6 @@ class DataShape:
     num_classes: int
 
 
-def _value(name: str, cfg: Any, hp: Optional[Any]) -> Any:
-    if hp is not None and name in hp.values:
-        return hp.get(name)
-    return getattr(cfg, name)
-
-
 @keras.saving.register_keras_serializable(package="pipeline")
 class Adam(keras.optimizers.Adam):
     """Keras's Adam, updated by TensorFlow's fused ``ResourceApplyAdam`` kernel.
@@ -41,8 +36,8 @@ class Adam(keras.optimizers.Adam):
     The same rule and hyperparameters, with two differences a user sees. It is right for
     embeddings: Keras 3's Adam squares an embedding's sparse gradient slice by slice, so a
     token seen twice in a batch gets the sum of the squares, not the square of the sum, in its
-    second moment (tests/test_model.py shows a first step of 0.0216 where Adam's is the
-    learning rate, 0.1). And it is faster: one pass over each variable instead of about ten,
+    second moment, so its first step is not the learning rate (tests/test_model.py checks that
+    this one's is, for a token seen twice, and matches textbook Adam over three steps). And it is faster: one pass over each variable instead of about ten,
     which on SST-2 is most of the embedding's update time (bench/lstm_speed.py).
     """
 
@@ -86,29 +81,24 @@ def _optimizer(name: str, learning_rate: float, clipnorm: Optional[float]) -> ke
         raise ConfigError(f"unknown training.optimizer {name!r} (e.g. adam, rmsprop, sgd, adamw)") from None
 
 
-def build_model(
-    model_cfg: Any,
-    training_cfg: Any,
-    shape: DataShape,
-    hp: Optional[Any] = None,
-    embedding_matrix: Optional[np.ndarray] = None,
-) -> keras.Model:
+def build_model(cfg: Any, shape: DataShape, embedding_matrix: Optional[np.ndarray] = None) -> keras.Model:
     """Embedding -> (Bi)LSTM x num_layers -> Dense: sigmoid for two classes, softmax for more.
 
     Padding id 0 is masked, so the LSTM reads only real tokens. Dropout is applied by separate
     layers, and recurrent dropout only when asked, which keeps the LSTM eligible for the cuDNN
     kernel on a GPU. ``embedding_matrix`` (vocab_size x embedding_dim) initialises the embedding.
     """
-    embedding_dim = int(_value("embedding_dim", model_cfg, hp))
-    units = int(_value("units", model_cfg, hp))
-    num_layers = int(_value("num_layers", model_cfg, hp))
-    bidirectional = bool(_value("bidirectional", model_cfg, hp))
-    dropout = float(_value("dropout", model_cfg, hp))
-    recurrent_dropout = float(_value("recurrent_dropout", model_cfg, hp))
-    pooling = str(_value("pooling", model_cfg, hp))
+    model_cfg, training_cfg = cfg.model, cfg.training
+    embedding_dim = int(model_cfg.embedding_dim)
+    units = int(model_cfg.units)
+    num_layers = int(model_cfg.num_layers)
+    bidirectional = bool(model_cfg.bidirectional)
+    dropout = float(model_cfg.dropout)
+    recurrent_dropout = float(model_cfg.recurrent_dropout)
+    pooling = str(model_cfg.pooling)
     if pooling not in POOLING:
         raise ConfigError(f"model.pooling must be one of {', '.join(POOLING)}, got {pooling!r}")
-    learning_rate = float(_value("learning_rate", training_cfg, hp))
+    learning_rate = float(training_cfg.learning_rate)
     for what, value in (("embedding_dim", embedding_dim), ("units", units), ("num_layers", num_layers)):
         if value < 1:
             raise ConfigError(f"model.{what} must be at least 1, got {value}")

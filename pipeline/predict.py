@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import List
 
 from pipeline import tracking
-from pipeline.cli import argument_parser
+from pipeline.usage import argument_parser
 from pipeline.config import compose_train
 from pipeline.errors import DataError
 

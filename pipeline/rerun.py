@@ -17,8 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline import experiment, provenance, tracking
 from pipeline.config import TrainConfig, compose_train, register_configs
+from pipeline.search_space import ROOTS
 from pipeline.errors import ConfigError, PipelineError, first_line
-from pipeline.search_space import SEARCHABLE
 
 #: Package versions that change numbers; a difference stops a rerun.
 KEY_PACKAGES = ("tensorflow", "keras", "keras-tuner", "numpy", "scikit-learn")
@@ -56,6 +56,77 @@ def _value(text: str) -> Any:
     return yaml.safe_load(text)
 
 
+def _searched_path(cfg: DictConfig, name: str) -> str:
+    """A trial's ``hp.*`` param as a config path: ``model.units`` as it is; a bare ``units``
+    (recorded before searched values were named by path) is the model or training field of
+    that name."""
+    if "." in name:
+        return name
+    return next((f"{root}.{name}" for root in ROOTS if name in cfg[root]), name)
+
+
+def _replay_trial(cfg: DictConfig, trial: tracking.RunRecord, notes: List[str]) -> None:
+    """Write a trial's recorded values into ``cfg``: a plain config update, path by path."""
+    for key, raw in trial.params.items():
+        if not key.startswith("hp."):
+            continue
+        name = key[len("hp."):]
+        if name == "tuner/epochs":  # Hyperband's budget for this trial
+            cfg.training.epochs = int(_value(raw))
+        elif name == "tuner/initial_epoch" and int(_value(raw)) > 0:
+            notes.append(
+                f"trial {trial.tags.get('tuner.trial_id')} continued a Hyperband checkpoint from epoch "
+                f"{_value(raw)}; the rerun trains from scratch, so its numbers will differ"
+            )
+        elif not name.startswith("tuner/"):
+            path = _searched_path(cfg, name)
+            try:
+                OmegaConf.update(cfg, path, _value(raw), merge=False)
+            except Exception as e:  # noqa: BLE001 - a record this version cannot replay
+                raise RerunError(f"trial {trial.run_id}: cannot set {path}={raw}: {first_line(e)}") from None
+
+
+def _has(cfg: DictConfig, key: str) -> bool:
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    return OmegaConf.is_dict(node) and leaf in list(node.keys())
+
+
+def _apply_overrides(cfg: DictConfig, overrides: List[str]) -> DictConfig:
+    """The user's overrides in Hydra's grammar on a recorded config: ``key=value``, ``+key=value``,
+    ``~key`` and ``group=option`` (the option's file from today's ``conf/``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    groups = [k for k in TrainConfig.__dataclass_fields__ if k != "seed"]
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception as e:  # noqa: BLE001 - Hydra's parse error, one line
+        raise ConfigError(f"cannot parse overrides {' '.join(overrides)!r}: {first_line(e)}") from None
+    for override in parsed:
+        key, text = override.key_or_group, override.input_line
+        try:
+            if override.is_delete():
+                parent, _, leaf = key.rpartition(".")
+                node = OmegaConf.select(cfg, parent) if parent else cfg
+                if not OmegaConf.is_dict(node) or leaf not in node:
+                    raise ConfigError(f"{key} is not in the recorded config")
+                del node[leaf]
+            elif key in groups and not override.is_add():
+                option = compose_train([f"{key}={override.value()}"])
+                cfg[key] = option[key]  # typed like the recorded group's node
+            elif override.is_add() and not override.is_force_add() and _has(cfg, key):
+                raise ConfigError(f"{key} is already in the config; override it without +")
+            else:
+                if not override.is_add() and not _has(cfg, key):
+                    raise ConfigError(f"{key} is not a setting of the recorded config")
+                OmegaConf.update(cfg, key, override.value(), merge=True, force_add=override.is_force_add())
+        except ConfigError as e:
+            raise ConfigError(f"bad override {text!r}: {e}") from None
+        except Exception as e:  # noqa: BLE001 - OmegaConf's and Hydra's validation errors, one line
+            raise ConfigError(f"bad override {text!r}: {first_line(e)}") from None
+    return cfg
+
+
 def rebuild_config(config: Dict[str, Any], trial: Optional[tracking.RunRecord], overrides: List[str]) -> Tuple[DictConfig, List[str]]:
     """The train config of the original job, with a trial's values and the user's overrides.
 
@@ -64,30 +135,14 @@ def rebuild_config(config: Dict[str, Any], trial: Optional[tracking.RunRecord], 
     register_configs()
     notes: List[str] = []
     plain = {k: v for k, v in config.items() if k in TrainConfig.__dataclass_fields__}
-    cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), plain)
+    # A setting added since the run was recorded takes today's default (conf/), which is what
+    # the run had before the setting existed.
+    today = OmegaConf.to_container(compose_train([]), resolve=True)
+    cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), today, plain)
     if trial is not None:
-        for key, raw in trial.params.items():
-            if not key.startswith("hp."):
-                continue
-            name = key[len("hp."):]
-            if name in SEARCHABLE:
-                OmegaConf.update(cfg, f"{SEARCHABLE[name]}.{name}", _value(raw), merge=False)
-            elif name == "tuner/epochs":  # Hyperband's budget for this trial
-                cfg.training.epochs = int(_value(raw))
-            elif name == "tuner/initial_epoch" and int(_value(raw)) > 0:
-                notes.append(
-                    f"trial {trial.tags.get('tuner.trial_id')} continued a Hyperband checkpoint from epoch "
-                    f"{_value(raw)}; the rerun trains from scratch, so its numbers will differ"
-                )
+        _replay_trial(cfg, trial, notes)
         cfg.tracking.log_model = True
-    for override in overrides:
-        if "=" not in override:
-            raise ConfigError(f"override {override!r} is not key=value")
-        try:
-            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([override]))
-        except Exception as e:  # noqa: BLE001 - OmegaConf's validation errors, one line
-            raise ConfigError(f"bad override {override!r}: {first_line(e)}") from None
-    return cfg, notes
+    return _apply_overrides(cfg, overrides), notes
 
 
 def _differences(original: Dict[str, str], prepared: experiment.Prepared) -> List[str]:
@@ -150,3 +205,24 @@ def run(run_id: str, overrides: List[str], force: bool = False, tracking_uri: Op
 def _default_uri(overrides: List[str]) -> str:
     """The store a plain `pipeline train` here would use, or ``tracking.uri=`` from the overrides."""
     return str(compose_train([o for o in overrides if o.startswith(("tracking.uri=", "paths."))]).tracking.uri)
+
+
+def main(argv: List[str]) -> int:
+    """`pipeline rerun RUN_ID [--force] [overrides ...]`."""
+    from pipeline.usage import argument_parser
+
+    parser = argument_parser(
+        "pipeline rerun",
+        "Train again what run RUN_ID recorded (a train run; a search's trial; a search's parent: its best\n"
+        "trial), record a new run tagged rerun_of=RUN_ID, and say whether every epoch's loss matched.",
+        "The git commit, dirty flag, data fingerprint and key package versions are compared first; a\n"
+        "difference stops the rerun unless --force. Overrides are Hydra's grammar, applied to the recorded\n"
+        "config: key=value, +key=value, ~key, group=option (e.g. training.deterministic=false model=bilstm);\n"
+        "tracking.uri=URI reads and writes another store (default: mlruns/mlflow.db here).",
+    )
+    parser.add_argument("run_id", help="the run to train again")
+    parser.add_argument("overrides", nargs="*", default=[], help="Hydra overrides on the recorded config")
+    parser.add_argument("--force", action="store_true", help="rerun although code, packages or data differ")
+    args = parser.parse_intermixed_args(argv)
+    run(args.run_id, list(args.overrides), force=args.force)
+    return 0

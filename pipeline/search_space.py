@@ -1,52 +1,113 @@
-"""The YAML search space -> keras_tuner.HyperParameters.
+"""The YAML search space -> keras_tuner.HyperParameters, each searched value named by its config path.
 
-Every searched name must be a field the model builder reads (a ``model`` field, or
-``training.learning_rate`` / ``training.batch_size``), so a typo is an error rather than a
-hyperparameter that silently changes nothing. The tuner is created with
-``allow_new_entries=False``: model code cannot add a hyperparameter the YAML does not declare.
+A search space maps config paths to how they are searched, written nested or dotted::
+
+    model:
+      units: {type: int, min: 32, max: 256, step: 32}
+    training.learning_rate: {type: float, min: 0.0003, max: 0.01, sampling: log}
+
+Every path must be a setting of ``model`` or ``training`` (what a trial builds and trains), and
+every value the space can draw must fit that setting's type, so a typo or a wrong type is an
+error before any data is read rather than a hyperparameter that silently changes nothing. A
+trial is then a config update (:func:`with_values`): the model code never sees Keras Tuner. The
+tuner is created with ``allow_new_entries=False``: model code cannot add a hyperparameter the
+YAML does not declare.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Dict, Mapping
 
 import keras_tuner
+from omegaconf import DictConfig, OmegaConf
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, first_line, shown
 
-#: Where each searchable name lives in the composed config.
-SEARCHABLE = {
-    "units": "model",
-    "embedding_dim": "model",
-    "num_layers": "model",
-    "bidirectional": "model",
-    "dropout": "model",
-    "recurrent_dropout": "model",
-    "pooling": "model",
-    "learning_rate": "training",
-    "batch_size": "training",
-}
 TYPES = ("int", "float", "choice", "boolean")
 SAMPLINGS = ("linear", "log", "reverse_log")
-
-
 FIELDS = ("type", "min", "max", "step", "sampling", "values")
+#: The config sections a trial may change, and their settings that it may not (the data they
+#: need is prepared once for the whole search).
+ROOTS = ("model", "training")
+FIXED = ("model.name", "model.pretrained")
 
 
-def _spec(name: str, raw: Any) -> Dict[str, Any]:
+def _plain(space: Any) -> Dict[str, Any]:
+    if OmegaConf.is_config(space):
+        return OmegaConf.to_container(space, resolve=True)  # type: ignore[return-value]
+    return dict(space or {})
+
+
+def flatten(space: Any) -> Dict[str, Any]:
+    """``{config path: raw entry}``: nested mappings are followed until one has a ``type``."""
+    out: Dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        for key, value in node.items():
+            path = f"{prefix}.{key}" if prefix else str(key)
+            if isinstance(value, Mapping) and "type" not in value and value and all(isinstance(v, Mapping) for v in value.values()):
+                walk(path, value)
+            else:
+                out[path] = value
+
+    walk("", _plain(space))
+    return out
+
+
+def _schema() -> DictConfig:
+    from pipeline.config import ModelConfig, TrainingConfig
+
+    return OmegaConf.create({"model": OmegaConf.structured(ModelConfig), "training": OmegaConf.structured(TrainingConfig)})
+
+
+def _check_path(path: str, schema: DictConfig) -> None:
+    where = f"search_space.{path}"
+    node: Any = schema
+    parts = path.split(".")
+    known = parts[0] in ROOTS and not any(path == f or path.startswith(f + ".") for f in FIXED)
+    for part in parts:
+        if not known or not OmegaConf.is_dict(node) or part not in list(node.keys()):
+            known = False
+            break
+        node = node._get_node(part)
+    if known and not OmegaConf.is_dict(node):
+        return
+    hint = next((f"; did you mean {r}.{path}?" for r in ROOTS if "." not in path and path in list(schema[r].keys())), "")
+    raise ConfigError(
+        f"{shown(where)}: not a searchable setting{hint or ''}; a searched setting is a field of model or training "
+        f"by its path, e.g. model.units, model.dropout, training.learning_rate"
+    )
+
+
+def _check_values(path: str, spec: Dict[str, Any], schema: DictConfig) -> None:
+    """Every value the entry can draw fits the setting's type (e.g. no 2.5 for ``model.units``)."""
+    if spec["type"] == "choice":
+        values = list(spec["values"])
+    elif spec["type"] == "boolean":
+        values = [False, True]
+    else:
+        values = [spec["min"], spec["max"]]
+    trial = copy.deepcopy(schema)
+    for value in values:
+        try:
+            OmegaConf.update(trial, path, value, merge=False)
+        except Exception as e:  # noqa: BLE001 - OmegaConf's validation error, one line
+            raise ConfigError(f"search_space.{path}: {shown(repr(value))} is not a valid {path}: {first_line(e)}") from None
+
+
+def _spec(path: str, raw: Any) -> Dict[str, Any]:
     """One entry as a plain dict with every field, after checking its keys and values."""
-    where = f"search_space.{name}"
-    if name not in SEARCHABLE:
-        raise ConfigError(f"{where}: not a searchable setting; choose from {', '.join(SEARCHABLE)}")
+    where = shown(f"search_space.{path}")
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where} must be a mapping like {{type: int, min: 32, max: 256}}")
     unknown = sorted(set(raw) - set(FIELDS))
     if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; keys are {', '.join(FIELDS)}")
+        raise ConfigError(f"{where}: unknown key {shown(repr(unknown[0]))}; keys are {', '.join(FIELDS)}")
     spec = {k: raw.get(k) for k in FIELDS}
     spec["sampling"] = spec["sampling"] or "linear"
     if spec["type"] not in TYPES:
-        raise ConfigError(f"{where}.type must be one of {', '.join(TYPES)}, got {spec['type']!r}")
+        raise ConfigError(f"{where}.type must be one of {', '.join(TYPES)}, got {shown(repr(spec['type']))}")
     if spec["type"] in ("int", "float"):
         lo, hi, step = spec["min"], spec["max"], spec["step"]
         if lo is None or hi is None:
@@ -56,7 +117,7 @@ def _spec(name: str, raw: Any) -> Dict[str, Any]:
         if lo > hi:
             raise ConfigError(f"{where}: min {lo:g} is above max {hi:g}")
         if spec["sampling"] not in SAMPLINGS:
-            raise ConfigError(f"{where}.sampling must be one of {', '.join(SAMPLINGS)}, got {spec['sampling']!r}")
+            raise ConfigError(f"{where}.sampling must be one of {', '.join(SAMPLINGS)}, got {shown(repr(spec['sampling']))}")
         if spec["sampling"] != "linear" and lo <= 0:
             raise ConfigError(f"{where}: {spec['sampling']} sampling needs min above 0")
         if step is not None and (not isinstance(step, (int, float)) or step <= 0):
@@ -66,23 +127,20 @@ def _spec(name: str, raw: Any) -> Dict[str, Any]:
     return spec
 
 
-def _plain(space: Any) -> Dict[str, Any]:
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(space, resolve=True) if OmegaConf.is_config(space) else dict(space)  # type: ignore[return-value]
-
-
 def compile_space(space: Any) -> keras_tuner.HyperParameters:
-    """Validate the YAML space and declare each entry on a fresh HyperParameters."""
-    plain = _plain(space)
-    if not plain:
-        raise ConfigError("the search space is empty; declare at least one of " + ", ".join(SEARCHABLE))
+    """Validate the YAML space and declare each entry, named by its config path, on a fresh HyperParameters."""
+    entries = flatten(space)
+    if not entries:
+        raise ConfigError("the search space is empty; declare at least one setting, e.g. search_space.model.units={type:int,min:32,max:256}")
+    schema = _schema()
     hp = keras_tuner.HyperParameters()
-    for name, raw in plain.items():
-        spec = _spec(name, raw)
+    for path, raw in entries.items():
+        _check_path(path, schema)
+        spec = _spec(path, raw)
+        _check_values(path, spec, schema)
         if spec["type"] == "int":
             step = int(spec["step"]) if spec["step"] else None
-            hp.Int(name, int(spec["min"]), int(spec["max"]), step=step, sampling=spec["sampling"])
+            hp.Int(path, int(spec["min"]), int(spec["max"]), step=step, sampling=spec["sampling"])
         elif spec["type"] == "float":
             low, high, step = float(spec["min"]), float(spec["max"]), spec["step"]
             if step and spec["sampling"] == "linear":
@@ -91,17 +149,29 @@ def compile_space(space: Any) -> keras_tuner.HyperParameters:
                 steps = round((high - low) / float(step))
                 if abs(low + steps * float(step) - high) < 1e-9 * max(1.0, abs(high)):
                     high = low + (steps + 1e-6) * float(step)
-            hp.Float(name, low, high, step=step, sampling=spec["sampling"])
+            hp.Float(path, low, high, step=step, sampling=spec["sampling"])
         elif spec["type"] == "choice":
-            hp.Choice(name, list(spec["values"]))
+            hp.Choice(path, list(spec["values"]))
         else:
-            hp.Boolean(name)
+            hp.Boolean(path)
     return hp
 
 
+def with_values(cfg: DictConfig, values: Mapping[str, Any]) -> DictConfig:
+    """A copy of ``cfg`` with each searched value written at its config path: what a trial trains.
+
+    Keras Tuner's own entries (``tuner/epochs``, ...) are not settings and are left out.
+    """
+    out = copy.deepcopy(cfg)
+    for path, value in values.items():
+        if not path.startswith("tuner/"):
+            OmegaConf.update(out, path, value, merge=False)
+    return out
+
+
 def describe(space: Any) -> Dict[str, Dict[str, Any]]:
-    """The space as plain data, without unset fields: for params and artifacts."""
+    """The space as plain data by config path, without unset fields: for params, artifacts and identity."""
     return {
-        name: {k: v for k, v in dict(spec).items() if v is not None and not (k == "sampling" and v == "linear")}
-        for name, spec in _plain(space).items()
+        path: {k: v for k, v in dict(spec).items() if v is not None and not (k == "sampling" and v == "linear")}
+        for path, spec in flatten(space).items()
     }

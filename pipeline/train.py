@@ -49,7 +49,7 @@ def train_and_record(
     tags = {**experiment.run_tags(cfg, config, prepared, "train"), **(extra_tags or {})}
     if check is not None:
         tags.update(check(prepared))
-    model = build_model(cfg.model, cfg.training, prepared.shape, embedding_matrix=prepared.embedding_matrix)
+    model = build_model(cfg, prepared.shape, embedding_matrix=prepared.embedding_matrix)
 
     with tracking.tracked_run(cfg.tracking, _run_name(cfg), tags) as active:
         experiment.record_inputs(config, hydra_overrides() if overrides is None else overrides, prepared)

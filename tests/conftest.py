@@ -22,15 +22,11 @@ REPO = CONF_DIR.parent
 EXPERIMENT = "lstm-text-classification"
 DATA_DIR = Path(os.environ.get("PIPELINE_DATA_DIR", REPO.parent / "shared" / "data"))
 
-#: Small enough for seconds per run, big enough to exercise every code path.
-SHRINK = [
-    "training.epochs=1",
-    "training.batch_size=32",
-    "training.verbose=0",
-    "model.units=8",
-    "model.embedding_dim=8",
-    "dataset.vocab_size=2000",
-]
+#: Small enough for seconds per run, big enough to exercise every code path: conf/debug/fast.yaml,
+#: which users run too.
+SHRINK = ["+debug=fast"]
+#: The shared small search space (conf/search_space/tiny.yaml): six models.
+SPACE = ["search_space=tiny"]
 
 register_configs()
 
@@ -55,7 +51,7 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
             return compose(
                 config_name,
-                overrides=[*SHRINK, f"paths.mlruns_dir={tmp_path / 'mlruns'}", *overrides],
+                overrides=[*SHRINK, f"paths.mlruns_dir={tmp_path / 'mlruns'}", *(o for o in overrides if o not in SHRINK)],
             )
 
     return _make

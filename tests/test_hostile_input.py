@@ -108,7 +108,8 @@ def test_any_config_value_trains_or_is_refused_in_one_line(tmp_path: Path, value
     from omegaconf.errors import OmegaConfBaseException
 
     from conftest import write_sentiment_csv
-    from pipeline import cli, train, tuning
+    from pipeline import cli, train
+    from pipeline.tuning.tuners import validate
     from pipeline.config import compose_train
 
     csv_path = tmp_path / "reviews.csv"
@@ -119,7 +120,7 @@ def test_any_config_value_trains_or_is_refused_in_one_line(tmp_path: Path, value
     tuner_values = {k: v for k, v in values.items() if k.startswith("tuner.")}
     train_values = {k: v for k, v in values.items() if not k.startswith("tuner.")}
     try:
-        tuning.validate(compose_train([*overrides, *(f"{k}={v}" for k, v in tuner_values.items())], config_name="tune"))
+        validate(compose_train([*overrides, *(f"{k}={v}" for k, v in tuner_values.items())], config_name="tune"))
         train.run(compose_train([*overrides, *(f"{k}={v}" for k, v in train_values.items())]))
     except HydraException as e:
         assert "\n" not in cli._hydra_message(e)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import keras
-import keras_tuner
 import numpy as np
 import pytest
 
@@ -20,7 +19,7 @@ def _layers(model: keras.Model, kind: type) -> list:
 
 def test_tutorial_model_for_two_classes_has_one_sigmoid_unit(make_cfg) -> None:
     cfg = make_cfg("model=lstm")
-    model = build_model(cfg.model, cfg.training, DataShape(vocab_size=50, num_classes=2))
+    model = build_model(cfg, DataShape(vocab_size=50, num_classes=2))
     head = model.get_layer("classifier")
     assert head.units == 1 and head.activation.__name__ == "sigmoid"
     assert model.loss == "binary_crossentropy"
@@ -32,7 +31,7 @@ def test_tutorial_model_for_two_classes_has_one_sigmoid_unit(make_cfg) -> None:
 
 def test_multiclass_uses_softmax(make_cfg) -> None:
     cfg = make_cfg()
-    model = build_model(cfg.model, cfg.training, DataShape(vocab_size=50, num_classes=5))
+    model = build_model(cfg, DataShape(vocab_size=50, num_classes=5))
     head = model.get_layer("classifier")
     assert head.units == 5 and head.activation.__name__ == "softmax"
     assert model.loss == "sparse_categorical_crossentropy"
@@ -41,30 +40,17 @@ def test_multiclass_uses_softmax(make_cfg) -> None:
 @pytest.mark.parametrize("name, layers, bidirectional", [("bilstm", 1, True), ("stacked_lstm", 2, False), ("stacked_bilstm", 2, True)])
 def test_variants(make_cfg, name: str, layers: int, bidirectional: bool) -> None:
     cfg = make_cfg(f"model={name}")
-    model = build_model(cfg.model, cfg.training, DataShape(vocab_size=50, num_classes=3))
+    model = build_model(cfg, DataShape(vocab_size=50, num_classes=3))
     assert len(_layers(model, keras.layers.Bidirectional) if bidirectional else _layers(model, keras.layers.LSTM)) == layers
     assert _layers(model, keras.layers.Dropout), "these variants regularise with dropout"
     out = model.predict(np.array([[3, 4, 5, 0, 0]]), verbose=0)
     assert out.shape == (1, 3) and np.isclose(out.sum(), 1.0, atol=1e-5)
 
 
-def test_hyperparameters_override_the_config(make_cfg) -> None:
-    cfg = make_cfg()
-    hp = keras_tuner.HyperParameters()
-    hp.Fixed("units", 12)
-    hp.Fixed("embedding_dim", 6)
-    hp.Fixed("bidirectional", True)
-    hp.Fixed("learning_rate", 0.005)
-    model = build_model(cfg.model, cfg.training, DataShape(vocab_size=40, num_classes=2), hp=hp)
-    assert model.get_layer("embedding").output_dim == 6
-    assert model.get_layer("bilstm_0").forward_layer.units == 12
-    assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(0.005)
-
-
 def test_padding_does_not_change_the_prediction(make_cfg) -> None:
     cfg = make_cfg()
     keras.utils.set_random_seed(0)
-    model = build_model(cfg.model, cfg.training, DataShape(vocab_size=50, num_classes=2))
+    model = build_model(cfg, DataShape(vocab_size=50, num_classes=2))
     short = model.predict(np.array([[7, 8, 9]]), verbose=0)
     padded = model.predict(np.array([[7, 8, 9, 0, 0, 0, 0]]), verbose=0)
     np.testing.assert_allclose(short, padded, atol=1e-6)
@@ -85,7 +71,7 @@ def test_adam_follows_the_textbook_rule_on_embeddings_with_repeated_tokens(make_
     from pipeline.model import Adam
 
     cfg = make_cfg("training.optimizer=adam")
-    assert isinstance(build_model(cfg.model, cfg.training, DataShape(50, 2)).optimizer, Adam)
+    assert isinstance(build_model(cfg, DataShape(50, 2)).optimizer, Adam)
     rng = np.random.default_rng(0)
     w0 = rng.standard_normal((6, 3)).astype("float32")
     # an embedding's gradient: rows 1 and 4 twice (a token seen twice in the batch), rows 0 and 5 not at all
@@ -110,17 +96,17 @@ def test_adam_follows_the_textbook_rule_on_embeddings_with_repeated_tokens(make_
 def test_bad_model_settings_are_clear_errors(make_cfg) -> None:
     cfg = make_cfg("training.optimizer=adamz")
     with pytest.raises(ConfigError, match="unknown training.optimizer 'adamz'"):
-        build_model(cfg.model, cfg.training, DataShape(50, 2))
+        build_model(cfg, DataShape(50, 2))
     cfg = make_cfg("model.dropout=1.5")
     with pytest.raises(ConfigError, match="model.dropout"):
-        build_model(cfg.model, cfg.training, DataShape(50, 2))
+        build_model(cfg, DataShape(50, 2))
 
 
 def test_text_model_takes_raw_strings(make_cfg) -> None:
     cfg = make_cfg()
     vectorizer = keras.layers.TextVectorization(max_tokens=50, output_sequence_length=6)
     vectorizer.adapt(np.array(["good film", "bad film"], dtype=object))
-    model = build_model(cfg.model, cfg.training, DataShape(len(vectorizer.get_vocabulary()), 2))
+    model = build_model(cfg, DataShape(len(vectorizer.get_vocabulary()), 2))
     e2e = text_model(vectorizer, model)
     texts = np.array(["good film", "bad bad film"], dtype=object)
     np.testing.assert_allclose(
@@ -163,12 +149,12 @@ def test_frozen_pretrained_embedding(tmp_path: Path, make_cfg) -> None:
     _write_glove(tmp_path / "glove.txt")
     cfg = make_cfg("model.embedding_dim=3", f"model.pretrained.path={tmp_path / 'glove.txt'}")
     matrix, _ = vectors.load_embedding_matrix(str(tmp_path / "glove.txt"), "glove", ["", "[UNK]", "good"], seed=0)
-    model = build_model(cfg.model, cfg.training, DataShape(3, 2), embedding_matrix=matrix)
+    model = build_model(cfg, DataShape(3, 2), embedding_matrix=matrix)
     embedding = model.get_layer("embedding")
     assert not embedding.trainable
     np.testing.assert_allclose(embedding.get_weights()[0], matrix)
     with pytest.raises(ConfigError, match="set model.embedding_dim=3"):
-        build_model(make_cfg("model.embedding_dim=8").model, cfg.training, DataShape(3, 2), embedding_matrix=matrix)
+        build_model(make_cfg("model.embedding_dim=8"), DataShape(3, 2), embedding_matrix=matrix)
     with pytest.raises(DataError, match="not found"):
         vectors.load_embedding_matrix(str(tmp_path / "nope.txt"), "auto", ["", "[UNK]"], seed=0)
 
@@ -199,7 +185,7 @@ def test_misclassified_table_lists_most_confident_mistakes_first() -> None:
 @pytest.mark.parametrize("pooling", ["max", "mean"])
 def test_pooling_reads_every_real_token_and_ignores_padding(make_cfg, pooling: str) -> None:
     cfg = make_cfg(f"model.pooling={pooling}")
-    model = build_model(cfg.model, cfg.training, DataShape(vocab_size=50, num_classes=2))
+    model = build_model(cfg, DataShape(vocab_size=50, num_classes=2))
     assert model.get_layer(f"{pooling}_pool") is not None
     assert _layers(model, keras.layers.LSTM)[0].return_sequences
     # the same tokens with more padding after them: the same prediction
@@ -213,4 +199,4 @@ def test_pooling_reads_every_real_token_and_ignores_padding(make_cfg, pooling: s
 def test_unknown_pooling_is_a_config_error(make_cfg) -> None:
     cfg = make_cfg("model.pooling=attention")
     with pytest.raises(ConfigError, match="model.pooling must be one of last, max, mean"):
-        build_model(cfg.model, cfg.training, DataShape(vocab_size=50, num_classes=2))
+        build_model(cfg, DataShape(vocab_size=50, num_classes=2))

@@ -24,7 +24,20 @@ def test_quickstart_is_two_commands_and_ci_runs_the_second() -> None:
 
 
 def test_every_config_option_is_documented() -> None:
-    for group in ("dataset", "model", "training", "tracking", "paths", "tuner", "search_space"):
-        row = next(line for line in README.splitlines() if line.startswith((f"| `{group}` |", f"| `{group}` (tune) |")))
+    for group in ("dataset", "model", "training", "tracking", "paths", "tuner", "search_space", "experiment", "debug"):
+        row = next(line for line in README.splitlines() if line.startswith((f"| `{group}` |", f"| `{group}` (tune) |", f"| `{group}` (optional) |")))
         for option in sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")):
             assert f"`{option}`" in row, (group, option)
+
+
+def test_every_module_is_in_the_layout() -> None:
+    layout = README.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    package = CONF_DIR.parent / "pipeline"
+    for path in sorted(package.rglob("*.py")):
+        if path.name == "__init__.py":
+            continue
+        if path.parent == package:
+            assert f"{path.stem}.py" in layout, path.name
+        else:  # a subpackage's modules are named in its own entry
+            entry = re.split(r"\n {0,2}\S", layout.split(f"  {path.parent.name}/", 1)[1], maxsplit=1)[0]
+            assert re.search(rf"\b{path.stem}\b", entry), f"{path.parent.name}/{path.name}"

@@ -13,14 +13,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Optional
 
-import keras_tuner
 import pytest
 from mlflow import MlflowClient
 
-from conftest import SHRINK, MlflowServer, run_cli, runs_in, wait_for
-from pipeline import artifacts, tracking, tuning
+from conftest import SHRINK, SPACE, MlflowServer, run_cli, runs_in, wait_for
+from pipeline import tracking
+from pipeline.tracking import artifacts
 
-SPACE = ["search_space.units={type:int,min:8,max:24,step:8}", "search_space.embedding_dim={type:choice,values:[8,16]}"]
 SMALL = [*SHRINK, "dataset.max_samples=200", *SPACE]
 
 
@@ -71,67 +70,9 @@ def test_mlflow_uses_the_whole_or_nothing_stores() -> None:
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
     assert isinstance(get_artifact_repository("file:///tmp/anywhere"), artifacts.AtomicLocalArtifactRepository)
-    assert keras_tuner.src.utils.save_json is tuning._atomic_save_json
 
 
-# --- Keras Tuner's two writes, and the trial runs, agree again after a crash ---------------------
-
-
-def _oracle(directory: Path) -> keras_tuner.oracles.RandomSearchOracle:
-    hp = keras_tuner.HyperParameters()
-    hp.Int("units", 8, 64, step=8)
-    oracle = keras_tuner.oracles.RandomSearchOracle(objective="val_accuracy", max_trials=4, hyperparameters=hp, seed=1)
-    oracle._set_project_dir(str(directory), "p")
-    return oracle
-
-
-def test_a_trial_file_and_the_oracle_file_disagreeing_after_a_kill_are_reconciled(tmp_path: Path) -> None:
-    oracle = _oracle(tmp_path)
-    first = oracle.create_trial("tuner0")
-    oracle.update_trial(first.trial_id, {"val_accuracy": 0.7})
-    first.status = "COMPLETED"
-    oracle.end_trial(first)
-    second = oracle.create_trial("tuner0")
-    # The two crashes between Keras Tuner's writes: trial 0's file says COMPLETED while the
-    # oracle's file still has it ongoing; trial 1's file exists (RUNNING) but the oracle's
-    # file was not written after it.
-    state = json.loads((tmp_path / "p" / "oracle.json").read_text())
-    state["ongoing_trials"] = {"tuner0": first.trial_id}
-    state["end_order"] = []
-    (tmp_path / "p" / "oracle.json").write_text(json.dumps(state))
-
-    reloaded = _oracle(tmp_path)
-    reloaded.reload()
-    assert reloaded._retry_queue == [first.trial_id]  # Keras Tuner alone would run trial 0 again, and never trial 1
-    tuning._reconcile(reloaded)
-    assert reloaded._retry_queue == [second.trial_id]
-    assert reloaded.end_order == [first.trial_id]
-    assert reloaded.create_trial("tuner0").trial_id == second.trial_id
-    again = _oracle(tmp_path)  # and the repair was saved
-    again.reload()
-    assert again._retry_queue == [second.trial_id]
-
-
-def test_a_reloaded_search_ranks_equal_scores_in_the_order_the_trials_ran(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    oracle = _oracle(tmp_path)
-    ids = []
-    for _ in range(3):
-        trial = oracle.create_trial("tuner0")
-        oracle.update_trial(trial.trial_id, {"val_accuracy": 0.75})  # a tie, as on a small validation split
-        trial.status = "COMPLETED"
-        oracle.end_trial(trial)
-        ids.append(trial.trial_id)
-    assert oracle.get_best_trials(1)[0].trial_id == ids[0]
-
-    from keras_tuner.src.backend import io
-
-    glob = io.glob
-    monkeypatch.setattr(io, "glob", lambda pattern: sorted(glob(pattern), reverse=True))  # another file system's order
-    reloaded = _oracle(tmp_path)
-    reloaded.reload()
-    assert reloaded.get_best_trials(1)[0].trial_id == ids[-1]  # Keras Tuner alone: another best trial
-    tuning._reconcile(reloaded)
-    assert reloaded.get_best_trials(1)[0].trial_id == ids[0]
+# --- the trial runs agree with the tuner's trials after a crash -------------------------------
 
 
 def test_trial_runs_are_closed_to_agree_with_the_tuner(tmp_path: Path, make_cfg) -> None:

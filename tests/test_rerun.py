@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,9 +13,8 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from conftest import EXPERIMENT, SHRINK, assert_one_line_error, run_cli, runs_in, write_sentiment_csv
+from conftest import EXPERIMENT, SHRINK, SPACE, assert_one_line_error, run_cli, runs_in, write_sentiment_csv
 
-SPACE = ["search_space.units={type:int,min:8,max:16,step:8}", "search_space.embedding_dim={type:choice,values:[8,16]}"]
 
 
 def _runs(client: MlflowClient):
@@ -97,13 +97,13 @@ def test_a_search_reruns_its_best_trial_and_a_trial_reruns_itself(tmp_path: Path
     assert result.returncode == 0, result.stderr[-3000:]
     (rerun,) = [r for r in _runs(client) if r.data.tags.get("rerun_of") == parent.info.run_id]
     assert rerun.data.tags["rerun_of_run"] == best.info.run_id
-    assert rerun.data.params["model.units"] == best.data.params["hp.units"]
+    assert rerun.data.params["model.units"] == best.data.params["hp.model.units"]
     assert _losses(client, rerun.info.run_id) == pytest.approx(_losses(client, best.info.run_id), abs=1e-6)
 
     result = run_cli(["rerun", other.info.run_id], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     (rerun,) = [r for r in _runs(client) if r.data.tags.get("rerun_of") == other.info.run_id]
-    assert rerun.data.params["model.embedding_dim"] == other.data.params["hp.embedding_dim"]
+    assert rerun.data.params["model.embedding_dim"] == other.data.params["hp.model.embedding_dim"]
     assert _losses(client, rerun.info.run_id, "val_loss") == pytest.approx(_losses(client, other.info.run_id, "val_loss"), abs=1e-6)
 
     # compare the search: its trials ranked by their best-epoch objective, logged to the parent
@@ -135,7 +135,11 @@ def test_rerun_and_compare_bad_input_is_one_line(tmp_path: Path, store_uri: str,
         ("rerun", "0123456789abcdef0123456789abcdef"): "no run '0123456789abcdef0123456789abcdef'",
         ("rerun", foreign.info.run_id): "not recorded by pipeline",
         ("rerun", deleted): "has no artifact config/resolved_config.yaml",
-        ("rerun", original, "--yes"): "unknown option '--yes'",
+        ("rerun", original, "--yes"): "unrecognized arguments: --yes",
+        ("rerun", original, "+training.epochz=1"): "bad override '+training.epochz=1'",
+        ("rerun", original, "training.epochz=1"): "training.epochz is not a setting of the recorded config",
+        ("rerun", original, "model=transformer"): "model/transformer",
+        ("rerun",): "the following arguments are required: run_id",
         ("rerun", original, "training.epochs=many"): "training.epochs",
         ("compare", original): "is not a search",
         ("compare", original, deleted, "--metric", "bleu"): "none of these runs logged 'bleu'",
@@ -164,3 +168,29 @@ def test_run_ids_texts_and_overrides_may_come_before_or_after_options() -> None:
         assert args.run_ids == ["RUN", "OTHER"] and args.overrides == ["tracking.uri=sqlite:///x.db"], argv
     args = predict._parse(["MODEL", "--file", "texts.txt", "tracking.uri=sqlite:///x.db", "a text"])
     assert (args.model, args.file, args.texts, args.overrides) == ("MODEL", "texts.txt", ["a text"], ["tracking.uri=sqlite:///x.db"])
+
+
+def test_a_run_recorded_before_values_were_named_by_path_still_rebuilds() -> None:
+    """A trial recorded as ``hp.units`` (bare names) by a config without the settings added since
+    (``model.pooling``, ``training.bucket_by_length``) rebuilds; overrides use Hydra's grammar."""
+    from pipeline import tracking
+    from pipeline.config import compose_train, to_container
+    from pipeline.errors import ConfigError
+    from pipeline.rerun import rebuild_config
+
+    recorded = to_container(compose_train(["dataset=sst2"]))
+    del recorded["model"]["pooling"], recorded["training"]["bucket_by_length"]
+    trial = tracking.RunRecord("r" * 32, "trial-3", "FINISHED", "1", {"tuner.trial_id": "3"},
+                               {"hp.units": "16", "hp.learning_rate": "0.01", "hp.tuner/epochs": "4", "seed": "42"}, {})
+    cfg, notes = rebuild_config(recorded, trial, [])
+    assert (cfg.model.units, cfg.training.learning_rate, cfg.training.epochs) == (16, 0.01, 4)
+    assert (cfg.model.pooling, cfg.training.bucket_by_length, cfg.dataset.name) == ("last", True, "sst2")
+    assert notes == []
+
+    cfg, _ = rebuild_config(recorded, None, ["model=bilstm", "training.epochs=2", "dataset.max_samples=100"])
+    assert (cfg.model.name, cfg.model.bidirectional, cfg.training.epochs) == ("bilstm", True, 2)
+    assert cfg.dataset.name == "sst2", "a group override replaces only its own group"
+    for bad, fragment in (("+training.epochz=1", "+training.epochz=1"), ("training.epochz=1", "not a setting"),
+                          ("~model.units", "model.units"), ("model.units=[", "cannot parse")):
+        with pytest.raises(ConfigError, match=re.escape(fragment)):
+            rebuild_config(recorded, None, [bad])

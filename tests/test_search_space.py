@@ -6,7 +6,7 @@ import pytest
 from conftest import write_sentiment_csv
 
 from pipeline.errors import ConfigError
-from pipeline.search_space import compile_space
+from pipeline.search_space import compile_space, describe, with_values
 
 
 def _values(space: dict, name: str, draws: int = 300) -> set:
@@ -16,64 +16,103 @@ def _values(space: dict, name: str, draws: int = 300) -> set:
 
 def test_a_float_range_with_a_step_includes_its_max() -> None:
     # Keras Tuner alone never draws 0.6 here: (0.6 - 0.3) / 0.1 is 2.999... in floating point
-    assert _values({"dropout": {"type": "float", "min": 0.3, "max": 0.6, "step": 0.1}}, "dropout") == {0.3, 0.4, 0.5, 0.6}
-    assert _values({"dropout": {"type": "float", "min": 0.0, "max": 0.5, "step": 0.1}}, "dropout") == {0.0, 0.1, 0.2, 0.3, 0.4, 0.5}
+    assert _values({"model.dropout": {"type": "float", "min": 0.3, "max": 0.6, "step": 0.1}}, "model.dropout") == {0.3, 0.4, 0.5, 0.6}
+    assert _values({"model.dropout": {"type": "float", "min": 0.0, "max": 0.5, "step": 0.1}}, "model.dropout") == {0.0, 0.1, 0.2, 0.3, 0.4, 0.5}
 
 
 def test_every_declared_kind_compiles_and_each_value_is_drawn() -> None:
     space = {
-        "units": {"type": "int", "min": 32, "max": 96, "step": 32},
-        "embedding_dim": {"type": "choice", "values": [64, 128]},
-        "pooling": {"type": "choice", "values": ["last", "max"]},
-        "bidirectional": {"type": "boolean"},
+        "model.units": {"type": "int", "min": 32, "max": 96, "step": 32},
+        "model.embedding_dim": {"type": "choice", "values": [64, 128]},
+        "model.pooling": {"type": "choice", "values": ["last", "max"]},
+        "model.bidirectional": {"type": "boolean"},
     }
-    assert _values(space, "units") == {32, 64, 96}
-    assert _values(space, "embedding_dim") == {64, 128}
+    assert _values(space, "model.units") == {32, 64, 96}
+    assert _values(space, "model.embedding_dim") == {64, 128}
     assert {p.name for p in compile_space(space).space} == set(space)
 
 
 def test_a_name_the_model_does_not_have_is_refused() -> None:
     with pytest.raises(ConfigError, match="width: not a searchable setting"):
         compile_space({"width": {"type": "int", "min": 1, "max": 2}})
+    with pytest.raises(ConfigError, match="units: not a searchable setting; did you mean model.units"):
+        compile_space({"units": {"type": "int", "min": 1, "max": 2}})
 
 
 def test_an_hp_call_the_yaml_does_not_declare_is_an_error(make_cfg, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    from pipeline import experiment, tuning
+    from pipeline import experiment
+    from pipeline.tuning import hypermodel, tuners
+    from pipeline.tuning.project import Project
 
     cfg = make_cfg("dataset.max_samples=100", config_name="tune")
     prepared = experiment.prepare(cfg)
-    real = tuning.build_model
+    real = hypermodel.LSTMHyperModel.build
 
-    def model_code_with_an_extra_knob(model_cfg, training_cfg, shape, hp=None, embedding_matrix=None):
+    def model_code_with_an_extra_knob(self, hp):
+        model = real(self, hp)
         hp.Int("attention_heads", 1, 4)  # not in conf/search_space
-        return real(model_cfg, training_cfg, shape, hp=hp, embedding_matrix=embedding_matrix)
+        return model
 
-    monkeypatch.setattr(tuning, "build_model", model_code_with_an_extra_knob)
-    project = tuning.Project(tmp_path / "tuner", "p", {})
+    monkeypatch.setattr(hypermodel.LSTMHyperModel, "build", model_code_with_an_extra_knob)
+    project = Project(tmp_path / "tuner", "p", {})
     with pytest.raises(RuntimeError, match="allow_new_entries.*attention_heads"):
-        tuning.make_tuner(cfg, prepared, project, "no-parent", tuning.validate(cfg))
+        tuners.make_tuner(cfg, prepared, project, "no-parent", tuners.validate(cfg))
 
 
-def test_random_search_samples_every_value_evenly(make_cfg, tmp_path) -> None:
-    """The first SST-2 space (four values a trial) from seed 42: Keras Tuner's own seeding gave
-    embedding_dim=128 in every trial."""
-    from collections import Counter
-
-    from pipeline import experiment, tuning
+def test_the_search_draws_through_the_pipelines_oracle(make_cfg, tmp_path) -> None:
+    """The first SST-2 space from seed 42, as the README's preset composes it: Keras Tuner's own
+    seeding gave model.embedding_dim=128 in every one of the first 12 trials (tests/test_keras_tuner_compat.py)."""
+    from pipeline import experiment
+    from pipeline.tuning import tuners
+    from pipeline.tuning.project import Project
 
     csv = write_sentiment_csv(tmp_path / "d.csv", n=60)
     cfg = make_cfg("+experiment=sst2_search", "dataset=files", f"dataset.path={csv}",
                    "dataset.val_path=null", "dataset.test_path=null", "seed=42",
-                   "search_space.units={type:int,min:64,max:256,step:64}", "search_space.dropout={type:float,min:0.3,max:0.6,step:0.1}",
-                   "~search_space.pooling", config_name="tune")
-    assert list(cfg.search_space) == ["units", "embedding_dim", "dropout", "bidirectional"]
+                   "search_space.model.units={type:int,min:64,max:256,step:64}",
+                   "search_space.model.dropout={type:float,min:0.3,max:0.6,step:0.1}",
+                   "~search_space.model.pooling", config_name="tune")
+    assert list(describe(cfg.search_space)) == ["model.units", "model.embedding_dim", "model.dropout", "model.bidirectional"]
     prepared = experiment.prepare(cfg)
-    project = tuning.Project(tmp_path / "tuner", "p", {})
-    oracle = tuning.make_tuner(cfg, prepared, project, None, tuning.validate(cfg)).oracle
-    draws = [oracle._random_values() for _ in range(200)]
-    embedding = Counter(d["embedding_dim"] for d in draws[:12])
-    assert set(embedding) == {128, 256}, embedding  # both values within the first 12 trials
-    for name, values in (("embedding_dim", [128, 256]), ("bidirectional", [False, True]), ("units", [64, 128, 192, 256])):
-        counts = Counter(d[name] for d in draws)
-        assert set(counts) == set(values)
-        assert min(counts.values()) >= 0.6 * 200 / len(values), (name, counts)  # none starved
+    oracle = tuners.make_tuner(cfg, prepared, Project(tmp_path / "tuner", "p", {}), None, tuners.validate(cfg)).oracle
+    draws = [oracle._random_values() for _ in range(12)]
+    assert {d["model.embedding_dim"] for d in draws} == {128, 256}
+
+
+def test_a_trial_is_a_config_update_the_model_is_built_from(make_cfg) -> None:
+    import keras
+
+    from pipeline.model import DataShape, build_model
+
+    cfg = make_cfg()
+    values = {"model.units": 12, "model.embedding_dim": 6, "model.bidirectional": True,
+              "training.learning_rate": 0.005, "tuner/epochs": 3}
+    trial = with_values(cfg, values)
+    assert (trial.model.units, trial.training.learning_rate, trial.training.epochs) == (12, 0.005, cfg.training.epochs)
+    assert cfg.model.units == 8, "the search's own config is left as it was"
+    model = build_model(trial, DataShape(vocab_size=40, num_classes=2))
+    assert model.get_layer("embedding").output_dim == 6
+    assert model.get_layer("bilstm_0").forward_layer.units == 12
+    assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(0.005)
+
+
+def test_nested_and_dotted_entries_name_the_same_paths() -> None:
+    nested = {"model": {"units": {"type": "int", "min": 8, "max": 16}}, "training": {"learning_rate": {"type": "float", "min": 0.001, "max": 0.01}}}
+    dotted = {"model.units": {"type": "int", "min": 8, "max": 16}, "training.learning_rate": {"type": "float", "min": 0.001, "max": 0.01}}
+    assert describe(nested) == describe(dotted)
+    assert [p.name for p in compile_space(nested).space] == ["model.units", "training.learning_rate"]
+    assert [p.name for p in compile_space({"training": {"early_stopping": {"patience": {"type": "int", "min": 1, "max": 3}}}}).space] == [
+        "training.early_stopping.patience"]
+
+
+@pytest.mark.parametrize("entry, fragment", [
+    ({"model.name": {"type": "choice", "values": ["a", "b"]}}, "not a searchable setting"),
+    ({"model.pretrained.trainable": {"type": "boolean"}}, "not a searchable setting"),
+    ({"model.pretrained": {"type": "boolean"}}, "not a searchable setting"),
+    ({"dataset.vocab_size": {"type": "int", "min": 1, "max": 2}}, "not a searchable setting"),
+    ({"model.bidirectional": {"type": "choice", "values": ["sometimes"]}}, "'sometimes' is not a valid model.bidirectional"),
+    ({"model.num_layers": {"type": "float", "min": 1, "max": 2.5}}, "2.5 is not a valid model.num_layers"),
+])
+def test_a_path_a_trial_cannot_set_is_refused(entry: dict, fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment.replace("(", r"\(")):
+        compile_space(entry)

@@ -15,9 +15,8 @@ from pathlib import Path
 import mlflow
 from mlflow import MlflowClient
 
-from conftest import SHRINK, assert_one_line_error, run_cli, write_sentiment_csv
+from conftest import SHRINK, SPACE, assert_one_line_error, run_cli, write_sentiment_csv
 
-SPACE = ["search_space.units={type:int,min:8,max:16,step:8}", "search_space.embedding_dim={type:choice,values:[8,16]}"]
 TEXTS = ["the film was great and the acting superb", "a dreadful plot and awful music"]
 
 

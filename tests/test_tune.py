@@ -14,11 +14,10 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from conftest import SHRINK, run_cli, runs_in, wait_for
+from conftest import SHRINK, SPACE, run_cli, runs_in, wait_for
 from pipeline import compare, tune
 from pipeline.errors import ConfigError
 
-SPACE = ["search_space.units={type:int,min:8,max:24,step:8}", "search_space.embedding_dim={type:choice,values:[8,16]}"]
 SMALL = [*SHRINK, "dataset.max_samples=200", *SPACE]
 
 
@@ -46,13 +45,13 @@ def test_search_is_a_parent_run_with_a_child_per_trial(tmp_path: Path, store_uri
     assert sorted(c.data.tags["tuner.trial_id"] for c in children) == ["0", "1", "2"]
     for child in children:
         assert child.info.status == "FINISHED"
-        assert {"hp.units", "hp.embedding_dim"} <= set(child.data.params)
+        assert {"hp.model.units", "hp.model.embedding_dim"} <= set(child.data.params)
         assert [m.step for m in client.get_metric_history(child.info.run_id, "val_accuracy")] == [0]
         assert child.data.tags["tuner.project"] == "bbc_news-lstm-seed42"
         assert not client.list_artifacts(child.info.run_id), "no model (or anything else) logged per trial"
 
     # the parent: config and space as params, the ranking, the best values, the evaluated best model
-    assert parent.data.params["search_space.units.max"] == "24" and parent.data.params["tuner.name"] == "random"
+    assert parent.data.params["search_space.model.units.max"] == "24" and parent.data.params["tuner.name"] == "random"
     table = pd.read_csv(client.download_artifacts(parent.info.run_id, "search/trials.csv", str(tmp_path)))
     assert len(table) == 3 and table["rank"].tolist() == [1, 2, 3]
     assert table["score"].is_monotonic_decreasing
@@ -61,7 +60,7 @@ def test_search_is_a_parent_run_with_a_child_per_trial(tmp_path: Path, store_uri
     # the best trial's values (two trials may tie on a small validation split)
     best = [c for c in children if c.data.tags["tuner.trial_id"] == parent.data.tags["best_trial_id"]]
     assert len(best) == 1 and best[0].data.metrics["trial_score"] == pytest.approx(top)
-    assert parent.data.tags["best.units"] == best[0].data.params["hp.units"]
+    assert parent.data.tags["best.model.units"] == best[0].data.params["hp.model.units"]
     assert "test_accuracy" in parent.data.metrics and "test_f1_macro" in parent.data.metrics
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
     assert "plots/search_scores.png" in artifacts
@@ -130,7 +129,7 @@ def test_an_ensemble_averages_the_best_trial_with_its_configuration_retrained_pe
     assert sorted(members) == ["1", "2"]
     for member in members.values():  # the best configuration, trained again: one child run per seed
         assert member.info.status == "FINISHED" and member.data.tags["ensemble.trial_id"] == best
-        assert member.data.params["hp.units"] == parent.data.tags["best.units"]
+        assert member.data.params["hp.model.units"] == parent.data.tags["best.model.units"]
         assert len(client.get_metric_history(member.info.run_id, "val_accuracy")) == 2
     table = pd.read_csv(client.download_artifacts(parent.info.run_id, "search/ensemble.csv", str(tmp_path)))
     assert table["member"].tolist() == [f"trial {best}", "seed 1", "seed 2", "average"]
@@ -176,7 +175,7 @@ def test_ensemble_seeds_must_be_new_seeds(make_cfg, seeds: str) -> None:
 
 
 def test_the_seed_noise_warning_compares_the_gap_with_the_spread() -> None:
-    from pipeline.tuning import seed_noise_warning
+    from pipeline.tuning.final import seed_noise_warning
 
     table = pd.DataFrame({"trial_id": ["3", "1"], "val_accuracy_mean": [0.80, 0.79], "val_accuracy_std": [0.02, 0.005]})
     warning = seed_noise_warning(table, "val_accuracy")
@@ -249,12 +248,12 @@ def test_kill_9_mid_trial_then_the_same_command_resumes(tmp_path: Path, store_ur
 def test_a_changed_search_never_silently_reloads_the_old_one(make_cfg, tmp_path: Path, store_uri: str) -> None:
     base = [*SMALL, "tuner.max_trials=1", "tracking.log_model=false"]
     tune.run(make_cfg(*base, config_name="tune"))
-    changed = make_cfg(*base, "search_space.units={type:int,min:8,max:40,step:8}", config_name="tune")
+    changed = make_cfg(*base, "search_space.model.units={type:int,min:8,max:40,step:8}", config_name="tune")
     with pytest.raises(ConfigError, match=r"different search space.*tuner.overwrite=true"):
         tune.run(changed)
     with pytest.raises(ConfigError, match=r"different objective"):
         tune.run(make_cfg(*base, "tuner.objective=val_loss", "tuner.direction=min", config_name="tune"))
-    tune.run(make_cfg(*base, "search_space.units={type:int,min:8,max:40,step:8}", "tuner.on_change=new_project", config_name="tune"))
+    tune.run(make_cfg(*base, "search_space.model.units={type:int,min:8,max:40,step:8}", "tuner.on_change=new_project", config_name="tune"))
     projects = sorted(p.name for p in (tmp_path / "tuner").iterdir())
     assert len(projects) == 2 and projects[0] == "bbc_news-lstm-seed42" and projects[1].startswith("bbc_news-lstm-seed42-")
     _, parents, _ = _runs(store_uri)
@@ -263,7 +262,7 @@ def test_a_changed_search_never_silently_reloads_the_old_one(make_cfg, tmp_path:
 
 def test_a_failing_trial_is_a_failed_run_and_the_search_goes_on(make_cfg, store_uri: str) -> None:
     cfg = make_cfg(
-        *SMALL, "+search_space.dropout={type:choice,values:[0.0,1.5]}", "tuner.max_trials=6",
+        *SMALL, "+search_space.model.dropout={type:choice,values:[0.0,1.5]}", "tuner.max_trials=6",
         "tuner.max_consecutive_failed_trials=6",
         "tracking.log_model=false", config_name="tune",
     )
@@ -272,8 +271,8 @@ def test_a_failing_trial_is_a_failed_run_and_the_search_goes_on(make_cfg, store_
     failed = [c for c in children if c.info.status == "FAILED"]
     finished = [c for c in children if c.info.status == "FINISHED"]
     assert failed and finished and parents[0].info.status == "FINISHED"
-    assert all(c.data.params["hp.dropout"] == "1.5" for c in failed)
-    assert all(c.data.params["hp.dropout"] == "0.0" for c in finished)
+    assert all(c.data.params["hp.model.dropout"] == "1.5" for c in failed)
+    assert all(c.data.params["hp.model.dropout"] == "0.0" for c in finished)
     assert all("error" in c.data.tags for c in failed)
 
 
@@ -300,13 +299,16 @@ def test_multirun_gives_each_job_its_own_search(tmp_path: Path, store_uri: str) 
 
 
 BAD = [
-    ("empty space", ["~search_space.units", "~search_space.embedding_dim"], "search space is empty"),
-    ("min above max", ["search_space.units={type:int,min:64,max:8}"], "search_space.units: min 64 is above max 8"),
+    ("empty space", ["~search_space.model"], "search space is empty"),
+    ("min above max", ["search_space.model.units={type:int,min:64,max:8}"], "search_space.model.units: min 64 is above max 8"),
     ("unknown tuner", ["tuner=grid"], "tuner/grid"),
     ("zero trials", ["tuner.max_trials=0"], "tuner.max_trials must be at least 1"),
     ("objective not logged", ["tuner.objective=val_f1"], "tuner.objective 'val_f1' is not a logged metric"),
     ("unknown name", ["+search_space.width={type:int,min:1,max:2}"], "search_space.width: not a searchable setting"),
-    ("misspelled key", ["search_space.units={type:int,mni:8,max:32}"], "'mni'"),
+    ("misspelled key", ["search_space.model.units={type:int,mni:8,max:32}"], "'mni'"),
+    ("bare name", ["+search_space.units={type:int,min:8,max:16}"], "search_space.units: not a searchable setting; did you mean model.units?"),
+    ("not a trial's setting", ["+search_space.dataset.vocab_size={type:int,min:100,max:200}"], "search_space.dataset.vocab_size: not a searchable"),
+    ("value of the wrong type", ["search_space.model.units={min:2.5}"], "search_space.model.units: 2.5 is not a valid model.units"),
     ("one seed for seed variance", ["tuner.seed_variance.top_k=2", "tuner.seed_variance.seeds=[1]"], "at least two different seeds"),
 ]
 

@@ -8,10 +8,9 @@ import urllib.parse
 from pathlib import Path
 
 
-from conftest import SHRINK, run_cli, runs_in, write_sentiment_csv
+from conftest import SHRINK, SPACE, run_cli, runs_in, write_sentiment_csv
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-SPACE = ["search_space.units={type:int,min:8,max:16,step:8}", "search_space.embedding_dim={type:choice,values:[8,16]}"]
 
 
 def _browser():

@@ -37,7 +37,7 @@ def test_twenty_sigkills_at_random_moments_lose_nothing(tmp_path: Path, store_ur
     data = write_sentiment_csv(tmp_path / "reviews.csv", n=300)
     args = ["tune", *SHRINK, "dataset=files", f"dataset.path={data}", f"tuner.max_trials={TRIALS}", f"training.epochs={EPOCHS}",
             "training.early_stopping.enabled=false", "tuner.registered_model_name=faulty",
-            "search_space.units={type:int,min:8,max:32,step:8}", "search_space.embedding_dim={type:choice,values:[8,16]}"]
+            "search_space.model.units={type:int,min:8,max:32,step:8}", "search_space.model.embedding_dim={type:choice,values:[8,16]}"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     env.pop("HYDRA_FULL_ERROR", None)
     rng = random.Random(int(os.environ.get("FAULT_SEED", "0")))

@@ -1,0 +1,41 @@
+"""The only package that talks to MLflow, one module per concern.
+
+- ``redact``: what a secret is, and scrubbing it from everything written.
+- ``store``: which store, its retry policy, the preflight before any data is read, UI links.
+- ``resilience``: a server lost mid-run, and a resumed search's runs made to agree with its trials.
+- ``runs``: :func:`tracked_run`, the one way a run is opened, and always closed.
+- ``log``: params, metrics, tags, artifacts and the per-epoch Keras callback, into the active run.
+- ``records``: past runs read back as plain values (rerun, compare).
+- ``registry``: Model Registry queries.
+- ``models``: the raw-text pyfunc model, logged and safely loaded.
+- ``artifacts``: MLflow artifact repositories that never leave a half-written model.
+
+The names below are the API the rest of the pipeline uses (``from pipeline import tracking``).
+"""
+
+from pipeline.tracking.log import epoch_logger, log_dict, log_figure, log_metrics, log_params, log_table, log_text, set_tags
+from pipeline.tracking.models import PYFUNC_MODEL_FILE, check_own_model, load_text_model, log_text_model, resolve_model
+from pipeline.tracking.records import RunRecord, attach, experiment_id_by_name, fetch_run, load_artifact, metric_history, search
+from pipeline.tracking.redact import redact, scrub
+from pipeline.tracking.registry import registered_for
+from pipeline.tracking.resilience import (
+    close_stale_runs,
+    close_trial_runs,
+    is_lost,
+    lost,
+    reconcile_children,
+    retries_spent,
+    retry_budget_s,
+    wait_for_server,
+)
+from pipeline.tracking.runs import folder_name, run_exists, tracked_run
+from pipeline.tracking.store import check_server, configure, preflight, ui_hint
+
+__all__ = [
+    "PYFUNC_MODEL_FILE", "RunRecord", "attach", "check_own_model", "check_server", "close_stale_runs", "close_trial_runs",
+    "configure", "epoch_logger", "experiment_id_by_name", "fetch_run", "folder_name", "is_lost", "load_artifact",
+    "load_text_model", "log_dict", "log_figure", "log_metrics", "log_params", "log_table", "log_text", "log_text_model",
+    "lost", "metric_history", "preflight", "reconcile_children", "redact", "registered_for", "resolve_model",
+    "retries_spent", "retry_budget_s", "run_exists", "scrub", "search", "set_tags", "tracked_run", "ui_hint",
+    "wait_for_server",
+]

@@ -1,0 +1,101 @@
+"""Writing into the active run: params, metrics, tags, artifacts and every epoch's metrics.
+
+Owns the helpers every job logs through, each scrubbing secrets first, and the Keras callback
+that logs a model's per-epoch metrics (:func:`epoch_logger`). A new metric a job records goes
+through here.
+"""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import mlflow
+
+from pipeline.tracking.redact import scrub
+
+_MAX_PARAMS_PER_BATCH = 100
+
+
+def log_params(params: Dict[str, str]) -> None:
+    items = list(params.items())
+    for i in range(0, len(items), _MAX_PARAMS_PER_BATCH):
+        mlflow.log_params(scrub(dict(items[i : i + _MAX_PARAMS_PER_BATCH])))
+
+
+def log_metrics(metrics: Dict[str, float], step: Optional[int] = None) -> None:
+    mlflow.log_metrics(metrics, step=step)
+
+
+def set_tags(tags: Dict[str, str]) -> None:
+    mlflow.set_tags(scrub(tags))
+
+
+def log_dict(obj: Any, artifact_file: str) -> None:
+    mlflow.log_dict(scrub(obj), artifact_file)
+
+
+def log_text(text: str, artifact_file: str) -> None:
+    mlflow.log_text(scrub(text), artifact_file)
+
+
+def log_figure(figure: Any, artifact_file: str) -> None:
+    import matplotlib.pyplot as plt
+
+    try:
+        mlflow.log_figure(figure, artifact_file)
+    finally:
+        plt.close(figure)
+
+
+def log_table(frame: Any, artifact_file: str) -> None:
+    """A DataFrame as a CSV artifact."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(artifact_file).name
+        frame.to_csv(path, index=False)
+        parent = str(Path(artifact_file).parent)
+        mlflow.log_artifact(str(path), artifact_path=None if parent == "." else parent)
+
+
+def epoch_logger(describe_model: bool = True) -> Any:
+    """A Keras callback logging every epoch's metrics to the active run (:func:`_epoch_logger_class`)."""
+    return _epoch_logger_class()(describe_model=describe_model)
+
+
+@functools.lru_cache(maxsize=None)
+def _epoch_logger_class() -> type:
+    # mlflow.keras imports Keras and TensorFlow (seconds): not before a job needs them, so that
+    # an unreachable tracking server is reported quickly.
+    from mlflow.keras import MlflowCallback
+
+    class EpochLogger(MlflowCallback):
+        """MLflow's Keras callback: train and validation metrics every epoch, in one batched write.
+
+        Written synchronously: MLflow's asynchronous queue, the callback's default, held every
+        run's end for about a second while its thread wound down, a quarter of a short trial's
+        time (bench/search_cost.py); one write per epoch to SQLite takes milliseconds.
+
+        With ``describe_model`` it also logs the model summary and optimizer settings when training
+        starts (train runs); a search's trials skip them, their values are the trial's params.
+        Its ``on_test_end`` would also log unstepped ``validation_*`` copies of every evaluation;
+        the ``val_*`` metrics of each epoch already hold them.
+        """
+
+        def __init__(self, describe_model: bool = True) -> None:
+            super().__init__()
+            self.describe_model = describe_model
+
+        def on_train_begin(self, logs: Optional[Dict[str, float]] = None) -> None:
+            if self.describe_model:
+                super().on_train_begin(logs)
+
+        def on_epoch_end(self, epoch: int, logs: Optional[Dict[str, float]] = None) -> None:
+            if logs:
+                mlflow.log_metrics({k: float(v) for k, v in logs.items()}, step=epoch, synchronous=True)
+
+        def on_test_end(self, logs: Optional[Dict[str, float]] = None) -> None:
+            return None
+
+    return EpochLogger

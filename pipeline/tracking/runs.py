@@ -1,0 +1,116 @@
+"""MLflow runs opened and always closed.
+
+Owns :func:`tracked_run`, the one way this project opens a run: FINISHED on success, KILLED on
+Ctrl-C or a lost server, FAILED on any other exception (its first line in the ``error`` tag), so
+no run is ever left RUNNING by this process; and the experiment a run goes to, created on first
+use with its artifacts in one safe folder under ``tracking.artifact_location``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import urllib.parse
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Dict, Iterator, Optional
+
+import mlflow
+from mlflow.exceptions import MlflowException
+
+from pipeline.errors import TrackingError, first_line
+from pipeline.tracking.redact import scrub
+from pipeline.tracking.resilience import end_quietly, is_lost, lost
+
+
+def folder_name(name: str) -> str:
+    """A name made one safe folder name: an experiment called ``../../x`` or ``/Users/a/b``
+    keeps its artifacts inside ``tracking.artifact_location``."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "experiment"
+    return safe if safe == name else f"{safe}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+
+
+def _experiment_id(tracking_cfg: Any) -> str:
+    name = scrub(str(tracking_cfg.experiment_name))
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        if experiment.lifecycle_stage == "deleted":
+            raise TrackingError(
+                f"MLflow experiment {name!r} is deleted; restore it (mlflow experiments restore) "
+                f"or set tracking.experiment_name"
+            )
+        return experiment.experiment_id
+    location = None
+    if tracking_cfg.artifact_location and urllib.parse.urlsplit(str(tracking_cfg.uri)).scheme == "sqlite":
+        location = (Path(tracking_cfg.artifact_location).resolve() / folder_name(name)).as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:
+        experiment = client.get_experiment_by_name(name)  # created meanwhile by another process
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+@contextmanager
+def tracked_run(
+    tracking_cfg: Any,
+    run_name: str,
+    tags: Dict[str, str],
+    parent_run_id: Optional[str] = None,
+    run_id: Optional[str] = None,
+) -> Iterator[Any]:
+    """An MLflow run that is closed whatever happens inside the block.
+
+    ``parent_run_id`` nests the run under another (also from another process, as a tuner
+    worker does); ``run_id`` re-opens an existing run (a search's parent, on resume).
+    A failure's first line is kept in the run's ``error`` tag.
+    """
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(str(tracking_cfg.uri))
+    try:
+        if run_id is not None:
+            active = mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None)
+            mlflow.set_tags(scrub(tags))
+        else:
+            active = mlflow.start_run(
+                experiment_id=_experiment_id(tracking_cfg),
+                run_name=scrub(run_name),
+                tags=scrub(tags),
+                parent_run_id=parent_run_id,
+                nested=parent_run_id is not None,
+            )
+        status = "FAILED"
+        try:
+            yield active
+            status = "FINISHED"
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
+        except Exception as e:
+            if is_lost(e):
+                # KILLED if the server answers at once; else marked so when the search resumes.
+                end_quietly("KILLED")
+                raise lost(e, str(tracking_cfg.uri)) from None
+            mlflow.set_tag("error", scrub(f"{type(e).__name__}: {first_line(e)}")[:5000])
+            raise
+        finally:
+            if mlflow.active_run() is not None and mlflow.active_run().info.run_id == active.info.run_id:
+                try:
+                    mlflow.end_run(status)
+                except Exception as e:
+                    if not is_lost(e):
+                        raise
+                    raise lost(e, str(tracking_cfg.uri)) from None
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+def run_exists(tracking_cfg: Any, run_id: str) -> bool:
+    """Whether ``run_id`` is a live (not deleted) run in this store."""
+    try:
+        run = mlflow.MlflowClient(str(tracking_cfg.uri)).get_run(run_id)
+    except MlflowException:
+        return False
+    return run.info.lifecycle_stage == "active"

@@ -1,0 +1,145 @@
+"""After the search: the configurations trained again with other seeds, and the final model.
+
+Owns seed variance (the top configurations retrained per seed, and a warning when the best two
+are within seed noise) and the ensemble (the best trial's model averaged with its configuration
+retrained per seed, members kept in the project so that a resumed search trains only the
+missing ones). Every retraining is a child run of the search tagged ``<kind>.trial_id`` and
+``<kind>.seed``. How the final model is chosen or trained goes here.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, List, Optional, Tuple
+
+import numpy as np
+from omegaconf import DictConfig
+
+from pipeline import experiment, tracking
+from pipeline.search_space import with_values
+from pipeline.tuning.hypermodel import searched_values
+from pipeline.tuning.project import Project
+from pipeline.tuning.trials import best_of
+
+
+@contextmanager
+def _retrained(
+    tuner: Any, cfg: DictConfig, prepared: experiment.Prepared, parent_run_id: str, trial: Any, seed: int, kind: str, run_name: str
+) -> Iterator[Tuple[Any, float]]:
+    """``trial``'s configuration trained again with ``seed``, in a child run of the search tagged
+    ``<kind>.trial_id`` and ``<kind>.seed``; yields the model and its score inside the run."""
+    import keras
+
+    values = searched_values(trial)
+    keras.backend.clear_session()
+    experiment.seed_everything(seed, cfg.training.deterministic)
+    tags = {f"{kind}.trial_id": str(trial.trial_id), f"{kind}.seed": str(seed),
+            "dataset": str(cfg.dataset.name), "model": str(cfg.model.name)}
+    with tracking.tracked_run(cfg.tracking, run_name, tags, parent_run_id=parent_run_id):
+        tracking.log_params({**{f"hp.{k}": str(v) for k, v in values.items()}, "seed": str(seed)})
+        model = tuner.hypermodel.build(trial.hyperparameters)
+        history = experiment.fit(model, prepared, with_values(cfg, values).training, seed,
+                                 callbacks=[tracking.epoch_logger(describe_model=False)])
+        score = best_of(history.history.get(str(cfg.tuner.objective), []), str(cfg.tuner.direction))
+        tracking.log_metrics({"trial_score": score})
+        yield model, score
+
+
+def seed_variance(tuner: Any, cfg: DictConfig, prepared: experiment.Prepared, parent_run_id: str) -> Any:
+    """Train the top ``tuner.seed_variance.top_k`` configurations again with each seed.
+
+    Each (configuration, seed) is a child run of the search tagged ``seed_variance.trial_id``
+    and ``seed_variance.seed``. Returns one row per configuration: its search score and the
+    mean and standard deviation of the objective over the seeds, best mean first.
+    """
+    import pandas as pd
+
+    settings = cfg.tuner.seed_variance
+    seeds = [int(s) for s in dict.fromkeys(settings.seeds)]
+    # a resumed search trains them all again: one its process left RUNNING is closed KILLED
+    tracking.close_stale_runs(cfg.tracking, parent_run_id, "seed_variance.seed", lambda tags: False)
+    direction, objective = str(cfg.tuner.direction), str(cfg.tuner.objective)
+    rows = []
+    for trial in tuner.oracle.get_best_trials(int(settings.top_k)):
+        values = searched_values(trial)
+        scores = []
+        for seed in seeds:
+            with _retrained(tuner, cfg, prepared, parent_run_id, trial, seed, "seed_variance", f"trial-{trial.trial_id}-seed{seed}") as (_, score):
+                scores.append(score)
+        rows.append({"trial_id": trial.trial_id, "search_score": float(trial.score), f"{objective}_mean": float(np.mean(scores)),
+                     f"{objective}_std": float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0,
+                     "seeds": " ".join(map(str, seeds)), **values})
+    table = pd.DataFrame(rows).sort_values(f"{objective}_mean", ascending=direction == "min", kind="stable")
+    return table.reset_index(drop=True)
+
+
+def seed_noise_warning(table: Any, objective: str) -> Optional[str]:
+    """A warning when the best two configurations' means differ by less than their seed noise."""
+    if len(table) < 2:
+        return None
+    first, second = table.iloc[0], table.iloc[1]
+    gap = abs(first[f"{objective}_mean"] - second[f"{objective}_mean"])
+    noise = max(first[f"{objective}_std"], second[f"{objective}_std"])
+    if gap >= noise:
+        return None
+    return (
+        f"trials {first['trial_id']} and {second['trial_id']} differ by {gap:.4f} in mean {objective}, "
+        f"within the seed noise ({noise:.4f} std): the ranking between them is not reliable"
+    )
+
+
+def ensemble(tuner: Any, cfg: DictConfig, prepared: experiment.Prepared, project: Project, parent_run_id: str, best: Any, best_model: Any) -> Any:
+    """The best trial's model averaged with its configuration trained again with each ``tuner.ensemble.seeds``.
+
+    Each new member is a child run of the search tagged ``ensemble.trial_id`` and
+    ``ensemble.seed``. Its weights are kept in the project (``ensemble/``), so a resumed search
+    trains only the members it had not finished, and a member run its process left RUNNING is
+    closed FINISHED (weights kept) or KILLED. Returns the averaged model and one row per member
+    with its validation loss and accuracy.
+    """
+    import keras
+    import pandas as pd
+
+    from pipeline.model import average
+
+    folder = project.path / "ensemble"
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def weights(seed: Any) -> Path:
+        return folder / f"trial{best.trial_id}-seed{seed}.weights.h5"
+
+    tracking.close_stale_runs(
+        cfg.tracking, parent_run_id, "ensemble.seed",
+        lambda tags: tags.get("ensemble.trial_id") == str(best.trial_id) and weights(tags["ensemble.seed"]).is_file(),
+    )
+    # each member's weights: the best trial's in memory, the others' from their files
+    members: List[Tuple[str, int, Any]] = [(f"trial {best.trial_id}", int(cfg.seed), best_model.get_weights())]
+    for seed in (int(s) for s in cfg.tuner.ensemble.seeds):
+        path = weights(seed)
+        if not path.is_file():
+            with _retrained(tuner, cfg, prepared, parent_run_id, best, seed, "ensemble", f"ensemble-trial{best.trial_id}-seed{seed}") as (model, _):
+                tmp = folder / f".{os.getpid()}-{path.name}"  # written beside, then renamed: whole or absent
+                model.save_weights(str(tmp))
+                tmp.replace(path)
+        members.append((f"seed {seed}", seed, path))
+
+    keras.backend.clear_session()
+    models, rows = [], []
+    x_val, y_val = prepared.encoded["val"]
+    for name, seed, member_weights in members:
+        model = tuner.hypermodel.build(best.hyperparameters)
+        if isinstance(member_weights, Path):
+            model.load_weights(str(member_weights))
+        else:
+            model.set_weights(member_weights)
+        scores = model.evaluate(x_val, y_val, batch_size=256, verbose=0, return_dict=True)
+        rows.append({"member": name, "seed": seed, "val_loss": float(scores["loss"]), "val_accuracy": float(scores["accuracy"])})
+        models.append(model)
+    averaged = average(models)
+    scores = averaged.evaluate(x_val, y_val, batch_size=256, verbose=0, return_dict=True)
+    rows.append({"member": "average", "seed": None, "val_loss": float(scores["loss"]), "val_accuracy": float(scores["accuracy"])})
+    table = pd.DataFrame(rows)
+    table["seed"] = table["seed"].astype("Int64")  # whole numbers, blank for the average
+    return averaged, table

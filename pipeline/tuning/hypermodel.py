@@ -1,0 +1,46 @@
+"""The HyperModel: a trial's values turned into a model and its training, over data prepared once.
+
+Owns :class:`LSTMHyperModel` (``build(hp)`` and ``fit(hp, model)``, Keras Tuner's narrow
+contract: the trial's values, named by config path, are written into a copy of the config, which
+builds and trains as a train job's would) and :func:`searched_values`, a trial's values without Keras Tuner's own ``tuner/*``
+entries. A new model family goes in ``pipeline/model.py``; nothing here needs to change for it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+import keras_tuner
+from omegaconf import DictConfig
+
+from pipeline import experiment
+from pipeline.model import build_model
+from pipeline.search_space import with_values
+
+
+def searched_values(trial: Any) -> Dict[str, Any]:
+    """A trial's values of the searched settings (without Keras Tuner's own ``tuner/*`` entries)."""
+    return {k: v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")}
+
+
+class LSTMHyperModel(keras_tuner.HyperModel):
+    """build(hp) and fit(hp, model) over data prepared once for the whole search."""
+
+    def __init__(self, cfg: DictConfig, prepared: experiment.Prepared) -> None:
+        super().__init__(name=str(cfg.model.name))
+        self.cfg = cfg
+        self.prepared = prepared
+
+    def build(self, hp: keras_tuner.HyperParameters) -> Any:
+        return build_model(with_values(self.cfg, hp.values), self.prepared.shape, embedding_matrix=self.prepared.embedding_matrix)
+
+    def fit(self, hp: keras_tuner.HyperParameters, model: Any, *args: Any, **kwargs: Any) -> Any:
+        return experiment.fit(
+            model,
+            self.prepared,
+            with_values(self.cfg, hp.values).training,
+            self.cfg.seed,
+            callbacks=kwargs.get("callbacks"),
+            epochs=kwargs.get("epochs"),  # Hyperband sets epochs per round
+            initial_epoch=kwargs.get("initial_epoch", 0),
+        )

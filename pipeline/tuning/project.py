@@ -1,0 +1,99 @@
+"""Where a search's state lives on disk, and whether a command may continue it.
+
+A search's state is ``<tuner.directory>/<tuner.project_name>``: Keras Tuner's oracle and trials,
+plus ``pipeline_search.json`` (this module's), which records what the search was started with
+(search space, objective, data, ...), its MLflow parent run and how far its final model got.
+Running the same command again continues the search; running it with a different search space,
+objective or data is refused (``tuner.on_change=error``) or moved to a new project
+(``new_project``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict
+
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline import provenance, search_space
+from pipeline.errors import ConfigError
+
+STATE_FILE = "pipeline_search.json"
+
+
+def _digest(value: Any) -> str:
+    return provenance.config_hash(value)[:16]
+
+
+def search_identity(cfg: DictConfig, data_fingerprint: str) -> Dict[str, str]:
+    """What makes two searches the same search: reloading is only safe when all of it matches."""
+    t = cfg.tuner
+    return {
+        "search space": _digest(search_space.describe(cfg.search_space)),
+        "objective": _digest([t.objective, t.direction]),
+        "tuner": _digest([t.name, t.executions_per_trial, t.num_initial_points, t.max_epochs, t.factor, t.hyperband_iterations]),
+        "data": data_fingerprint[:16],
+        "model": _digest(OmegaConf.to_container(cfg.model, resolve=True)),
+        "training": _digest(OmegaConf.to_container(cfg.training, resolve=True)),
+        "seed": str(cfg.seed),
+    }
+
+
+@dataclass
+class Project:
+    """Where a search's state lives and what it was started as."""
+
+    directory: Path
+    name: str
+    identity: Dict[str, str]
+
+    @property
+    def path(self) -> Path:
+        return self.directory / self.name
+
+    def state(self) -> Dict[str, Any]:
+        f = self.path / STATE_FILE
+        return json.loads(f.read_text()) if f.is_file() else {}
+
+    def write_state(self, **values: Any) -> None:
+        """Atomically: write beside, then rename."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        state = {**self.state(), "identity": self.identity, **values}
+        tmp = self.path / f".{STATE_FILE}.{os.getpid()}"
+        tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
+        tmp.replace(self.path / STATE_FILE)
+
+
+def resolve_project(cfg: DictConfig, identity: Dict[str, str]) -> Project:
+    """The project this search continues or starts; never silently one made for another search."""
+    t = cfg.tuner
+    directory = Path(t.directory)
+    if not directory.is_absolute():
+        raise ConfigError(f"tuner.directory must be an absolute path, got {t.directory!r}")
+    name = str(t.project_name)
+    if not name or name in (".", "..") or any(c in name for c in "/\\\0"):
+        raise ConfigError(
+            f"tuner.project_name must be one folder name inside tuner.directory, got {name!r} "
+            f"(it defaults to dataset.name-model.name-seedN: check those)"
+        )
+    project = Project(directory, name, identity)
+    if t.overwrite:
+        shutil.rmtree(project.path, ignore_errors=True)
+        return project
+    if not project.path.exists() or not any(project.path.iterdir()):
+        return project
+    old = project.state().get("identity")
+    changed = [k for k in identity if not old or old.get(k) != identity[k]]
+    if not changed:
+        return project
+    if t.on_change == "new_project":
+        return Project(directory, f"{t.project_name}-{_digest(identity)[:8]}", identity)
+    what = ", ".join(changed) if old else "an unknown origin"
+    raise ConfigError(
+        f"tuner project {project.path} holds a search with a different {what}; "
+        f"rerun with tuner.overwrite=true to start it again, or tuner.on_change=new_project"
+    )

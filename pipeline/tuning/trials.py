@@ -1,0 +1,129 @@
+"""Trial hooks: every trial an MLflow child run of the search, and the search's ranking.
+
+Owns :class:`TrialTracking`, mixed into the tuner (Keras Tuner's ``run_trial`` hook): a fresh
+session and the search's seed per trial, a child run with the trial's values as ``hp.*`` params,
+its per-epoch metrics and ``trial_score``; a failed trial said aloud; a tracking server lost
+mid-trial waited for (the trial run again) or stopping the search (exit 75, resumable). Also
+the table of trials, best first, and what each trial's status is for the resume reconciliation.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Dict, List, Optional
+
+import keras_tuner
+import numpy as np
+from omegaconf import DictConfig
+
+from pipeline import tracking
+from pipeline.errors import TrackingLost, first_line
+from pipeline.tuning.hypermodel import searched_values
+
+#: How often a trial is run again after its tracking server died while answering and came back.
+LOST_SERVER_TRIAL_RERUNS = 2
+
+
+class SearchStopped(keras_tuner.errors.FatalError, TrackingLost):
+    """Raised through Keras Tuner, which passes FatalError on instead of failing the trial."""
+
+
+def best_of(values: List[float], direction: str) -> float:
+    """The best of a metric's per-epoch values (NaN when there are none)."""
+    if not values:
+        return float("nan")
+    return float(max(values) if direction == "max" else min(values))
+
+
+def memory_mb() -> Dict[str, float]:
+    """This process's resident memory now and at its peak, in MiB (Linux; peak elsewhere)."""
+    import resource
+
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out = {"memory_peak_mb": peak_kb / 1024.0}
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            rss = next(line for line in f if line.startswith("VmRSS:"))
+        out["memory_rss_mb"] = int(rss.split()[1]) / 1024.0
+    except (OSError, StopIteration, ValueError):
+        pass
+    return out
+
+
+class TrialTracking:
+    """Mixed into a Keras Tuner class: each trial runs inside an MLflow child run."""
+
+    def __init__(self, *args: Any, cfg: DictConfig, parent_run_id: Optional[str], **kwargs: Any) -> None:
+        self._cfg = cfg
+        self._parent_run_id = parent_run_id
+        super().__init__(*args, **kwargs)
+
+    def run_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
+        for attempt in range(LOST_SERVER_TRIAL_RERUNS + 1):
+            try:
+                return self._tracked_trial(trial, *args, **kwargs)
+            except Exception as e:
+                if not tracking.is_lost(e):
+                    raise self._failed(trial, e)
+                # Not a failed trial. A server that died while answering is waited for, and
+                # the trial run again; one that MLflow's retries could not reach stops the
+                # search (exit 75), and the trial runs again when the same command resumes it.
+                if attempt < LOST_SERVER_TRIAL_RERUNS and not tracking.retries_spent(e) and tracking.wait_for_server(self._cfg.tracking):
+                    why = "the tracking server went away mid-trial; the trial was run again"
+                    tracking.close_trial_runs(self._cfg.tracking, str(self._parent_run_id), str(trial.trial_id), why)
+                    print(f"warning: trial {trial.trial_id}: {why}", file=sys.stderr, flush=True)
+                    continue
+                raise SearchStopped(str(tracking.lost(e, str(self._cfg.tracking.uri)))) from None
+        raise AssertionError("unreachable")
+
+    def _failed(self, trial: Any, e: Exception) -> Exception:
+        # Keras Tuner records the failure in the trial and goes on, silently: say it.
+        print(f"trial {trial.trial_id} failed: {type(e).__name__}: {first_line(e)}", file=sys.stderr, flush=True)
+        return e
+
+    def _tracked_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
+        import keras
+
+        # Free the last trial's graphs (memory stays flat), and give every trial the same
+        # seed: a trial is then reproducible on its own, as a train run with its values.
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(int(self._cfg.seed))
+        if self._parent_run_id is None:  # untracked: what bench/search_cost.py compares tracking with
+            return super().run_trial(trial, *args, **kwargs)  # type: ignore[misc]
+        values = dict(trial.hyperparameters.values)
+        tags = {
+            "tuner.project": str(self.project_name),  # type: ignore[attr-defined]
+            "tuner.trial_id": str(trial.trial_id),
+            "tuner.tuner_id": str(self.tuner_id),  # type: ignore[attr-defined]
+            "tuner.name": str(self._cfg.tuner.name),
+            "dataset": str(self._cfg.dataset.name),
+            "model": str(self._cfg.model.name),
+        }
+        with tracking.tracked_run(self._cfg.tracking, f"trial-{trial.trial_id}", tags, parent_run_id=self._parent_run_id):
+            tracking.log_params({f"hp.{k}": str(v) for k, v in values.items()})
+            callbacks = [*kwargs.pop("callbacks", []), tracking.epoch_logger(describe_model=False)]
+            histories = super().run_trial(trial, *args, callbacks=callbacks, **kwargs)  # type: ignore[misc]
+            scores = [best_of(h.history.get(self._cfg.tuner.objective, []), self._cfg.tuner.direction) for h in histories]
+            tracking.log_metrics({"trial_score": float(np.mean(scores)), **memory_mb()})
+            return histories
+
+
+def trial_statuses(tuner: Any) -> Dict[str, str]:
+    """Each trial's status as the oracle has it: what the MLflow child runs must agree with."""
+    return {str(t.trial_id): str(t.status) for t in tuner.oracle.trials.values()}
+
+
+def trial_table(tuner: Any, direction: str) -> Any:
+    """Every trial with its status, score and values, best first: the search's ranking."""
+    import pandas as pd
+
+    rows = []
+    for trial in tuner.oracle.trials.values():
+        values = searched_values(trial)
+        rows.append({"trial_id": trial.trial_id, "status": str(trial.status), "score": trial.score, "best_step": trial.best_step, **values})
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    table = table.sort_values("score", ascending=direction == "min", na_position="last", kind="stable")
+    table.insert(0, "rank", range(1, len(table) + 1))
+    return table.reset_index(drop=True)
