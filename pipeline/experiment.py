@@ -122,8 +122,6 @@ def class_weight(prepared: Prepared, mode: str) -> Optional[Dict[int, float]]:
     """``balanced``: weights inverse to class frequency in the training split."""
     if mode == "none":
         return None
-    if mode != "balanced":
-        raise ConfigError(f"training.class_weight must be none or balanced, got {mode!r}")
     from sklearn.utils.class_weight import compute_class_weight
 
     y = prepared.encoded["train"][1]

@@ -96,8 +96,6 @@ def build_model(cfg: Any, shape: DataShape, embedding_matrix: Optional[np.ndarra
     dropout = float(model_cfg.dropout)
     recurrent_dropout = float(model_cfg.recurrent_dropout)
     pooling = str(model_cfg.pooling)
-    if pooling not in POOLING:
-        raise ConfigError(f"model.pooling must be one of {', '.join(POOLING)}, got {pooling!r}")
     learning_rate = float(training_cfg.learning_rate)
     for what, value in (("embedding_dim", embedding_dim), ("units", units), ("num_layers", num_layers)):
         if value < 1:

@@ -135,10 +135,10 @@ def _summarise(search: Search) -> Summary:
 
 
 def _seed_variance(search: Search) -> None:
-    """``tuner.seed_variance``: the top configurations retrained per seed, and a warning when
+    """``tuner.final.seed_variance``: the top configurations retrained per seed, and a warning when
     the best two are within seed noise."""
     cfg = search.cfg
-    if cfg.tuner.seed_variance.top_k <= 0:
+    if cfg.tuner.final.seed_variance.top_k <= 0:
         return
     variance = final.seed_variance(search.tuner, cfg, search.prepared, search.parent_id)
     objective = str(cfg.tuner.objective)
@@ -158,7 +158,7 @@ def _finalise(search: Search, best: Any) -> Any:
     cfg, prepared, state = search.cfg, search.prepared, search.state
     # Once per best trial, also when a resumed search's process died just after registering.
     version_tags = {"best_trial_id": str(best.trial_id)}
-    register = cfg.tuner.registered_model_name
+    register = cfg.tuner.final.registered_model_name
     if register and (state.get("registered_trial") == best.trial_id
                      or tracking.registered_for(str(cfg.tracking.uri), register, search.parent_id, version_tags)):
         register = None
@@ -167,7 +167,7 @@ def _finalise(search: Search, best: Any) -> Any:
         warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
         model = search.tuner.get_best_models(1)[0]
     made = "the best trial's model"
-    if cfg.tuner.ensemble.seeds:
+    if cfg.tuner.final.ensemble.seeds:
         x_test, y_test = prepared.encoded["test"]
         single = model.evaluate(x_test, y_test, batch_size=256, verbose=0, return_dict=True)["accuracy"]
         model, members = final.ensemble(search.tuner, cfg, prepared, search.project, search.parent_id, best, model)

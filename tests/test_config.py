@@ -14,6 +14,13 @@ GROUPS = {
     group: sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
     for group in ("dataset", "model", "training", "tracking", "paths")
 }
+#: Every option of every group of the tune job, the optional groups (added with +) included.
+TUNE_OPTIONS = [
+    (group.name, option.stem)
+    for group in sorted(CONF_DIR.iterdir()) if group.is_dir() and group.name != "hydra"
+    for option in sorted(group.glob("*.yaml"))
+]
+OPTIONAL = ("experiment", "debug")
 
 
 def _compose(*overrides: str):
@@ -39,6 +46,29 @@ def test_every_group_option_composes(group: str, option: str) -> None:
         assert resolved[group]["name"] == option
     for key, value in resolved["paths"].items():
         assert Path(value).is_absolute(), key
+
+
+def test_the_tune_job_lists_every_group() -> None:
+    assert {g for g, _ in TUNE_OPTIONS} == {*GROUPS, "tuner", "search_space", *OPTIONAL}
+
+
+@pytest.mark.parametrize("group, option", TUNE_OPTIONS, ids=[f"{g}={o}" for g, o in TUNE_OPTIONS])
+def test_every_option_of_every_group_composes_into_a_search_that_validates(group: str, option: str) -> None:
+    """Each option (presets and debug included) composes into the tune job, resolves whole, and
+    passes the checks a search makes before it reads any data (its search space compiles)."""
+    from pipeline.tuning.tuners import validate
+
+    overrides = [f"+{group}={option}" if group in OPTIONAL else f"{group}={option}"]
+    if group == "dataset" and option == "files":
+        overrides.append("dataset.path=x.csv")
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("tune", overrides=overrides)
+    resolved = to_container(cfg)
+    if group in ("dataset", "model", "tuner"):
+        assert resolved[group]["name"] == option
+    hp = validate(cfg)
+    assert [p.name for p in hp.space], "an empty search space"
+    assert all(p.name.split(".")[0] in ("model", "training") for p in hp.space)
 
 
 def test_misspelled_key_wrong_type_and_unknown_option_fail_at_compose_time() -> None:

@@ -96,7 +96,10 @@ def test_train_and_test_files_split_or_are_refused_in_one_line(make_cfg, train, 
 NUMBERS = st.one_of(st.integers(-3, 4), st.sampled_from([0.0, -0.5, 0.5, 1.0, 1.5, 1e9, -1e-9]), st.just("nan"), st.just("abc"))
 KEYS = ["training.epochs", "training.batch_size", "training.learning_rate", "model.units", "model.embedding_dim",
         "model.dropout", "model.recurrent_dropout", "model.num_layers", "dataset.val_size", "dataset.test_size",
-        "dataset.vocab_size", "dataset.max_samples", "dataset.sequence_length", "tuner.max_trials", "tuner.executions_per_trial"]
+        "dataset.vocab_size", "dataset.max_samples", "dataset.sequence_length", "tuner.max_trials", "tuner.executions_per_trial",
+        # enums: refused when the config is composed
+        "model.pooling", "training.class_weight", "training.early_stopping.monitor", "tuner.objective", "tuner.direction",
+        "tuner.on_change"]
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -109,8 +112,8 @@ def test_any_config_value_trains_or_is_refused_in_one_line(tmp_path: Path, value
 
     from conftest import write_sentiment_csv
     from pipeline import cli, train
-    from pipeline.tuning.tuners import validate
     from pipeline.config import compose_train
+    from pipeline.tuning.tuners import validate
 
     csv_path = tmp_path / "reviews.csv"
     if not csv_path.exists():

@@ -196,7 +196,9 @@ def test_pooling_reads_every_real_token_and_ignores_padding(make_cfg, pooling: s
     assert not np.allclose(model.predict(short, verbose=0), model.predict(np.array([[5, 9, 4, 0, 0]]), verbose=0))
 
 
-def test_unknown_pooling_is_a_config_error(make_cfg) -> None:
-    cfg = make_cfg("model.pooling=attention")
-    with pytest.raises(ConfigError, match="model.pooling must be one of last, max, mean"):
-        build_model(cfg, DataShape(vocab_size=50, num_classes=2))
+def test_unknown_pooling_is_refused_when_the_config_is_composed(make_cfg) -> None:
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException) as e:
+        make_cfg("model.pooling=attention")
+    assert "Invalid value 'attention', expected one of [last, max, mean]" in str(e.value.__cause__)

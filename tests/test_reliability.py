@@ -4,7 +4,6 @@ mid-search (a real `mlflow server`)."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys

@@ -53,7 +53,7 @@ def test_the_registered_best_model_predicts_from_the_cli_and_over_http(tmp_path:
     data = write_sentiment_csv(tmp_path / "reviews.csv", n=400)
     search = run_cli(
         ["tune", *SHRINK, *SPACE, "dataset=files", f"dataset.path={data}", "training.epochs=4", "tuner.max_trials=2",
-         "tuner.registered_model_name=sentiment"],
+         "tuner.final.registered_model_name=sentiment"],
         cwd=tmp_path,
     )
     assert search.returncode == 0, search.stderr[-3000:]

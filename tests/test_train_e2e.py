@@ -156,7 +156,7 @@ def test_no_secret_from_the_environment_reaches_the_store(tmp_path: Path, store_
         ["train", *SHRINK, "dataset=files", f"dataset.path={data}",
          "tracking.run_name=job-${oc.env:MY_SERVICE_TOKEN}",
          "tracking.experiment_name=team-${oc.env:AWS_SECRET_ACCESS_KEY}",
-         "model.pretrained.format=${oc.env:MLFLOW_TRACKING_PASSWORD,auto}"],
+         "dataset.name=reviews-${oc.env:MLFLOW_TRACKING_PASSWORD}"],
         cwd=tmp_path, env=secrets,
     )
     assert result.returncode == 0, result.stderr[-2000:]
@@ -165,7 +165,7 @@ def test_no_secret_from_the_environment_reaches_the_store(tmp_path: Path, store_
     assert experiment.name == "team-***"
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.info.run_name == "job-***" and run.data.params["tracking.run_name"] == "job-***"
-    assert run.data.params["model.pretrained.format"] == "***"
+    assert run.data.params["dataset.name"] == "reviews-***" and run.data.tags["dataset"] == "reviews-***"
     # the whole store: database and every artifact, byte for byte
     for path in (tmp_path / "mlruns").rglob("*"):
         if path.is_file():

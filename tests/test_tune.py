@@ -74,10 +74,8 @@ def test_search_is_a_parent_run_with_a_child_per_trial(tmp_path: Path, store_uri
 
 @pytest.mark.parametrize("tuner", ["bayesian", "hyperband"])
 def test_other_tuners(make_cfg, store_uri: str, tuner: str) -> None:
-    cfg = make_cfg(
-        *SMALL, f"tuner={tuner}", "tuner.max_trials=3", "tuner.num_initial_points=2", "training.epochs=2",
-        "tracking.log_model=false", config_name="tune",
-    )
+    budget = ["tuner.max_trials=3", "tuner.num_initial_points=2"] if tuner == "bayesian" else []  # Hyperband's: training.epochs
+    cfg = make_cfg(*SMALL, f"tuner={tuner}", *budget, "training.epochs=2", "tracking.log_model=false", config_name="tune")
     tune.run(cfg)
     _, parents, children = _runs(store_uri)
     assert len(parents) == 1 and parents[0].data.tags["tuner.name"] == tuner
@@ -90,7 +88,7 @@ def test_other_tuners(make_cfg, store_uri: str, tuner: str) -> None:
 def test_seed_variance_reruns_the_top_configurations_with_each_seed(make_cfg, store_uri: str, tmp_path: Path) -> None:
     cfg = make_cfg(
         *SMALL, "tuner.max_trials=3", "training.epochs=2", "tracking.log_model=false",
-        "tuner.seed_variance.top_k=2", "tuner.seed_variance.seeds=[1,2]", config_name="tune",
+        "tuner.final.seed_variance.top_k=2", "tuner.final.seed_variance.seeds=[1,2]", config_name="tune",
     )
     tune.run(cfg)
     client, (parent,), children = _runs(store_uri)
@@ -121,7 +119,7 @@ def test_an_ensemble_averages_the_best_trial_with_its_configuration_retrained_pe
     import mlflow
     import numpy as np
 
-    cfg = make_cfg(*SMALL, "tuner.max_trials=2", "training.epochs=2", "tuner.ensemble.seeds=[1,2]", config_name="tune")
+    cfg = make_cfg(*SMALL, "tuner.max_trials=2", "training.epochs=2", "tuner.final.ensemble.seeds=[1,2]", config_name="tune")
     tune.run(cfg)
     client, (parent,), children = _runs(store_uri)
     best = parent.data.tags["best_trial_id"]
@@ -169,8 +167,8 @@ def test_an_ensemble_averages_the_best_trial_with_its_configuration_retrained_pe
 
 @pytest.mark.parametrize("seeds", ["[1,1]", "[42]"])
 def test_ensemble_seeds_must_be_new_seeds(make_cfg, seeds: str) -> None:
-    cfg = make_cfg(*SMALL, f"tuner.ensemble.seeds={seeds}", config_name="tune")
-    with pytest.raises(ConfigError, match="tuner.ensemble.seeds must be different seeds"):
+    cfg = make_cfg(*SMALL, f"tuner.final.ensemble.seeds={seeds}", config_name="tune")
+    with pytest.raises(ConfigError, match="tuner.final.ensemble.seeds must be different seeds"):
         tune.run(cfg)
 
 
@@ -303,13 +301,14 @@ BAD = [
     ("min above max", ["search_space.model.units={type:int,min:64,max:8}"], "search_space.model.units: min 64 is above max 8"),
     ("unknown tuner", ["tuner=grid"], "tuner/grid"),
     ("zero trials", ["tuner.max_trials=0"], "tuner.max_trials must be at least 1"),
-    ("objective not logged", ["tuner.objective=val_f1"], "tuner.objective 'val_f1' is not a logged metric"),
+    ("objective not logged", ["tuner.objective=val_f1"], "Invalid value 'val_f1', expected one of [loss, accuracy, val_loss, val_accuracy]"),
+    ("a field of another tuner", ["tuner=hyperband", "tuner.max_trials=3"], "Key 'max_trials' not in 'HyperbandConfig'"),
     ("unknown name", ["+search_space.width={type:int,min:1,max:2}"], "search_space.width: not a searchable setting"),
     ("misspelled key", ["search_space.model.units={type:int,mni:8,max:32}"], "'mni'"),
     ("bare name", ["+search_space.units={type:int,min:8,max:16}"], "search_space.units: not a searchable setting; did you mean model.units?"),
     ("not a trial's setting", ["+search_space.dataset.vocab_size={type:int,min:100,max:200}"], "search_space.dataset.vocab_size: not a searchable"),
     ("value of the wrong type", ["search_space.model.units={min:2.5}"], "search_space.model.units: 2.5 is not a valid model.units"),
-    ("one seed for seed variance", ["tuner.seed_variance.top_k=2", "tuner.seed_variance.seeds=[1]"], "at least two different seeds"),
+    ("one seed for seed variance", ["tuner.final.seed_variance.top_k=2", "tuner.final.seed_variance.seeds=[1]"], "at least two different seeds"),
 ]
 
 

@@ -1,7 +1,7 @@
 """Keras Tuner, one module per concern.
 
 - ``project``: a search's state on disk, and whether a command may continue it.
-- ``compat``: every Keras Tuner workaround (the only module touching ``keras_tuner.src``).
+- ``compat``: every Keras Tuner workaround (the only module touching Keras Tuner's internals).
 - ``tuners``: ``tuner.name`` -> a checked, built Keras Tuner over the pipeline's oracle.
 - ``hypermodel``: a trial's values -> a model and its training.
 - ``trials``: each trial an MLflow child run; the search's ranking.

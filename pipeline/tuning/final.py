@@ -48,7 +48,7 @@ def _retrained(
 
 
 def seed_variance(tuner: Any, cfg: DictConfig, prepared: experiment.Prepared, parent_run_id: str) -> Any:
-    """Train the top ``tuner.seed_variance.top_k`` configurations again with each seed.
+    """Train the top ``tuner.final.seed_variance.top_k`` configurations again with each seed.
 
     Each (configuration, seed) is a child run of the search tagged ``seed_variance.trial_id``
     and ``seed_variance.seed``. Returns one row per configuration: its search score and the
@@ -56,7 +56,7 @@ def seed_variance(tuner: Any, cfg: DictConfig, prepared: experiment.Prepared, pa
     """
     import pandas as pd
 
-    settings = cfg.tuner.seed_variance
+    settings = cfg.tuner.final.seed_variance
     seeds = [int(s) for s in dict.fromkeys(settings.seeds)]
     # a resumed search trains them all again: one its process left RUNNING is closed KILLED
     tracking.close_stale_runs(cfg.tracking, parent_run_id, "seed_variance.seed", lambda tags: False)
@@ -91,7 +91,7 @@ def seed_noise_warning(table: Any, objective: str) -> Optional[str]:
 
 
 def ensemble(tuner: Any, cfg: DictConfig, prepared: experiment.Prepared, project: Project, parent_run_id: str, best: Any, best_model: Any) -> Any:
-    """The best trial's model averaged with its configuration trained again with each ``tuner.ensemble.seeds``.
+    """The best trial's model averaged with its configuration trained again with each ``tuner.final.ensemble.seeds``.
 
     Each new member is a child run of the search tagged ``ensemble.trial_id`` and
     ``ensemble.seed``. Its weights are kept in the project (``ensemble/``), so a resumed search
@@ -116,7 +116,7 @@ def ensemble(tuner: Any, cfg: DictConfig, prepared: experiment.Prepared, project
     )
     # each member's weights: the best trial's in memory, the others' from their files
     members: List[Tuple[str, int, Any]] = [(f"trial {best.trial_id}", int(cfg.seed), best_model.get_weights())]
-    for seed in (int(s) for s in cfg.tuner.ensemble.seeds):
+    for seed in (int(s) for s in cfg.tuner.final.ensemble.seeds):
         path = weights(seed)
         if not path.is_file():
             with _retrained(tuner, cfg, prepared, parent_run_id, best, seed, "ensemble", f"ensemble-trial{best.trial_id}-seed{seed}") as (model, _):

@@ -35,7 +35,8 @@ def search_identity(cfg: DictConfig, data_fingerprint: str) -> Dict[str, str]:
     return {
         "search space": _digest(search_space.describe(cfg.search_space)),
         "objective": _digest([t.objective, t.direction]),
-        "tuner": _digest([t.name, t.executions_per_trial, t.num_initial_points, t.max_epochs, t.factor, t.hyperband_iterations]),
+        # what a tuner's schema lacks counts as null (as when every tuner had every field)
+        "tuner": _digest([t.name, t.executions_per_trial, *(t.get(k) for k in ("num_initial_points", "max_epochs", "factor", "hyperband_iterations"))]),
         "data": data_fingerprint[:16],
         "model": _digest(OmegaConf.to_container(cfg.model, resolve=True)),
         "training": _digest(OmegaConf.to_container(cfg.training, resolve=True)),

@@ -19,38 +19,29 @@ from pipeline.tuning.hypermodel import LSTMHyperModel
 from pipeline.tuning.project import Project
 from pipeline.tuning.trials import TrialTracking
 
-#: What a trial's model logs every epoch, and so what an objective may be.
-LOGGED_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
-
 
 def validate(cfg: DictConfig) -> keras_tuner.HyperParameters:
-    """Every tuner setting a user can get wrong, checked before any data is read; returns the compiled space."""
+    """Every tuner setting a user can get wrong that its schema does not refuse when the config is
+    composed (the name, objective, direction and on_change are enums there), checked before any
+    data is read; returns the compiled space."""
     t = cfg.tuner
-    if t.name not in compat.ORACLES:
-        raise ConfigError(f"unknown tuner.name {t.name!r}; choose one of {', '.join(compat.ORACLES)}")
-    if t.objective not in LOGGED_METRICS:
-        raise ConfigError(f"tuner.objective {t.objective!r} is not a logged metric; choose one of {', '.join(LOGGED_METRICS)}")
-    if t.direction not in ("max", "min"):
-        raise ConfigError(f"tuner.direction must be max or min, got {t.direction!r}")
     if t.name != "hyperband" and t.max_trials < 1:
         raise ConfigError(f"tuner.max_trials must be at least 1, got {t.max_trials}")
     if t.name == "hyperband" and (not t.max_epochs or t.max_epochs < 1 or not t.factor or t.factor < 2):
         raise ConfigError("hyperband needs tuner.max_epochs >= 1 and tuner.factor >= 2")
     if t.executions_per_trial < 1:
         raise ConfigError(f"tuner.executions_per_trial must be at least 1, got {t.executions_per_trial}")
-    if t.on_change not in ("error", "new_project"):
-        raise ConfigError(f"tuner.on_change must be error or new_project, got {t.on_change!r}")
     if t.workers < 0:
         raise ConfigError(f"tuner.workers must be 0 or more, got {t.workers}")
-    sv = t.seed_variance
+    sv = t.final.seed_variance
     if sv.top_k < 0 or (sv.top_k > 0 and len(set(sv.seeds)) < 2):
         raise ConfigError(
-            f"tuner.seed_variance needs top_k >= 0 and, when on, at least two different seeds; got top_k={sv.top_k} seeds={list(sv.seeds)}"
+            f"tuner.final.seed_variance needs top_k >= 0 and, when on, at least two different seeds; got top_k={sv.top_k} seeds={list(sv.seeds)}"
         )
-    seeds = [int(s) for s in t.ensemble.seeds]
+    seeds = [int(s) for s in t.final.ensemble.seeds]
     if len(set(seeds)) != len(seeds) or int(cfg.seed) in seeds:
         raise ConfigError(
-            f"tuner.ensemble.seeds must be different seeds, none of them the search's seed ({cfg.seed}); got {seeds}"
+            f"tuner.final.ensemble.seeds must be different seeds, none of them the search's seed ({cfg.seed}); got {seeds}"
         )
     return search_space.compile_space(cfg.search_space)
 

@@ -32,7 +32,7 @@ def _run_searches(tmp_path: Path, extra: List[str]) -> None:
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "pipeline.cli", "tune", *SHRINK, "dataset=files", f"dataset.path={data}", f"seed={seed}",
-             f"tuner.max_trials={TRIALS}", "training.epochs=2", "tuner.registered_model_name=concurrent",
+             f"tuner.max_trials={TRIALS}", "training.epochs=2", "tuner.final.registered_model_name=concurrent",
              "search_space.model.units={type:int,min:8,max:32,step:8}", *extra],
             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
