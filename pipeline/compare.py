@@ -23,7 +23,7 @@ from pipeline.config import compose_train
 from pipeline.errors import PipelineError
 
 #: Metrics shown beside the ranking metric when the runs have them.
-SHOWN = ("trial_score", "val_accuracy", "val_loss", "test_accuracy", "test_f1_macro", "test_mcc")
+SHOWN = ("trial_score", "val_accuracy", "val_loss", "test_accuracy", "baseline.test_accuracy", "test_f1_macro", "test_mcc")
 #: Params that differ between any two runs without saying anything about the model.
 IGNORED = ("tracking.run_name",)
 

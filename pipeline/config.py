@@ -255,12 +255,27 @@ TUNER_SCHEMAS = {"random": RandomConfig, "bayesian": BayesianConfig, "hyperband"
 
 
 @dataclass
+class BaselineConfig:
+    """TF-IDF word and character n-grams with logistic regression, on the same splits (pipeline/baseline.py)."""
+
+    enabled: bool = MISSING
+    #: Regularisation strengths tried; the one chosen is the best on the validation split.
+    C: List[float] = MISSING
+    #: (min n, max n) of word n-grams, and of character n-grams within word boundaries.
+    word_ngrams: List[int] = MISSING
+    char_ngrams: List[int] = MISSING
+    #: An n-gram must occur in at least this many training texts to be a feature.
+    min_df: int = MISSING
+
+
+@dataclass
 class TrainConfig:
     dataset: DatasetConfig = MISSING
     model: ModelConfig = MISSING
     training: TrainingConfig = MISSING
     tracking: TrackingConfig = MISSING
     paths: PathsConfig = MISSING
+    baseline: BaselineConfig = MISSING
     seed: int = MISSING
 
 

@@ -104,6 +104,23 @@ def record_inputs(config: Dict[str, Any], overrides: List[str], prepared: Prepar
         tracking.log_metrics({"pretrained_coverage": prepared.pretrained_coverage})
 
 
+def fit_baseline(cfg: DictConfig, prepared: Prepared) -> Optional[Any]:
+    """The linear baseline on the prepared splits (``baseline.enabled``), fit before any run is opened."""
+    if not cfg.baseline.enabled:
+        return None
+    from pipeline import baseline
+
+    return baseline.fit(prepared.splits, cfg.baseline)
+
+
+def record_baseline(fitted: Optional[Any]) -> None:
+    """The baseline's metrics (``baseline.*``) and fitted model (``baseline/model.skops``) into the active run."""
+    if fitted is None:
+        return
+    tracking.log_metrics(fitted.metrics())
+    tracking.log_skops(fitted.model, "baseline/model.skops")
+
+
 def _batch_size(value: Any) -> int:
     batch = int(value)
     if batch < 1:

@@ -8,6 +8,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 from omegaconf import DictConfig
 
 from pipeline import experiment, tracking
+from pipeline.baseline import beside
 from pipeline.config import to_container
 from pipeline.model import build_model
 
@@ -50,16 +51,18 @@ def train_and_record(
     if check is not None:
         tags.update(check(prepared))
     model = build_model(cfg, prepared.shape, embedding_matrix=prepared.embedding_matrix)
+    fitted = experiment.fit_baseline(cfg, prepared)
 
     with tracking.tracked_run(cfg.tracking, _run_name(cfg), tags) as active:
         experiment.record_inputs(config, hydra_overrides() if overrides is None else overrides, prepared)
+        experiment.record_baseline(fitted)
         history = experiment.fit(model, prepared, cfg.training, cfg.seed, callbacks=[tracking.epoch_logger()])
         tracking.log_metrics({"epochs_trained": len(history.history.get("loss", []))})
         metrics = experiment.record_evaluation(model, prepared, cfg, history.history)
         run_id, experiment_id = active.info.run_id, active.info.experiment_id
 
     print(
-        f"run {run_id} ({cfg.dataset.name}, {cfg.model.name}): test_accuracy={metrics['accuracy']:.4f} "
+        f"run {run_id} ({cfg.dataset.name}, {cfg.model.name}): test_accuracy={metrics['accuracy']:.4f}{beside(fitted)} "
         f"test_f1_macro={metrics['f1_macro']:.4f} | UI: {tracking.ui_hint(cfg.tracking, experiment_id, run_id)}",
         flush=True,
     )

@@ -15,6 +15,7 @@ from typing import Any, Dict
 from omegaconf import DictConfig
 
 from pipeline import evaluate, experiment, search_space, tracking
+from pipeline.baseline import beside
 from pipeline.config import to_container
 from pipeline.errors import PipelineError
 from pipeline.train import hydra_overrides
@@ -33,6 +34,8 @@ class Search:
     prepared: experiment.Prepared
     project: Project
     state: Dict[str, Any]
+    #: The linear baseline on the same splits (``baseline.enabled``), fit before the run opened.
+    baseline: Any = None
     tuner: Any = None
     parent_id: str = ""
 
@@ -59,7 +62,7 @@ def run(cfg: DictConfig) -> float:
         return distributed.work(cfg, prepared, identity, hp)
 
     project = resolve_project(cfg, identity)
-    search = Search(cfg, config, prepared, project, project.state())
+    search = Search(cfg, config, prepared, project, project.state(), experiment.fit_baseline(cfg, prepared))
     resumed = bool(search.state.get("parent_run_id")) and tracking.run_exists(cfg.tracking, search.state["parent_run_id"])
     with _parent_run(search, resumed) as parent:
         search.parent_id = parent.info.run_id
@@ -73,7 +76,8 @@ def run(cfg: DictConfig) -> float:
     best = summary.best
     print(
         f"search {search.parent_id} ({cfg.dataset.name}, {cfg.tuner.name}): {summary.completed} trials, best {cfg.tuner.objective}="
-        f"{best.score:.4f} {searched_values(best)}; final model {final_model}: test_accuracy={metrics['accuracy']:.4f} | "
+        f"{best.score:.4f} {searched_values(best)}; final model {final_model}: test_accuracy={metrics['accuracy']:.4f}"
+        f"{beside(search.baseline)} | "
         f"UI: {tracking.ui_hint(cfg.tracking, experiment_id, search.parent_id)}",
         flush=True,
     )
@@ -99,6 +103,7 @@ def _open(search: Search, hp: Any, resumed: bool) -> None:
     if not resumed:
         experiment.record_inputs(search.config, hydra_overrides(), search.prepared)
         tracking.log_dict(search_space.describe(cfg.search_space), "search/search_space.yaml")
+    experiment.record_baseline(search.baseline)
     times = int(state.get("resumed", 0)) + int(resumed)
     search.project.write_state(parent_run_id=search.parent_id, project_name=search.project.name, resumed=times)
     search.tuner = make_tuner(cfg, search.prepared, search.project, search.parent_id, hp)

@@ -59,6 +59,17 @@ def log_table(frame: Any, artifact_file: str) -> None:
         mlflow.log_artifact(str(path), artifact_path=None if parent == "." else parent)
 
 
+def log_skops(obj: Any, artifact_file: str) -> None:
+    """A scikit-learn object as a skops file (loadable without unpickling arbitrary code)."""
+    import skops.io
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(artifact_file).name
+        skops.io.dump(obj, path)
+        parent = str(Path(artifact_file).parent)
+        mlflow.log_artifact(str(path), artifact_path=None if parent == "." else parent)
+
+
 def epoch_logger(describe_model: bool = True) -> Any:
     """A Keras callback logging every epoch's metrics to the active run (:func:`_epoch_logger_class`)."""
     return _epoch_logger_class()(describe_model=describe_model)

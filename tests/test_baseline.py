@@ -1,0 +1,82 @@
+"""The TF-IDF + logistic regression baseline: fit on train, C chosen on validation, tested once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import write_sentiment_csv
+from pipeline import baseline
+from pipeline.data import Split, Splits
+from pipeline.errors import DataError
+
+SETTINGS = OmegaConf.create({"enabled": True, "C": [0.01, 1.0, 100.0], "word_ngrams": [1, 2], "char_ngrams": [2, 4], "min_df": 1})
+
+
+def _splits(test_labels_flipped: bool) -> Splits:
+    import random
+
+    rng = random.Random(0)
+    cues = {"pos": ["good", "great", "lovely"], "neg": ["bad", "awful", "dull"]}
+
+    def split(n: int, flip: bool = False) -> Split:
+        texts, labels = [], []
+        for i in range(n):
+            label = "pos" if i % 2 else "neg"
+            texts.append(f"the film was {rng.choice(cues[label])} and {rng.choice(['long', 'short'])} #{i}")
+            labels.append(({"pos": "neg", "neg": "pos"}[label]) if flip else label)
+        return Split(texts, labels)
+
+    return Splits(split(60), split(20), split(20, flip=test_labels_flipped), ["neg", "pos"])
+
+
+def test_the_test_split_never_chooses_anything() -> None:
+    honest, flipped = baseline.fit(_splits(False), SETTINGS), baseline.fit(_splits(True), SETTINGS)
+    assert honest.val_accuracy == flipped.val_accuracy == 1.0
+    assert honest.C == flipped.C == 0.01, "the smallest C among the best on validation, whatever the test split holds"
+    assert honest.test["accuracy"] == 1.0 and flipped.test["accuracy"] == 0.0
+    assert set(honest.metrics()) >= {"baseline.val_accuracy", "baseline.test_accuracy", "baseline.test_f1_macro",
+                                     "baseline.test_mcc", "baseline.test_roc_auc"}
+
+
+def test_the_test_split_is_read_once_to_score_the_chosen_model() -> None:
+    class Counted(list):
+        reads = 0
+
+        def __iter__(self):  # type: ignore[no-untyped-def]
+            Counted.reads += 1
+            return super().__iter__()
+
+    splits = _splits(False)
+    splits.test = Split(Counted(splits.test.texts), splits.test.labels)
+    baseline.fit(splits, SETTINGS)
+    assert Counted.reads == 1
+
+
+def test_a_training_split_without_any_ngram_is_one_line() -> None:
+    splits = _splits(False)
+    splits.train = Split([" "] * 4, ["neg", "pos"] * 2)
+    with pytest.raises(DataError, match="baseline cannot be fit.*baseline.enabled=false"):
+        baseline.fit(splits, SETTINGS)
+
+
+def test_a_train_run_logs_the_baseline_it_was_scored_with(tmp_path: Path, make_cfg, store_uri: str) -> None:
+    """The logged model scores the logged test accuracy on the run's own test split."""
+    import skops.io
+    from mlflow import MlflowClient
+
+    from pipeline import experiment, train
+
+    csv = write_sentiment_csv(tmp_path / "reviews.csv")
+    cfg = make_cfg("dataset=files", f"dataset.path={csv}", "tracking.log_model=false", "baseline.enabled=true")
+    run_id, _ = train.train_and_record(cfg)
+    run = MlflowClient(store_uri).get_run(run_id)
+    path = MlflowClient(store_uri).download_artifacts(run_id, "baseline/model.skops", str(tmp_path))
+    model = skops.io.load(path, trusted=skops.io.get_untrusted_types(file=path))
+    splits = experiment.prepare(cfg).splits
+    probs = baseline.probabilities(model, splits.test.texts, len(splits.classes))
+    accuracy = float((probs.argmax(axis=1) == splits.label_ids(splits.test)).mean())
+    assert run.data.metrics["baseline.test_accuracy"] == pytest.approx(accuracy)
+    assert run.data.metrics["baseline.C"] in SETTINGS.C or run.data.metrics["baseline.C"] in cfg.baseline.C
