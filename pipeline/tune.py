@@ -100,12 +100,16 @@ def _parent_run(search: Search, resumed: bool) -> Any:
 def _open(search: Search, hp: Any, resumed: bool) -> None:
     """Record the search's inputs (new) or reconcile its trial runs (resumed); build its tuner."""
     cfg, state = search.cfg, search.state
-    if not resumed:
+    times = int(state.get("resumed", 0)) + int(resumed)
+    # The parent run goes into the state first: a process killed from here on is resumed into
+    # this run (not a second parent), and records the inputs it had not finished recording.
+    first = {"inputs_recorded": False} if not resumed else {}
+    search.project.write_state(parent_run_id=search.parent_id, project_name=search.project.name, resumed=times, **first)
+    if not search.project.state().get("inputs_recorded", True):
         experiment.record_inputs(search.config, hydra_overrides(), search.prepared)
         tracking.log_dict(search_space.describe(cfg.search_space), "search/search_space.yaml")
+        search.project.write_state(inputs_recorded=True)
     experiment.record_baseline(search.baseline)
-    times = int(state.get("resumed", 0)) + int(resumed)
-    search.project.write_state(parent_run_id=search.parent_id, project_name=search.project.name, resumed=times)
     search.tuner = make_tuner(cfg, search.prepared, search.project, search.parent_id, hp)
     if resumed:
         killed = tracking.reconcile_children(cfg.tracking, search.parent_id, trials.trial_statuses(search.tuner))

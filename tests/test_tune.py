@@ -344,3 +344,24 @@ def test_the_slurm_launcher_config_composes(tmp_path: Path) -> None:
     result = run_cli(["tune", "hydra/launcher=slurm", "--cfg", "hydra"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "SlurmLauncher" in result.stdout and "timeout_min: 720" in result.stdout
+
+
+def test_a_search_killed_while_recording_its_inputs_resumes_into_the_same_parent(make_cfg, store_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kill between opening the parent run and recording the config: the same command continues
+    that parent (and records the config it lacked) instead of leaving it behind for a second one."""
+    from pipeline import experiment
+
+    cfg = make_cfg(*SMALL, "tuner.max_trials=1", "tracking.log_model=false", config_name="tune")
+    real = experiment.record_inputs
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiment, "record_inputs", killed)
+    with pytest.raises(KeyboardInterrupt):
+        tune.run(cfg)
+    monkeypatch.setattr(experiment, "record_inputs", real)
+    tune.run(cfg)
+    _, parents, children = _runs(store_uri)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert parents[0].data.params["tuner.name"] == "random" and len(children) == 1
