@@ -106,11 +106,10 @@ def _apply_overrides(cfg: DictConfig, overrides: List[str]) -> DictConfig:
         key, text = override.key_or_group, override.input_line
         try:
             if override.is_delete():
-                parent, _, leaf = key.rpartition(".")
-                node = OmegaConf.select(cfg, parent) if parent else cfg
-                if not OmegaConf.is_dict(node) or leaf not in node:
+                if not _has(cfg, key):
                     raise ConfigError(f"{key} is not in the recorded config")
-                del node[leaf]
+                parent, _, leaf = key.rpartition(".")
+                del (OmegaConf.select(cfg, parent) if parent else cfg)[leaf]
             elif key in groups and not override.is_add():
                 option = compose_train([f"{key}={override.value()}"])
                 cfg[key] = option[key]  # typed like the recorded group's node

@@ -103,9 +103,10 @@ def _open(search: Search, hp: Any, resumed: bool) -> None:
     times = int(state.get("resumed", 0)) + int(resumed)
     # The parent run goes into the state first: a process killed from here on is resumed into
     # this run (not a second parent), and records the inputs it had not finished recording.
-    first = {"inputs_recorded": False} if not resumed else {}
-    search.project.write_state(parent_run_id=search.parent_id, project_name=search.project.name, resumed=times, **first)
-    if not search.project.state().get("inputs_recorded", True):
+    record = not resumed or not state.get("inputs_recorded", True)
+    search.project.write_state(parent_run_id=search.parent_id, project_name=search.project.name, resumed=times,
+                               inputs_recorded=not record)
+    if record:
         experiment.record_inputs(search.config, hydra_overrides(), search.prepared)
         tracking.log_dict(search_space.describe(cfg.search_space), "search/search_space.yaml")
         search.project.write_state(inputs_recorded=True)
