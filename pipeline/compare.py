@@ -23,7 +23,8 @@ from pipeline.config import compose_train
 from pipeline.errors import PipelineError
 
 #: Metrics shown beside the ranking metric when the runs have them.
-SHOWN = ("trial_score", "val_accuracy", "val_loss", "test_accuracy", "baseline.test_accuracy", "test_f1_macro", "test_mcc")
+SHOWN = ("trial_score", "val_accuracy", "val_loss", "test_accuracy", "test_accuracy_ci_low", "test_accuracy_ci_high",
+         "baseline.test_accuracy", "test_f1_macro", "test_mcc")
 #: Params that differ between any two runs without saying anything about the model.
 IGNORED = ("tracking.run_name",)
 
@@ -56,6 +57,8 @@ def _select(uri: str, args: argparse.Namespace, experiment_name: str) -> Tuple[L
         if parent.tags.get("pipeline.command") != "tune":
             raise CompareError(f"run {parent.run_id} is not a search; give several run ids to compare runs")
         runs = tracking.search(uri, [parent.experiment_id], f"tags.mlflow.parentRunId = '{parent.run_id}'")
+        # the refit trained on the validation split: it has no score to rank by (the parent has its test)
+        runs = [r for r in runs if "refit.trial_id" not in r.tags]
         # trial_score: the trial's best epoch by the search's objective, what Keras Tuner ranks by
         metric = metric or "trial_score"
         direction = direction or parent.params.get("tuner.direction")

@@ -33,6 +33,8 @@ DataFormat = Choice("DataFormat", {v: v for v in ("auto", "csv", "tsv", "jsonl",
 VectorFormat = Choice("VectorFormat", {v: v for v in ("auto", "glove", "word2vec", "word2vec_binary")})
 Pooling = Choice("Pooling", {v: v for v in ("last", "max", "mean")})
 ClassWeight = Choice("ClassWeight", {v: v for v in ("none", "balanced")})
+#: What a model trains on: the training split (validated on the validation split), or both.
+FitOn = Choice("FitOn", {v: v for v in ("train", "train_val")})
 #: What a model logs every epoch: what early stopping may watch and a search may optimise.
 Metric = Choice("Metric", {v: v for v in ("loss", "accuracy", "val_loss", "val_accuracy")})
 Direction = Choice("Direction", {v: v for v in ("max", "min")})
@@ -134,6 +136,9 @@ class TrainingConfig:
     class_weight: ClassWeight = MISSING
     #: Train on batches of similar length, each padded only to its own longest text.
     bucket_by_length: bool = MISSING
+    #: ``train``; ``train_val``: train and validation splits together for exactly ``epochs``, with
+    #: no validation metrics and no early stopping (a final model on all labelled data).
+    fit_on: FitOn = MISSING
     verbose: int = MISSING
 
 
@@ -190,6 +195,9 @@ class FinalConfig:
 
     #: Model Registry name for the final model of each search (a new version each time); null: none.
     registered_model_name: Optional[str] = MISSING
+    #: The final model is the best configuration trained again on train+validation for the
+    #: epochs its trial found best (false: the best trial's own model).
+    refit: bool = MISSING
     #: The final model as an average over seeds of the best configuration.
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     #: Is the best configuration better than the next beyond seed noise? ``top_k`` x ``seeds`` runs.

@@ -135,13 +135,14 @@ def check_training(training: Any) -> None:
     _batch_size(training.batch_size)
 
 
-def class_weight(prepared: Prepared, mode: str) -> Optional[Dict[int, float]]:
-    """``balanced``: weights inverse to class frequency in the training split."""
+def class_weight(prepared: Prepared, mode: str, y: Optional[np.ndarray] = None) -> Optional[Dict[int, float]]:
+    """``balanced``: weights inverse to class frequency in the labels trained on (``y``; default
+    the training split's)."""
     if mode == "none":
         return None
     from sklearn.utils.class_weight import compute_class_weight
 
-    y = prepared.encoded["train"][1]
+    y = prepared.encoded["train"][1] if y is None else y
     weights = compute_class_weight("balanced", classes=np.arange(prepared.shape.num_classes), y=y)
     return {i: float(w) for i, w in enumerate(weights)}
 
@@ -157,25 +158,35 @@ def fit(
 ) -> Any:
     """Train with early stopping on validation; returns the Keras History.
 
-    ``epochs`` and ``initial_epoch`` override the config (Hyperband's rounds set them).
+    ``epochs`` and ``initial_epoch`` override the config (Hyperband's rounds set them). With
+    ``training.fit_on=train_val`` the model trains on the training and validation splits
+    together for exactly that many epochs: nothing is held out to validate or stop on, and the
+    test split is never among the texts trained on.
     """
     import keras
 
     batch = _batch_size(training.batch_size)
-    datasets = data.make_datasets(prepared.encoded, batch, seed, bool(training.bucket_by_length))
     all_callbacks = list(callbacks or [])
-    es = training.early_stopping
-    if es.enabled:
-        all_callbacks.append(
-            keras.callbacks.EarlyStopping(monitor=es.monitor, patience=es.patience, restore_best_weights=es.restore_best_weights)
-        )
+    if str(training.fit_on) == "train_val":
+        ids, labels = (np.concatenate(parts) for parts in zip(prepared.encoded["train"], prepared.encoded["val"]))
+        datasets = data.make_datasets({"train": (ids, labels)}, batch, seed, bool(training.bucket_by_length))
+        validation = None
+    else:
+        labels = prepared.encoded["train"][1]
+        datasets = data.make_datasets({k: prepared.encoded[k] for k in ("train", "val")}, batch, seed, bool(training.bucket_by_length))
+        validation = datasets["val"]
+        es = training.early_stopping
+        if es.enabled:
+            all_callbacks.append(
+                keras.callbacks.EarlyStopping(monitor=es.monitor, patience=es.patience, restore_best_weights=es.restore_best_weights)
+            )
     return model.fit(
         datasets["train"],
-        validation_data=datasets["val"],
+        validation_data=validation,
         epochs=int(epochs or training.epochs),
         initial_epoch=int(initial_epoch),
         callbacks=all_callbacks,
-        class_weight=class_weight(prepared, training.class_weight),
+        class_weight=class_weight(prepared, training.class_weight, labels),
         shuffle=False,  # the tf.data pipeline shuffles, seeded
         verbose=training.verbose,
     )

@@ -30,25 +30,53 @@ class RerunError(PipelineError):
     """The rerun cannot reproduce its original as asked."""
 
 
-def _source(uri: str, run_id: str) -> Tuple[tracking.RunRecord, tracking.RunRecord, Optional[tracking.RunRecord]]:
-    """(the run asked for, the run whose config and provenance to use, the trial to replay)."""
+def _child(uri: str, parent: tracking.RunRecord, condition: str) -> Optional[tracking.RunRecord]:
+    found = tracking.search(
+        uri, [parent.experiment_id],
+        f"tags.mlflow.parentRunId = '{parent.run_id}' and {condition} and attributes.status = 'FINISHED'",
+    )
+    return found[0] if found else None
+
+
+def _refit_source(uri: str, parent: tracking.RunRecord, refit: tracking.RunRecord) -> Tuple[tracking.RunRecord, tracking.RunRecord]:
+    """(the trial whose values the refit used, the refit run) for a search's final model."""
+    if refit.tags.get("refit.seed") != parent.params.get("seed"):
+        raise RerunError(
+            f"run {refit.run_id} is the refit with seed {refit.tags.get('refit.seed')}, an ensemble member; "
+            f"rerun the search {parent.run_id} (its refit with the search's seed) instead"
+        )
+    trial = _child(uri, parent, f"tags.`tuner.trial_id` = '{refit.tags['refit.trial_id']}'")
+    if trial is None:
+        raise RerunError(f"search {parent.run_id}: the run of trial {refit.tags['refit.trial_id']} is missing")
+    return trial, refit
+
+
+def _source(uri: str, run_id: str) -> Tuple[tracking.RunRecord, tracking.RunRecord, Optional[tracking.RunRecord], Optional[tracking.RunRecord]]:
+    """(the run asked for, the run whose config and provenance to use, the trial to replay, the
+    refit to replay: the trial's values trained on train+validation for the refit's epochs)."""
     asked = tracking.fetch_run(uri, run_id)
     command = asked.tags.get("pipeline.command")
     if command == "train":
-        return asked, asked, None
+        return asked, asked, None, None
     if "tuner.trial_id" in asked.tags and asked.parent_id:
-        return asked, tracking.fetch_run(uri, asked.parent_id), asked
+        return asked, tracking.fetch_run(uri, asked.parent_id), asked, None
+    if "refit.trial_id" in asked.tags and asked.parent_id:
+        parent = tracking.fetch_run(uri, asked.parent_id)
+        return (asked, parent, *_refit_source(uri, parent, asked))
     if command == "tune":
         best = asked.tags.get("best_trial_id")
         if best is None:
             raise RerunError(f"search {run_id} has no best trial yet (no trial completed); rerun a trial's run instead")
-        trials = tracking.search(
-            uri, [asked.experiment_id],
-            f"tags.mlflow.parentRunId = '{run_id}' and tags.`tuner.trial_id` = '{best}' and attributes.status = 'FINISHED'",
-        )
-        if not trials:
+        if "refit.trial_id" in asked.tags:  # its final model was refit: that is what it reruns
+            seed = asked.params.get("seed")
+            refit = _child(uri, asked, f"tags.`refit.trial_id` = '{asked.tags['refit.trial_id']}' and tags.`refit.seed` = '{seed}'")
+            if refit is None:
+                raise RerunError(f"search {run_id}: the run of its final model's refit (seed {seed}) is missing")
+            return (asked, asked, *_refit_source(uri, asked, refit))
+        trial = _child(uri, asked, f"tags.`tuner.trial_id` = '{best}'")
+        if trial is None:
             raise RerunError(f"search {run_id}: the run of its best trial {best} is missing")
-        return asked, asked, trials[0]
+        return asked, asked, trial, None
     raise RerunError(f"run {run_id} was not recorded by pipeline train or tune (no pipeline.command tag)")
 
 
@@ -126,8 +154,11 @@ def _apply_overrides(cfg: DictConfig, overrides: List[str]) -> DictConfig:
     return cfg
 
 
-def rebuild_config(config: Dict[str, Any], trial: Optional[tracking.RunRecord], overrides: List[str]) -> Tuple[DictConfig, List[str]]:
-    """The train config of the original job, with a trial's values and the user's overrides.
+def rebuild_config(
+    config: Dict[str, Any], trial: Optional[tracking.RunRecord], overrides: List[str], refit: Optional[tracking.RunRecord] = None
+) -> Tuple[DictConfig, List[str]]:
+    """The train config of the original job, with a trial's values (trained on train+validation
+    for the refit's epochs, when a refit is replayed) and the user's overrides.
 
     Returns it with notes on what cannot be exact (a Hyperband trial resumed from a checkpoint).
     """
@@ -141,6 +172,10 @@ def rebuild_config(config: Dict[str, Any], trial: Optional[tracking.RunRecord], 
     if trial is not None:
         _replay_trial(cfg, trial, notes)
         cfg.tracking.log_model = True
+    if refit is not None:
+        cfg.training.fit_on = "train_val"
+        cfg.training.epochs = int(refit.tags["refit.epochs"])
+        cfg.training.early_stopping.enabled = False
     return _apply_overrides(cfg, overrides), notes
 
 
@@ -171,15 +206,16 @@ def run(run_id: str, overrides: List[str], force: bool = False, tracking_uri: Op
     from pipeline import train
 
     uri = tracking_uri or _default_uri(overrides)
-    asked, source, trial = _source(uri, run_id)
+    asked, source, trial, refit = _source(uri, run_id)
     config = tracking.load_artifact(uri, source.run_id, "config/resolved_config.yaml")
     if not isinstance(config, dict):
         raise RerunError(f"run {source.run_id}: config/resolved_config.yaml is not a config")
     recorded = tracking.load_artifact(uri, source.run_id, "config/overrides.yaml") or {}
-    cfg, notes = rebuild_config(config, trial, [o for o in overrides if not o.startswith("tracking.uri=")])
+    cfg, notes = rebuild_config(config, trial, [o for o in overrides if not o.startswith("tracking.uri=")], refit)
     cfg.tracking.uri = uri
-    replayed = trial.run_id if trial is not None else source.run_id
-    cfg.tracking.run_name = f"rerun-{trial.name if trial else source.name}"
+    shown = refit or trial or source
+    replayed = shown.run_id
+    cfg.tracking.run_name = f"rerun-{shown.name}"
     for note in notes:
         print(f"warning: {note}", flush=True)
 

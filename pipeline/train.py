@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 from pipeline import experiment, tracking
 from pipeline.baseline import beside
 from pipeline.config import to_container
+from pipeline.evaluate import with_interval
 from pipeline.model import build_model
 
 
@@ -62,7 +63,7 @@ def train_and_record(
         run_id, experiment_id = active.info.run_id, active.info.experiment_id
 
     print(
-        f"run {run_id} ({cfg.dataset.name}, {cfg.model.name}): test_accuracy={metrics['accuracy']:.4f}{beside(fitted)} "
+        f"run {run_id} ({cfg.dataset.name}, {cfg.model.name}): test_accuracy={with_interval(metrics)}{beside(fitted)} "
         f"test_f1_macro={metrics['f1_macro']:.4f} | UI: {tracking.ui_hint(cfg.tracking, experiment_id, run_id)}",
         flush=True,
     )

@@ -76,7 +76,7 @@ def run(cfg: DictConfig) -> float:
     best = summary.best
     print(
         f"search {search.parent_id} ({cfg.dataset.name}, {cfg.tuner.name}): {summary.completed} trials, best {cfg.tuner.objective}="
-        f"{best.score:.4f} {searched_values(best)}; final model {final_model}: test_accuracy={metrics['accuracy']:.4f}"
+        f"{best.score:.4f} {searched_values(best)}; final model {final_model}: test_accuracy={evaluate.with_interval(metrics)}"
         f"{beside(search.baseline)} | "
         f"UI: {tracking.ui_hint(cfg.tracking, experiment_id, search.parent_id)}",
         flush=True,
@@ -163,8 +163,9 @@ def _seed_variance(search: Search) -> None:
 
 
 def _finalise(search: Search, best: Any) -> Any:
-    """The final model (the best trial's, or averaged over seeds), tested, logged and registered
-    once per best trial; returns its test metrics and how it was made."""
+    """The final model (the best configuration refit on train+validation, or the best trial's own
+    model; either averaged over seeds), tested, logged and registered once per best trial;
+    returns its test metrics and how it was made."""
     cfg, prepared, state = search.cfg, search.prepared, search.state
     # Once per best trial, also when a resumed search's process died just after registering.
     version_tags = {"best_trial_id": str(best.trial_id)}
@@ -177,7 +178,18 @@ def _finalise(search: Search, best: Any) -> Any:
         warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
         model = search.tuner.get_best_models(1)[0]
     made = "the best trial's model"
-    if cfg.tuner.final.ensemble.seeds:
+    if cfg.tuner.final.refit:
+        x_test, y_test = prepared.encoded["test"]
+        single = model.evaluate(x_test, y_test, batch_size=256, verbose=0, return_dict=True)["accuracy"]
+        model, members = final.refit(cfg, prepared, search.project, search.parent_id, best)
+        epochs = int(members.iloc[0]["epochs"])
+        tracking.log_table(members, "search/refit.csv")
+        tracking.log_metrics({"refit.epochs": float(epochs), "refit.members": float(len(members)), "best_trial.test_accuracy": float(single)})
+        tracking.set_tags({"refit.trial_id": str(best.trial_id)})
+        made = (f"trial {best.trial_id}'s configuration refit on train+val for {epochs} epoch(s)"
+                + (f", averaged over {len(members)} seeds" if len(members) > 1 else "")
+                + f" (best trial alone: test_accuracy={single:.4f})")
+    elif cfg.tuner.final.ensemble.seeds:
         x_test, y_test = prepared.encoded["test"]
         single = model.evaluate(x_test, y_test, batch_size=256, verbose=0, return_dict=True)["accuracy"]
         model, members = final.ensemble(search.tuner, cfg, prepared, search.project, search.parent_id, best, model)

@@ -202,3 +202,17 @@ def test_unknown_pooling_is_refused_when_the_config_is_composed(make_cfg) -> Non
     with pytest.raises(ConfigCompositionException) as e:
         make_cfg("model.pooling=attention")
     assert "Invalid value 'attention', expected one of [last, max, mean]" in str(e.value.__cause__)
+
+
+def test_the_test_accuracy_carries_a_wilson_interval() -> None:
+    """8 of 10 right: Wilson's 95% interval is [0.490, 0.943] (Agresti and Coull's worked example
+    gives the same); the normal approximation would say [0.552, 1.048], past 1."""
+    low, high = evaluate.accuracy_interval(8, 10)
+    assert (round(low, 3), round(high, 3)) == (0.490, 0.943)
+    y = np.array([0] * 5 + [1] * 5)
+    probs = np.eye(2)[np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 0])]  # 8 of 10 right
+    metrics = evaluate.classification_metrics(y, probs)
+    assert metrics["accuracy"] == 0.8 and (metrics["accuracy_ci_low"], metrics["accuracy_ci_high"]) == (low, high)
+    # all right still leaves room below: a perfect score on 10 texts is not certainty
+    assert evaluate.accuracy_interval(10, 10)[0] < 0.75 and evaluate.accuracy_interval(10, 10)[1] == pytest.approx(1.0)
+    assert evaluate.with_interval(metrics) == f"0.8000 [{low:.4f}, {high:.4f}]"

@@ -93,12 +93,17 @@ def test_a_search_reruns_its_best_trial_and_a_trial_reruns_itself(tmp_path: Path
     best = trials[parent.data.tags["best_trial_id"]]
     other = next(t for t in trials.values() if t.info.run_id != best.info.run_id)
 
+    # the search's final model: the best trial's values trained on train+validation for the refit's epochs
+    (refit,) = [r for r in _runs(client) if "refit.seed" in r.data.tags]
     result = run_cli(["rerun", parent.info.run_id], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     (rerun,) = [r for r in _runs(client) if r.data.tags.get("rerun_of") == parent.info.run_id]
-    assert rerun.data.tags["rerun_of_run"] == best.info.run_id
+    assert rerun.data.tags["rerun_of_run"] == refit.info.run_id
     assert rerun.data.params["model.units"] == best.data.params["hp.model.units"]
-    assert _losses(client, rerun.info.run_id) == pytest.approx(_losses(client, best.info.run_id), abs=1e-6)
+    assert rerun.data.params["training.fit_on"] == "train_val" and rerun.data.params["training.epochs"] == refit.data.tags["refit.epochs"]
+    assert _losses(client, rerun.info.run_id) == pytest.approx(_losses(client, refit.info.run_id), abs=1e-6)
+    assert rerun.data.metrics["test_accuracy"] == pytest.approx(client.get_run(parent.info.run_id).data.metrics["test_accuracy"])
+    assert "per-epoch loss reproduced" in result.stdout
 
     result = run_cli(["rerun", other.info.run_id], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -51,6 +51,10 @@ def test_train_on_a_bbc_news_slice_records_the_whole_run(tmp_path: Path, store_u
     for key in ("test_accuracy", "test_loss", "test_precision_macro", "test_recall_macro", "test_f1_macro", "test_mcc"):
         assert key in run.data.metrics
     assert "test_roc_auc" not in run.data.metrics  # five classes
+    # the 95% interval on the test accuracy, on the run and in the last line
+    low, high = run.data.metrics["test_accuracy_ci_low"], run.data.metrics["test_accuracy_ci_high"]
+    assert 0.0 <= low < run.data.metrics["test_accuracy"] < high <= 1.0
+    assert f"test_accuracy={run.data.metrics['test_accuracy']:.4f} [{low:.4f}, {high:.4f}]" in summary[0]
 
     tags = run.data.tags
     assert tags["dataset"] == "bbc_news" and tags["model"] == "lstm"

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from conftest import SHRINK, SPACE, run_cli, runs_in, wait_for
-from pipeline import compare, tune
+from conftest import SHRINK, SPACE, run_cli, runs_in, wait_for, write_sentiment_csv
+from pipeline import compare, tracking, tune
 from pipeline.errors import ConfigError
 
 SMALL = [*SHRINK, "dataset.max_samples=200", *SPACE]
@@ -119,7 +119,8 @@ def test_an_ensemble_averages_the_best_trial_with_its_configuration_retrained_pe
     import mlflow
     import numpy as np
 
-    cfg = make_cfg(*SMALL, "tuner.max_trials=2", "training.epochs=2", "tuner.final.ensemble.seeds=[1,2]", config_name="tune")
+    cfg = make_cfg(*SMALL, "tuner.max_trials=2", "training.epochs=2", "tuner.final.ensemble.seeds=[1,2]", "tuner.final.refit=false",
+                   config_name="tune")
     tune.run(cfg)
     client, (parent,), children = _runs(store_uri)
     best = parent.data.tags["best_trial_id"]
@@ -163,6 +164,85 @@ def test_an_ensemble_averages_the_best_trial_with_its_configuration_retrained_pe
         runs.setdefault(run.data.tags["ensemble.seed"], []).append(run.info.status)
     assert runs == {"1": ["FINISHED"], "2": ["FINISHED", "KILLED"]}, runs
     assert (folder / f"trial{best}-seed2.weights.h5").is_file()
+
+
+def test_the_final_model_is_the_best_configuration_refit_on_train_and_validation(make_cfg, store_uri: str, tmp_path: Path, capsys) -> None:
+    cfg = make_cfg(*SMALL, "tuner.max_trials=2", "training.epochs=3", "tuner.final.ensemble.seeds=[1]", config_name="tune")
+    tune.run(cfg)
+    client, (parent,), children = _runs(store_uri)
+    best = parent.data.tags["best_trial_id"]
+    (trial,) = [c for c in children if c.data.tags.get("tuner.trial_id") == best]
+    # as many epochs as the best trial took to its best validation accuracy (the first best epoch)
+    history = [m.value for m in sorted(client.get_metric_history(trial.info.run_id, "val_accuracy"), key=lambda m: m.step)]
+    epochs = history.index(max(history)) + 1
+    refits = {c.data.tags["refit.seed"]: c for c in children if "refit.seed" in c.data.tags}
+    assert sorted(refits) == ["1", "42"]  # the search's seed, and each ensemble seed
+    for run in refits.values():
+        assert run.info.status == "FINISHED" and run.data.tags["refit.trial_id"] == best
+        assert run.data.tags["refit.epochs"] == str(epochs) and run.data.params["training.fit_on"] == "train_val"
+        assert run.data.params["hp.model.units"] == parent.data.tags["best.model.units"]
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == list(range(epochs))
+        assert "val_loss" not in run.data.metrics  # nothing held out: validation is trained on
+    metrics = parent.data.metrics
+    assert metrics["refit.epochs"] == epochs and metrics["refit.members"] == 2
+    assert 0.0 <= metrics["best_trial.test_accuracy"] <= 1.0  # the search's own best model stays on record
+    assert metrics["test_accuracy_ci_low"] < metrics["test_accuracy"] < metrics["test_accuracy_ci_high"]
+    table = pd.read_csv(client.download_artifacts(parent.info.run_id, "search/refit.csv", str(tmp_path)))
+    assert table["seed"].tolist() == [42, 1] and table["epochs"].tolist() == [epochs, epochs]
+    out = capsys.readouterr().out
+    assert f"trial {best}'s configuration refit on train+val for {epochs} epoch(s), averaged over 2 seeds" in out
+    assert f"test_accuracy={metrics['test_accuracy']:.4f} [{metrics['test_accuracy_ci_low']:.4f}, " in out
+    # a search's comparison ranks its trials; the refit has no validation score to rank by
+    frame = compare.table([tracking.fetch_run(store_uri, c.info.run_id) for c in children if "tuner.trial_id" in c.data.tags],
+                          "trial_score", "max")
+    assert len(frame) == 2
+
+    # resumed after a crash mid-refit: a member whose weights were saved is kept, the other trained again
+    folder = Path(parent.data.tags["tuner.directory"]) / "refit"
+    (folder / f"trial{best}-epochs{epochs}-seed1.weights.h5").unlink()
+    for run in refits.values():
+        client.update_run(run.info.run_id, status="RUNNING")
+    tune.run(cfg)
+    runs = {}
+    for run in (r for r in runs_in(store_uri) if "refit.seed" in r.data.tags):
+        runs.setdefault(run.data.tags["refit.seed"], []).append(run.info.status)
+    assert runs == {"42": ["FINISHED"], "1": ["FINISHED", "KILLED"]}, runs
+
+
+def test_training_on_train_and_validation_never_reaches_the_test_split(make_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every text of train and validation is trained on, once per epoch, and no test text ever."""
+    from collections import Counter
+
+    from pipeline import data, experiment
+    from pipeline.model import build_model
+
+    csv = write_sentiment_csv(tmp_path / "reviews.csv")
+    cfg = make_cfg("dataset=files", f"dataset.path={csv}", "training.fit_on=train_val", "training.epochs=2")
+    prepared = experiment.prepare(cfg)
+
+    def rows(ids) -> Counter:
+        return Counter(tuple(int(t) for t in row if t) for row in ids)
+
+    seen: Counter = Counter()
+    real = data.make_datasets
+
+    def spy(encoded, *args, **kwargs):
+        out = real(encoded, *args, **kwargs)
+        for x, _ in out["train"]:
+            seen.update(rows(x.numpy()))
+        assert set(out) == {"train"}  # no validation set to score or stop on
+        return out
+
+    monkeypatch.setattr(data, "make_datasets", spy)
+    history = experiment.fit(build_model(cfg, prepared.shape), prepared, cfg.training, cfg.seed)
+    assert seen == rows(prepared.encoded["train"][0]) + rows(prepared.encoded["val"][0])
+    assert not set(rows(prepared.encoded["test"][0])) & set(seen)
+    assert len(history.history["loss"]) == 2 and not any(k.startswith("val_") for k in history.history)
+
+
+def test_a_search_cannot_score_trials_it_trains_on_validation(make_cfg) -> None:
+    with pytest.raises(ConfigError, match="training.fit_on must be train"):
+        tune.run(make_cfg(*SMALL, "training.fit_on=train_val", config_name="tune"))
 
 
 @pytest.mark.parametrize("seeds", ["[1,1]", "[42]"])

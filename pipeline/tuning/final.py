@@ -1,7 +1,8 @@
 """After the search: the configurations trained again with other seeds, and the final model.
 
-Owns seed variance (the top configurations retrained per seed, and a warning when the best two
-are within seed noise) and the ensemble (the best trial's model averaged with its configuration
+Owns the refit (the best configuration trained again on train+validation for the epochs its
+trial found best: the final model by default), seed variance (the top configurations retrained
+per seed, and a warning when the best two are within seed noise) and the ensemble (the best trial's model averaged with its configuration
 retrained per seed, members kept in the project so that a resumed search trains only the
 missing ones). Every retraining is a child run of the search tagged ``<kind>.trial_id`` and
 ``<kind>.seed``. How the final model is chosen or trained goes here.
@@ -10,6 +11,7 @@ missing ones). Every retraining is a child run of the search tagged ``<kind>.tri
 from __future__ import annotations
 
 import os
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, List, Optional, Tuple
@@ -18,6 +20,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from pipeline import experiment, tracking
+from pipeline.model import build_model
 from pipeline.search_space import with_values
 from pipeline.tuning.hypermodel import searched_values
 from pipeline.tuning.project import Project
@@ -143,3 +146,76 @@ def ensemble(tuner: Any, cfg: DictConfig, prepared: experiment.Prepared, project
     table = pd.DataFrame(rows)
     table["seed"] = table["seed"].astype("Int64")  # whole numbers, blank for the average
     return averaged, table
+
+
+def refit_config(cfg: DictConfig, best: Any) -> DictConfig:
+    """The best trial's configuration, set to train on train+validation for the epochs that trial
+    found best (its best epoch for the objective, counted from 1); early stopping has nothing to
+    watch there and is off."""
+    refit = with_values(cfg, searched_values(best))
+    refit.training.fit_on = "train_val"
+    refit.training.epochs = int(best.best_step) + 1
+    refit.training.early_stopping.enabled = False
+    return refit
+
+
+def refit(cfg: DictConfig, prepared: experiment.Prepared, project: Project, parent_run_id: str, best: Any) -> Tuple[Any, Any]:
+    """The best configuration trained again on train+validation: with the search's seed, and with
+    each ``tuner.final.ensemble.seeds`` (the members then averaged).
+
+    Each member is a child run of the search tagged ``refit.trial_id``, ``refit.seed`` and
+    ``refit.epochs``, with its loss and accuracy per epoch. Its weights are kept in the project
+    (``refit/``), so a resumed search trains only the members it had not finished. Returns the
+    final model and one row per member (seed, epochs, last epoch's training loss and accuracy).
+    """
+    import keras
+    import pandas as pd
+
+    from pipeline.model import average
+
+    refit_cfg = refit_config(cfg, best)
+    epochs = int(refit_cfg.training.epochs)
+    folder = project.path / "refit"
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def weights(seed: Any) -> Path:
+        return folder / f"trial{best.trial_id}-epochs{epochs}-seed{seed}.weights.h5"
+
+    tracking.close_stale_runs(
+        cfg.tracking, parent_run_id, "refit.seed",
+        lambda tags: tags.get("refit.trial_id") == str(best.trial_id) and weights(tags["refit.seed"]).is_file(),
+    )
+    seeds = [int(cfg.seed), *(int(s) for s in cfg.tuner.final.ensemble.seeds)]
+    rows = []
+    for seed in seeds:
+        path = weights(seed)
+        row = {"member": f"seed {seed}", "seed": seed, "epochs": epochs, "loss": np.nan, "accuracy": np.nan}
+        if not path.is_file():
+            # as `pipeline train` with this config trains: seeded, built, fit (so rerun reproduces it)
+            experiment.seed_everything(seed, cfg.training.deterministic)
+            tags = {"refit.trial_id": str(best.trial_id), "refit.seed": str(seed), "refit.epochs": str(epochs),
+                    "dataset": str(cfg.dataset.name), "model": str(cfg.model.name)}
+            with tracking.tracked_run(cfg.tracking, f"refit-trial{best.trial_id}-seed{seed}", tags, parent_run_id=parent_run_id):
+                values = searched_values(best)
+                tracking.log_params({**{f"hp.{k}": str(v) for k, v in values.items()}, "seed": str(seed),
+                                     "training.epochs": str(epochs), "training.fit_on": "train_val"})
+                model = build_model(refit_cfg, prepared.shape, embedding_matrix=prepared.embedding_matrix)
+                history = experiment.fit(model, prepared, refit_cfg.training, seed,
+                                         callbacks=[tracking.epoch_logger(describe_model=False)]).history
+                row.update(loss=float(history["loss"][-1]), accuracy=float(history["accuracy"][-1]))
+                tmp = folder / f".{os.getpid()}-{path.name}"  # written beside, then renamed: whole or absent
+                model.save_weights(str(tmp))
+                tmp.replace(path)
+        rows.append(row)
+
+    keras.backend.clear_session()
+    models = []
+    with warnings.catch_warnings():
+        # the file holds Adam's slots; the rebuilt model's optimizer is fresh and unused here
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        for seed in seeds:
+            model = build_model(refit_cfg, prepared.shape, embedding_matrix=prepared.embedding_matrix)
+            model.load_weights(str(weights(seed)))
+            models.append(model)
+    table = pd.DataFrame(rows)
+    return (models[0] if len(models) == 1 else average(models)), table

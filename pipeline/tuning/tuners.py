@@ -38,6 +38,11 @@ def validate(cfg: DictConfig) -> keras_tuner.HyperParameters:
         raise ConfigError(
             f"tuner.final.seed_variance needs top_k >= 0 and, when on, at least two different seeds; got top_k={sv.top_k} seeds={list(sv.seeds)}"
         )
+    if str(cfg.training.fit_on) != "train":
+        raise ConfigError(
+            "a search scores its trials on the validation split, so training.fit_on must be train "
+            "(the final model is trained on train+validation by tuner.final.refit=true)"
+        )
     seeds = [int(s) for s in t.final.ensemble.seeds]
     if len(set(seeds)) != len(seeds) or int(cfg.seed) in seeds:
         raise ConfigError(
