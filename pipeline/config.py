@@ -81,7 +81,10 @@ class DatasetConfig:
     length_percentile: float = MISSING
     max_sequence_length: int = MISSING
     lowercase: bool = MISSING
+    #: Punctuation and symbols removed (``strip_punctuation``), or, when kept, set apart as tokens of
+    #: their own (``split_punctuation``; otherwise they stay attached: ``great!`` is one token).
     strip_punctuation: bool = MISSING
+    split_punctuation: bool = MISSING
 
 
 @dataclass

@@ -181,18 +181,29 @@ def sequence_length(ds: Any, train_texts: List[str]) -> int:
     return int(max(1, min(ds.max_sequence_length, np.ceil(np.percentile(lengths, ds.length_percentile)))))
 
 
+def _standardize(ds: Any) -> Any:
+    """TextVectorization's ``standardize`` for ``dataset.lowercase`` / ``strip_punctuation`` /
+    ``split_punctuation`` (stripping wins over splitting)."""
+    from pipeline.pyfunc_model import lower_and_split_punctuation, split_punctuation
+
+    lower, strip = bool(ds.lowercase), bool(ds.strip_punctuation)
+    if not strip and bool(ds.split_punctuation):
+        return lower_and_split_punctuation if lower else split_punctuation
+    return {
+        (True, True): "lower_and_strip_punctuation",
+        (True, False): "lower",
+        (False, True): "strip_punctuation",
+        (False, False): None,
+    }[(lower, strip)]
+
+
 def build_vectorizer(ds: Any, train_texts: List[str]) -> Any:
     """A Keras TextVectorization layer adapted on the training texts only."""
     import keras
 
     if ds.vocab_size < 3:
         raise ConfigError(f"dataset.vocab_size must be at least 3, got {ds.vocab_size}")
-    standardize = {
-        (True, True): "lower_and_strip_punctuation",
-        (True, False): "lower",
-        (False, True): "strip_punctuation",
-        (False, False): None,
-    }[(bool(ds.lowercase), bool(ds.strip_punctuation))]
+    standardize = _standardize(ds)
     layer = keras.layers.TextVectorization(
         max_tokens=ds.vocab_size,
         standardize=standardize,

@@ -15,11 +15,32 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, List, Optional
 
+import keras
 import mlflow
 import numpy as np
 import pandas as pd
 
 TEXT_COLUMN = "text"
+#: Unicode punctuation and symbols (``!``, ``?``, ``$``, ``£``, ``%``, emoji): each becomes a token.
+PUNCTUATION = r"([\p{P}\p{S}])"
+
+
+# The standardisations of ``dataset.split_punctuation`` live here, in the one code file logged with
+# every model, so that a saved model's TextVectorization finds them wherever it is loaded.
+@keras.saving.register_keras_serializable(package="pipeline", name="split_punctuation")
+def split_punctuation(text: Any) -> Any:
+    """Punctuation and symbols set apart as tokens of their own (``great!`` -> ``great !``)."""
+    import tensorflow as tf
+
+    return tf.strings.regex_replace(text, PUNCTUATION, r" \1 ")
+
+
+@keras.saving.register_keras_serializable(package="pipeline", name="lower_and_split_punctuation")
+def lower_and_split_punctuation(text: Any) -> Any:
+    """Lower-cased, with punctuation and symbols set apart as tokens of their own."""
+    import tensorflow as tf
+
+    return split_punctuation(tf.strings.lower(text))
 
 
 def _texts(model_input: Any) -> List[str]:

@@ -179,3 +179,25 @@ def test_public_dataset_configs_read_the_published_counts(make_cfg, name, total,
     # published sizes, less the exact duplicates (SST-2 repeats 11 sentences across its files)
     assert len(_all_texts(splits)) + splits.duplicates_removed == total
     assert len(set(_all_texts(splits))) == len(_all_texts(splits))
+
+
+@pytest.mark.parametrize(
+    "overrides, tokens",
+    [
+        ([], ["shares", "rose", "5", "to", "£1000", "wow"]),  # lower-cased, ASCII punctuation stripped
+        (["dataset.strip_punctuation=false"], ["shares", "rose", "5%", "to", "£1,000!", "wow!!"]),  # attached
+        (["dataset.strip_punctuation=false", "dataset.split_punctuation=true"],
+         ["shares", "rose", "5", "%", "to", "£", "1", ",", "000", "!", "wow", "!", "!"]),
+        (["dataset.strip_punctuation=false", "dataset.split_punctuation=true", "dataset.lowercase=false"],
+         ["Shares", "rose", "5", "%", "to", "£", "1", ",", "000", "!", "WOW", "!", "!"]),
+    ],
+)
+def test_punctuation_is_stripped_kept_or_split_into_tokens(make_cfg, overrides, tokens) -> None:
+    """``$``, ``£``, ``!`` and ``?`` carry signal in reviews, questions and spam: split_punctuation
+    keeps each as a token of its own, where stripping drops it and keeping glues it to a word."""
+    cfg = make_cfg("dataset.sequence_length=20", *overrides)
+    text = "Shares rose 5% to £1,000! WOW!!"
+    vectorizer = data.build_vectorizer(cfg.dataset, [text])
+    vocabulary = vectorizer.get_vocabulary()
+    ids = np.asarray(vectorizer(np.array([text], dtype=object)))[0]
+    assert [vocabulary[i] for i in ids if i] == tokens
