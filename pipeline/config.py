@@ -208,6 +208,14 @@ class FinalConfig:
 
 
 @dataclass
+class CvAutoConfig:
+    """``tuner.cv_folds=auto``: ``folds`` folds below ``below`` labelled texts (train + validation)."""
+
+    folds: int = MISSING
+    below: int = MISSING
+
+
+@dataclass
 class TunerConfig:
     """What every tuner has: toward what, how trials run, where the state lives, how it is
     spread over processes, and what happens after. Each tuner's own budget is in its schema."""
@@ -220,6 +228,10 @@ class TunerConfig:
     seed: int = MISSING
     max_retries_per_trial: int = MISSING
     max_consecutive_failed_trials: int = MISSING
+    #: Each trial scored as the mean over K stratified folds of train+validation: an integer K
+    #: (1: the validation split alone), or ``auto`` (``cv_auto``).
+    cv_folds: str = MISSING
+    cv_auto: CvAutoConfig = field(default_factory=CvAutoConfig)
     #: The search's state: <directory>/<project_name>, reloaded when the same command runs again.
     directory: str = MISSING
     project_name: str = MISSING

@@ -19,7 +19,7 @@ from pipeline.baseline import beside
 from pipeline.config import to_container
 from pipeline.errors import PipelineError
 from pipeline.train import hydra_overrides
-from pipeline.tuning import distributed, final, trials
+from pipeline.tuning import distributed, final, folds, trials
 from pipeline.tuning.hypermodel import searched_values
 from pipeline.tuning.project import Project, resolve_project, search_identity
 from pipeline.tuning.tuners import make_tuner, validate
@@ -56,7 +56,7 @@ def run(cfg: DictConfig) -> float:
     tracking.preflight(cfg.tracking)
     experiment.seed_everything(cfg.seed, cfg.training.deterministic)
     prepared = experiment.prepare(cfg)
-    identity = search_identity(cfg, prepared.splits.fingerprint()["all"])
+    identity = search_identity(cfg, prepared.splits.fingerprint()["all"], folds.resolve(cfg, prepared))
     role = distributed.role(cfg)
     if role == "worker":
         return distributed.work(cfg, prepared, identity, hp)
@@ -173,22 +173,29 @@ def _finalise(search: Search, best: Any) -> Any:
     if register and (state.get("registered_trial") == best.trial_id
                      or tracking.registered_for(str(cfg.tracking.uri), register, search.parent_id, version_tags)):
         register = None
-    with warnings.catch_warnings():
-        # the checkpoint holds Adam's slots; the rebuilt model's optimizer is fresh and unused here
-        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-        model = search.tuner.get_best_models(1)[0]
+    # a trial scored on folds has no model of its own: the refit is the only one
+    on_folds = folds.resolve(cfg, prepared) > 1
+    model = None
+    if not on_folds:
+        with warnings.catch_warnings():
+            # the checkpoint holds Adam's slots; the rebuilt model's optimizer is fresh and unused here
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            model = search.tuner.get_best_models(1)[0]
     made = "the best trial's model"
     if cfg.tuner.final.refit:
-        x_test, y_test = prepared.encoded["test"]
-        single = model.evaluate(x_test, y_test, batch_size=256, verbose=0, return_dict=True)["accuracy"]
+        single = None
+        if model is not None:
+            x_test, y_test = prepared.encoded["test"]
+            single = float(model.evaluate(x_test, y_test, batch_size=256, verbose=0, return_dict=True)["accuracy"])
+            tracking.log_metrics({"best_trial.test_accuracy": single})
         model, members = final.refit(cfg, prepared, search.project, search.parent_id, best)
         epochs = int(members.iloc[0]["epochs"])
         tracking.log_table(members, "search/refit.csv")
-        tracking.log_metrics({"refit.epochs": float(epochs), "refit.members": float(len(members)), "best_trial.test_accuracy": float(single)})
+        tracking.log_metrics({"refit.epochs": float(epochs), "refit.members": float(len(members))})
         tracking.set_tags({"refit.trial_id": str(best.trial_id)})
         made = (f"trial {best.trial_id}'s configuration refit on train+val for {epochs} epoch(s)"
                 + (f", averaged over {len(members)} seeds" if len(members) > 1 else "")
-                + f" (best trial alone: test_accuracy={single:.4f})")
+                + (f" (best trial alone: test_accuracy={single:.4f})" if single is not None else ""))
     elif cfg.tuner.final.ensemble.seeds:
         x_test, y_test = prepared.encoded["test"]
         single = model.evaluate(x_test, y_test, batch_size=256, verbose=0, return_dict=True)["accuracy"]

@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import List
 
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
@@ -445,3 +446,111 @@ def test_a_search_killed_while_recording_its_inputs_resumes_into_the_same_parent
     _, parents, children = _runs(store_uri)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert parents[0].data.params["tuner.name"] == "random" and len(children) == 1
+
+
+FOLDS = [*SHRINK, "dataset.max_samples=200", "search_space=tiny", "tuner.cv_folds=3"]
+
+
+def test_cross_validated_trials_are_ranked_by_their_mean_over_folds(make_cfg, store_uri: str, capsys) -> None:
+    import numpy as np
+
+    from pipeline.tuning import folds
+
+    cfg = make_cfg(*FOLDS, "tuner.max_trials=2", "training.epochs=3", config_name="tune")
+    tune.run(cfg)
+    client, (parent,), children = _runs(store_uri)
+    trial_runs = [c for c in children if "tuner.trial_id" in c.data.tags]
+    assert len(trial_runs) == 2
+    for run in trial_runs:
+        # every fold's curves on the trial's run, step = epoch
+        curves = []
+        for k in range(3):
+            steps = sorted(client.get_metric_history(run.info.run_id, f"fold{k}.val_accuracy"), key=lambda m: m.step)
+            assert [m.step for m in steps] == list(range(len(steps))) and steps
+            curves.append([m.value for m in steps])
+        assert "fold3.val_accuracy" not in run.data.metrics
+        # the trial's score is the best epoch of the mean curve (a fold stopped early keeps its last value)
+        mean = folds.mean_curve([{"val_accuracy": c, "loss": c} for c in curves])["val_accuracy"]
+        assert run.data.metrics["trial_score"] == pytest.approx(max(mean))
+        best = int(np.argmax(mean))
+        spread = np.std([c[min(best, len(c) - 1)] for c in curves], ddof=1)
+        assert run.data.metrics["trial_score_std"] == pytest.approx(spread) and run.data.metrics["cv_folds"] == 3
+        logged = sorted(client.get_metric_history(run.info.run_id, "val_accuracy"), key=lambda m: m.step)
+        assert [m.value for m in logged] == pytest.approx(mean)
+    # what the oracle ranked by is the mean: the best trial is the one with the best mean
+    top = max(trial_runs, key=lambda r: r.data.metrics["trial_score"])
+    assert parent.data.metrics["best_score"] == pytest.approx(top.data.metrics["trial_score"])
+    # no single trial model exists: the final model is the refit, for the mean curve's best epoch count
+    assert "best_trial.test_accuracy" not in parent.data.metrics
+    mean_top = [m.value for m in sorted(client.get_metric_history(top.info.run_id, "val_accuracy"), key=lambda m: m.step)]
+    if parent.data.tags["best_trial_id"] == top.data.tags["tuner.trial_id"]:
+        assert parent.data.metrics["refit.epochs"] == mean_top.index(max(mean_top)) + 1
+    assert "test_accuracy_ci_low" in parent.data.metrics
+
+
+def test_a_search_killed_mid_trial_keeps_the_folds_it_had_finished(tmp_path: Path, store_uri: str) -> None:
+    args = ["tune", *FOLDS, "tuner.max_trials=1", "training.epochs=6", "training.early_stopping.enabled=false", "tracking.log_model=false"]
+    (tmp_path / "mlruns").mkdir()
+    MlflowClient(store_uri).search_experiments()
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    folder = tmp_path / "tuner" / "bbc_news-lstm-seed42" / "folds" / "trial0"
+    try:
+        wait_for(lambda: (folder / "fold0.json").is_file(), 300, "the first fold to finish")
+        proc.kill()
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    done = {p.name: p.stat().st_mtime_ns for p in folder.glob("fold*.json")}
+    assert "fold0.json" in done and len(done) < 3, done
+    result = run_cli(args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resuming search" in result.stdout
+    # the finished folds were read back, not trained again; the others were trained
+    assert {p.name for p in folder.glob("fold*.json")} == {"fold0.json", "fold1.json", "fold2.json"}
+    assert all(folder.joinpath(name).stat().st_mtime_ns == mtime for name, mtime in done.items())
+    client, (parent,), children = _runs(store_uri)
+    finished = [c for c in children if c.data.tags.get("tuner.trial_id") == "0" and c.info.status == "FINISHED"]
+    assert len(finished) == 1 and all(f"fold{k}.val_accuracy" in finished[0].data.metrics for k in range(3))
+    assert parent.info.status == "FINISHED"
+
+
+@pytest.mark.parametrize(
+    "overrides, fragment",
+    [
+        (["tuner.cv_folds=0"], "tuner.cv_folds must be auto, 1 (no folds) or at least 2, got 0"),
+        (["tuner.cv_folds=500"], "more folds than class"),
+        (["tuner.cv_folds=3", "tuner.final.refit=false"], "needs tuner.final.refit=true"),
+    ],
+)
+def test_bad_fold_settings_fail_in_one_line_before_any_run(tmp_path: Path, store_uri: str, overrides: List[str], fragment: str) -> None:
+    result = run_cli(["tune", *SHRINK, "dataset.max_samples=200", "search_space=tiny", *overrides], cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert fragment in line
+    assert not (tmp_path / "tuner").exists() and not runs_in(store_uri)
+
+
+@pytest.mark.parametrize("value", ["-3", "three", "2.5", "''"])
+def test_fold_counts_that_are_not_counts_are_refused_before_any_data_is_read(make_cfg, value: str) -> None:
+    from pipeline.tuning.tuners import validate
+
+    with pytest.raises(ConfigError, match=r"tuner.cv_folds must be auto, 1 \(no folds\) or at least 2"):
+        validate(make_cfg(*SMALL, f"tuner.cv_folds={value}", config_name="tune"))
+
+
+def test_folds_are_on_below_the_auto_size_and_off_above_it(make_cfg) -> None:
+    from pipeline import experiment
+    from pipeline.tuning import folds
+
+    cfg = make_cfg("dataset.max_samples=200", config_name="tune")
+    prepared = experiment.prepare(cfg)
+    assert folds.resolve(cfg, prepared) == cfg.tuner.cv_auto.folds == 5  # 180 labelled texts < 1000
+    assert folds.resolve(make_cfg("dataset.max_samples=200", "tuner.cv_auto.below=100", config_name="tune"), prepared) == 1
+    assert folds.resolve(make_cfg("dataset.max_samples=200", "tuner.final.refit=false", config_name="tune"), prepared) == 1
+    # stratified: every fold's validation rows keep the class shares of train+validation
+    labels = np.concatenate([prepared.encoded["train"][1], prepared.encoded["val"][1]])
+    for train_rows, val_rows in folds.splits(prepared, 5, 42):
+        assert not set(train_rows) & set(val_rows) and len(train_rows) + len(val_rows) == len(labels)
+        assert abs(np.bincount(labels[val_rows], minlength=5) / len(val_rows) - np.bincount(labels, minlength=5) / len(labels)).max() < 0.06

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import functools
 import tempfile
+import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import mlflow
 
@@ -27,6 +28,18 @@ def log_params(params: Dict[str, str]) -> None:
 
 def log_metrics(metrics: Dict[str, float], step: Optional[int] = None) -> None:
     mlflow.log_metrics(metrics, step=step)
+
+
+def log_metric_history(history: Dict[str, List[float]]) -> None:
+    """Whole per-epoch curves (``{"fold0.val_accuracy": [...]}``) into the active run, step = epoch,
+    in one write."""
+    from mlflow.entities import Metric
+
+    run = mlflow.active_run()
+    now = int(time.time() * 1000)
+    metrics = [Metric(key, float(v), now, step) for key, values in history.items() for step, v in enumerate(values)]
+    for i in range(0, len(metrics), 1000):  # MLflow's limit per batch
+        mlflow.MlflowClient().log_batch(run.info.run_id, metrics=metrics[i : i + 1000])
 
 
 def set_tags(tags: Dict[str, str]) -> None:

@@ -29,10 +29,12 @@ def _digest(value: Any) -> str:
     return provenance.config_hash(value)[:16]
 
 
-def search_identity(cfg: DictConfig, data_fingerprint: str) -> Dict[str, str]:
+def search_identity(cfg: DictConfig, data_fingerprint: str, folds: int = 1) -> Dict[str, str]:
     """What makes two searches the same search: reloading is only safe when all of it matches."""
     t = cfg.tuner
     return {
+        # trials scored on folds and on the validation split alone are not comparable
+        **({"folds": str(folds)} if folds > 1 else {}),
         "search space": _digest(search_space.describe(cfg.search_space)),
         "objective": _digest([t.objective, t.direction]),
         # what a tuner's schema lacks counts as null (as when every tuner had every field)

@@ -10,6 +10,7 @@ the table of trials, best first, and what each trial's status is for the resume 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import keras_tuner
@@ -53,9 +54,10 @@ def memory_mb() -> Dict[str, float]:
 class TrialTracking:
     """Mixed into a Keras Tuner class: each trial runs inside an MLflow child run."""
 
-    def __init__(self, *args: Any, cfg: DictConfig, parent_run_id: Optional[str], **kwargs: Any) -> None:
+    def __init__(self, *args: Any, cfg: DictConfig, parent_run_id: Optional[str], folds: int = 1, **kwargs: Any) -> None:
         self._cfg = cfg
         self._parent_run_id = parent_run_id
+        self._folds = int(folds)
         super().__init__(*args, **kwargs)
 
     def run_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
@@ -89,7 +91,7 @@ class TrialTracking:
         keras.backend.clear_session()
         keras.utils.set_random_seed(int(self._cfg.seed))
         if self._parent_run_id is None:  # untracked: what bench/search_cost.py compares tracking with
-            return super().run_trial(trial, *args, **kwargs)  # type: ignore[misc]
+            return self._fit_trial(trial, *args, **kwargs)
         values = dict(trial.hyperparameters.values)
         tags = {
             "tuner.project": str(self.project_name),  # type: ignore[attr-defined]
@@ -101,11 +103,36 @@ class TrialTracking:
         }
         with tracking.tracked_run(self._cfg.tracking, f"trial-{trial.trial_id}", tags, parent_run_id=self._parent_run_id):
             tracking.log_params({f"hp.{k}": str(v) for k, v in values.items()})
-            callbacks = [*kwargs.pop("callbacks", []), tracking.epoch_logger(describe_model=False)]
-            histories = super().run_trial(trial, *args, callbacks=callbacks, **kwargs)  # type: ignore[misc]
+            if self._folds > 1:
+                histories = self._fit_trial(trial, *args, **kwargs)
+                tracking.log_metric_history(histories[0].history)  # the mean over folds, as any trial's curve
+            else:
+                callbacks = [*kwargs.pop("callbacks", []), tracking.epoch_logger(describe_model=False)]
+                histories = self._fit_trial(trial, *args, callbacks=callbacks, **kwargs)
             scores = [best_of(h.history.get(self._cfg.tuner.objective, []), self._cfg.tuner.direction) for h in histories]
-            tracking.log_metrics({"trial_score": float(np.mean(scores)), **memory_mb()})
+            tracking.log_metrics({"trial_score": float(np.mean(scores)), **memory_mb(),
+                                  **({"trial_score_std": self._spread, "cv_folds": float(self._folds)} if self._folds > 1 else {})})
             return histories
+
+    def _fit_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
+        """Keras Tuner's own fit of the trial; with folds, the trial's mean curve over them instead
+        (``pipeline.tuning.folds``), returned as the History Keras Tuner ranks by."""
+        if self._folds <= 1:
+            return super().run_trial(trial, *args, **kwargs)  # type: ignore[misc]
+        import keras
+
+        from pipeline.tuning import folds
+
+        # Hyperband's round budget; with folds a round trains from scratch (there is no single checkpoint)
+        epochs = int(trial.hyperparameters.values.get("tuner/epochs") or self._cfg.training.epochs)
+        hypermodel = self.hypermodel  # type: ignore[attr-defined]
+        curve, self._spread = folds.cross_validate(
+            hypermodel, trial, self._cfg, hypermodel.prepared, Path(self.project_dir) / "folds",  # type: ignore[attr-defined]
+            self._folds, epochs, log=self._parent_run_id is not None,
+        )
+        history = keras.callbacks.History()
+        history.history = curve
+        return [history]
 
 
 def trial_statuses(tuner: Any) -> Dict[str, str]:

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from pipeline import experiment, search_space
 from pipeline.errors import ConfigError
-from pipeline.tuning import compat
+from pipeline.tuning import compat, folds
 from pipeline.tuning.hypermodel import LSTMHyperModel
 from pipeline.tuning.project import Project
 from pipeline.tuning.trials import TrialTracking
@@ -38,6 +38,7 @@ def validate(cfg: DictConfig) -> keras_tuner.HyperParameters:
         raise ConfigError(
             f"tuner.final.seed_variance needs top_k >= 0 and, when on, at least two different seeds; got top_k={sv.top_k} seeds={list(sv.seeds)}"
         )
+    folds.check(cfg)
     if str(cfg.training.fit_on) != "train":
         raise ConfigError(
             "a search scores its trials on the validation split, so training.fit_on must be train "
@@ -74,6 +75,7 @@ def make_tuner(cfg: DictConfig, prepared: experiment.Prepared, project: Project,
     tuner = cls(
         cfg=cfg,
         parent_run_id=parent_run_id,
+        folds=folds.resolve(cfg, prepared),
         oracle=compat.ORACLES[str(t.name)](**oracle_kwargs),
         hypermodel=LSTMHyperModel(cfg, prepared),
         executions_per_trial=int(t.executions_per_trial),
