@@ -24,6 +24,9 @@ from pipeline.errors import ConfigError, PipelineError, first_line
 KEY_PACKAGES = ("tensorflow", "keras", "keras-tuner", "numpy", "scikit-learn")
 #: Per-epoch losses closer than this count as reproduced.
 TOLERANCE = 1e-6
+#: Settings added after runs were recorded whose default has changed since: what a record without
+#: them had (the behaviour before the setting existed), not today's default.
+WHEN_ABSENT = {"model.pooling": "last", "dataset.split_punctuation": False, "training.fit_on": "train"}
 
 
 class RerunError(PipelineError):
@@ -165,13 +168,24 @@ def rebuild_config(
     register_configs()
     notes: List[str] = []
     plain = {k: v for k, v in config.items() if k in TrainConfig.__dataclass_fields__}
-    # A setting added since the run was recorded takes today's default (conf/), which is what
-    # the run had before the setting existed.
+    # A setting added since the run was recorded takes what the run had before the setting
+    # existed: the value in WHEN_ABSENT where today's default has changed since, else today's
+    # default (conf/).
+    plain = OmegaConf.to_container(OmegaConf.create(plain))
+    for key, value in WHEN_ABSENT.items():
+        group, _, leaf = key.partition(".")
+        if isinstance(plain.get(group), dict) and leaf not in plain[group]:
+            plain[group][leaf] = value
     today = OmegaConf.to_container(compose_train([]), resolve=True)
     cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), today, plain)
     if trial is not None:
         _replay_trial(cfg, trial, notes)
         cfg.tracking.log_model = True
+    if trial is not None and refit is None and trial.metrics.get("cv_folds", 1) > 1:
+        notes.append(
+            f"trial {trial.tags.get('tuner.trial_id')} was scored on {int(trial.metrics['cv_folds'])} folds; the rerun "
+            "trains its values once on the training split, so its numbers will differ"
+        )
     if refit is not None:
         cfg.training.fit_on = "train_val"
         cfg.training.epochs = int(refit.tags["refit.epochs"])

@@ -97,9 +97,10 @@ NUMBERS = st.one_of(st.integers(-3, 4), st.sampled_from([0.0, -0.5, 0.5, 1.0, 1.
 KEYS = ["training.epochs", "training.batch_size", "training.learning_rate", "model.units", "model.embedding_dim",
         "model.dropout", "model.recurrent_dropout", "model.num_layers", "dataset.val_size", "dataset.test_size",
         "dataset.vocab_size", "dataset.max_samples", "dataset.sequence_length", "tuner.max_trials", "tuner.executions_per_trial",
+        "tuner.cv_folds", "tuner.cv_auto.folds", "tuner.cv_auto.below",
         # enums: refused when the config is composed
         "model.pooling", "training.class_weight", "training.early_stopping.monitor", "tuner.objective", "tuner.direction",
-        "tuner.on_change"]
+        "tuner.on_change", "training.fit_on"]
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])

@@ -63,6 +63,9 @@ def test_a_rerun_of_a_train_run_reproduces_every_epoch_and_compares(tmp_path: Pa
     assert set(comparison.data.tags["compared_runs"].split(",")) == {original, new.info.run_id}
     table = pd.read_csv(client.download_artifacts(comparison.info.run_id, "compare/runs.csv", str(tmp_path)))
     assert sorted(table["run_id"]) == sorted([original, new.info.run_id])
+    # each run's 95% interval beside its test accuracy, so two runs that do not really differ show it
+    assert (table["test_accuracy_ci_low"] < table["test_accuracy"]).all() and (table["test_accuracy"] < table["test_accuracy_ci_high"]).all()
+    assert "test_accuracy_ci_low" in lines[0]
     assert {a.path for a in client.list_artifacts(comparison.info.run_id, "compare")} >= {"compare/comparison.png"}
 
     # what another machine or a changed data file would have recorded: refused, unless --force
@@ -183,14 +186,20 @@ def test_a_run_recorded_before_values_were_named_by_path_still_rebuilds() -> Non
     from pipeline.errors import ConfigError
     from pipeline.rerun import rebuild_config
 
-    recorded = to_container(compose_train(["dataset=sst2"]))
-    del recorded["model"]["pooling"], recorded["training"]["bucket_by_length"]
+    recorded = to_container(compose_train(["dataset=sst2", "model.pooling=max", "dataset.split_punctuation=true"]))
+    del recorded["model"]["pooling"], recorded["training"]["bucket_by_length"], recorded["dataset"]["split_punctuation"]
+    del recorded["training"]["fit_on"]
     trial = tracking.RunRecord("r" * 32, "trial-3", "FINISHED", "1", {"tuner.trial_id": "3"},
                                {"hp.units": "16", "hp.learning_rate": "0.01", "hp.tuner/epochs": "4", "seed": "42"}, {})
     cfg, notes = rebuild_config(recorded, trial, [])
     assert (cfg.model.units, cfg.training.learning_rate, cfg.training.epochs) == (16, 0.01, 4)
+    # what the run had before these settings existed, whatever today's defaults are
     assert (cfg.model.pooling, cfg.training.bucket_by_length, cfg.dataset.name) == ("last", True, "sst2")
+    assert (cfg.dataset.split_punctuation, cfg.training.fit_on) == (False, "train")
     assert notes == []
+    folded = tracking.RunRecord("f" * 32, "trial-1", "FINISHED", "1", {"tuner.trial_id": "1"}, {"hp.model.units": "16"}, {"cv_folds": 5.0})
+    _, notes = rebuild_config(recorded, folded, [])
+    assert notes == ["trial 1 was scored on 5 folds; the rerun trains its values once on the training split, so its numbers will differ"]
 
     cfg, _ = rebuild_config(recorded, None, ["model=bilstm", "training.epochs=2", "dataset.max_samples=100"])
     assert (cfg.model.name, cfg.model.bidirectional, cfg.training.epochs) == ("bilstm", True, 2)
