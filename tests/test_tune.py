@@ -22,10 +22,12 @@ from pipeline.errors import ConfigError
 SMALL = [*SHRINK, "dataset.max_samples=200", *SPACE]
 
 
-def _runs(store_uri: str):
+def _runs(store_uri: str, refits: bool = False):
+    """(client, parent runs, child runs): trials and retrainings, with the final model's refit runs
+    only when ``refits`` (every search has them)."""
     runs = runs_in(store_uri)
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags and (refits or "refit.seed" not in r.data.tags)]
     return MlflowClient(store_uri), parents, children
 
 
@@ -40,6 +42,7 @@ def test_search_is_a_parent_run_with_a_child_per_trial(tmp_path: Path, store_uri
 
     client, parents, children = _runs(store_uri)
     assert len(parents) == 1 and len(children) == 3
+    assert len(_runs(store_uri, refits=True)[2]) == 4  # and the final model's refit
     parent = parents[0]
     assert parent.info.status == "FINISHED"
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
@@ -170,7 +173,7 @@ def test_an_ensemble_averages_the_best_trial_with_its_configuration_retrained_pe
 def test_the_final_model_is_the_best_configuration_refit_on_train_and_validation(make_cfg, store_uri: str, tmp_path: Path, capsys) -> None:
     cfg = make_cfg(*SMALL, "tuner.max_trials=2", "training.epochs=3", "tuner.final.ensemble.seeds=[1]", config_name="tune")
     tune.run(cfg)
-    client, (parent,), children = _runs(store_uri)
+    client, (parent,), children = _runs(store_uri, refits=True)
     best = parent.data.tags["best_trial_id"]
     (trial,) = [c for c in children if c.data.tags.get("tuner.trial_id") == best]
     # as many epochs as the best trial took to its best validation accuracy (the first best epoch)
@@ -486,6 +489,18 @@ def test_cross_validated_trials_are_ranked_by_their_mean_over_folds(make_cfg, st
     if parent.data.tags["best_trial_id"] == top.data.tags["tuner.trial_id"]:
         assert parent.data.metrics["refit.epochs"] == mean_top.index(max(mean_top)) + 1
     assert "test_accuracy_ci_low" in parent.data.metrics
+
+
+def test_hyperband_ranks_fold_scored_trials_by_their_mean(make_cfg, store_uri: str) -> None:
+    cfg = make_cfg(*FOLDS, "tuner.cv_folds=2", "tuner=hyperband", "tuner.max_epochs=2", "tuner.factor=2", "tracking.log_model=false",
+                   config_name="tune")
+    tune.run(cfg)
+    client, (parent,), children = _runs(store_uri)
+    assert len(children) >= 2 and all(c.data.metrics["cv_folds"] == 2 for c in children)
+    for run in children:  # each round trains its budget of epochs on both folds
+        budget = int(run.data.params["hp.tuner/epochs"])
+        assert len(client.get_metric_history(run.info.run_id, "fold1.loss")) <= budget
+    assert parent.data.metrics["best_score"] == pytest.approx(max(c.data.metrics["trial_score"] for c in children))
 
 
 def test_a_search_killed_mid_trial_keeps_the_folds_it_had_finished(tmp_path: Path, store_uri: str) -> None:
