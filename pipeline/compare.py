@@ -33,13 +33,24 @@ class CompareError(PipelineError):
     """Nothing to compare, or a metric the runs do not have."""
 
 
+def _positive(text: str) -> int:
+    """--top: a whole number of rows, at least 1 (argparse reports anything else in one line)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _parse(argv: List[str]) -> argparse.Namespace:
     parser = argument_parser("pipeline compare", __doc__.splitlines()[0])
     parser.add_argument("run_ids", nargs="*", help="a search's parent run, or several runs")
     parser.add_argument("--experiment", help="compare the train runs and searches of this experiment")
     parser.add_argument("--metric", help="rank by this metric (default: trial_score for a search's trials, else test_accuracy)")
     parser.add_argument("--direction", choices=("max", "min"), help="default: min for *loss*, else max")
-    parser.add_argument("--top", type=int, default=25, help="rows to show (default 25)")
+    parser.add_argument("--top", type=_positive, default=25, help="rows to show (default 25)")
     parser.add_argument("--no-log", action="store_true", help="print only; log no table or plot")
     parser.add_argument("overrides", nargs="*", default=[], help=argparse.SUPPRESS)
     # key=value overrides (tracking.uri=..., tracking.experiment_name=...) mix with run ids

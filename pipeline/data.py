@@ -177,6 +177,10 @@ def sequence_length(ds: Any, train_texts: List[str]) -> int:
         if not spec.isdigit() or int(spec) < 1:
             raise ConfigError(f"dataset.sequence_length must be a positive integer or auto, got {ds.sequence_length!r}")
         return int(spec)
+    if not 0 < float(ds.length_percentile) <= 100:
+        raise ConfigError(f"dataset.length_percentile must be above 0 and at most 100, got {ds.length_percentile}")
+    if int(ds.max_sequence_length) < 1:
+        raise ConfigError(f"dataset.max_sequence_length must be at least 1, got {ds.max_sequence_length}")
     lengths = [len(t.split()) for t in train_texts]
     return int(max(1, min(ds.max_sequence_length, np.ceil(np.percentile(lengths, ds.length_percentile)))))
 

@@ -49,6 +49,7 @@ CASES = [
     ("unknown model", ["model=transformer"], ["model/transformer", "lstm"]),
     ("misspelled key", ["training.epoch=3"], ["training.epoch", "TrainingConfig"]),
     ("wrong type", ["training.epochs=many"], ["training.epochs=many", "Integer"]),
+    ("percentile over 100", ["dataset.length_percentile=150"], ["dataset.length_percentile must be above 0 and at most 100, got 150"]),
 ]
 
 
@@ -70,6 +71,15 @@ def test_unreachable_tracking_server_is_reported_before_any_data_is_read(tmp_pat
 def test_unknown_command(tmp_path: Path) -> None:
     result = run_cli(["trian"], cwd=tmp_path)
     assert_one_line_error(result, "unknown command 'trian'", "train")
+
+
+def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture) -> None:
+    from pipeline import cli
+
+    assert cli.main([]) == 2  # a script that forgot the command must not look like it succeeded
+    captured = capsys.readouterr()
+    assert "train" in captured.err and not captured.out
+    assert cli.main(["--help"]) == 0 and "train" in capsys.readouterr().out
 
 
 def test_help_says_what_exists(tmp_path: Path) -> None:

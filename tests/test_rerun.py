@@ -153,6 +153,7 @@ def test_rerun_and_compare_bad_input_is_one_line(tmp_path: Path, store_uri: str,
         ("compare", original, deleted, "--metric", "bleu"): "none of these runs logged 'bleu'",
         ("compare", "--experiment", "nope"): "no experiment 'nope'",
         ("compare", "--top", "many"): "argument --top: invalid int value: 'many'",
+        ("compare", "--top", "0"): "argument --top: must be at least 1, got 0",
     }
     from pipeline import cli
 
