@@ -130,6 +130,12 @@ def load_splits(ds: Any, seed: int) -> Splits:
     Exact duplicates are removed before splitting, and a text in the test (or validation)
     file is removed from the splits before it, so no text is ever in two splits.
     """
+    for what in ("val", "test"):  # checked before reading, and as given (not rescaled)
+        given = getattr(ds, f"{what}_size")
+        if not 0.0 < float(given) < 1.0:
+            raise ConfigError(f"dataset.{what}_size must be between 0 and 1, got {given}")
+    if float(ds.val_size) + float(ds.test_size) >= 1.0 and ds.val_path is None and ds.test_path is None:
+        raise ConfigError(f"dataset.val_size + dataset.test_size must be below 1, got {ds.val_size} + {ds.test_size}")
     main, val, test = _read_sources(ds)
     removed = 0
     if test is not None:

@@ -37,6 +37,8 @@ def _read(path: str) -> List[str]:
         return Path(path).read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         raise DataError(f"no file {path}") from None
+    except IsADirectoryError:
+        raise DataError(f"--file {path} is a directory; give a file with one text per line") from None
     except UnicodeDecodeError as e:
         raise DataError(f"{path} is not UTF-8 text (byte {e.start})") from None
 

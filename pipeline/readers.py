@@ -27,6 +27,8 @@ _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", "
 def read_text(path: str | Path, encoding: str) -> str:
     """Decode a whole file, naming the first line that is not valid in ``encoding``."""
     p = Path(path)
+    if p.is_dir():
+        raise DataError(f"data file is a directory: {p} (dataset.path names one file; one file per class: dataset.class_files)")
     if not p.is_file():
         raise DataError(f"data file not found: {p}")
     raw = p.read_bytes()
@@ -72,6 +74,8 @@ def _column_index(spec: str, header: Optional[List[str]], path: Path, what: str)
     if header is not None and spec in header:
         return header.index(spec)
     if spec.lstrip("-").isdigit():
+        if int(spec) < 0:
+            raise DataError(f"dataset.{what}_column {spec}: a column index counts from 0, got a negative one")
         return int(spec)
     known = f" (columns: {', '.join(shown(h) for h in header)})" if header else ""
     raise DataError(f"{path}: no {what} column {spec!r}{known}; set dataset.{what}_column")
@@ -80,6 +84,8 @@ def _column_index(spec: str, header: Optional[List[str]], path: Path, what: str)
 def _read_delimited(path: Path, text: str, ds: Any, delimiter: str) -> Examples:
     # csv refuses fields over 128 KiB by default; a long document is still one text
     csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))
+    if len(delimiter) != 1:
+        raise DataError(f"dataset.delimiter must be one character, got {delimiter!r}")
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     by_name = not (ds.text_column.isdigit() and ds.label_column.isdigit())
     has_header = by_name if ds.header is None else bool(ds.header)

@@ -49,6 +49,7 @@ CASES = [
     ("unknown model", ["model=transformer"], ["model/transformer", "lstm"]),
     ("misspelled key", ["training.epoch=3"], ["training.epoch", "TrainingConfig"]),
     ("wrong type", ["training.epochs=many"], ["training.epochs=many", "Integer"]),
+    ("a directory as the file", ["dataset=files", "dataset.path=."], ["data file is a directory"]),
     ("percentile over 100", ["dataset.length_percentile=150"], ["dataset.length_percentile must be above 0 and at most 100, got 150"]),
 ]
 
@@ -102,3 +103,26 @@ def test_a_failing_run_is_marked_failed_and_ctrl_c_killed(store_uri: str, make_c
             raise KeyboardInterrupt
     runs = runs_in(store_uri)
     assert {r.info.run_name: r.info.status for r in runs} == {"fails": "FAILED", "interrupted": "KILLED"}
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["dataset.text_column=-1", "dataset.label_column=1"], "dataset.text_column -1: a column index counts from 0"),
+        (["dataset.delimiter=';;'"], "dataset.delimiter must be one character, got ';;'"),
+        (["dataset.val_size=1.5"], "dataset.val_size must be between 0 and 1, got 1.5"),
+        (["dataset.test_size=0"], "dataset.test_size must be between 0 and 1, got 0"),
+        (["dataset.val_size=0.5", "dataset.test_size=0.5"], "dataset.val_size + dataset.test_size must be below 1"),
+    ],
+)
+def test_reader_and_split_settings_are_refused_as_given(tmp_path: Path, make_cfg, overrides: List[str], message: str) -> None:
+    """Each once ended in a traceback, or was reported rescaled (val_size 1.5 as 1.6666)."""
+    from pipeline import data
+    from pipeline.errors import PipelineError
+
+    csv_path = tmp_path / "reviews.csv"
+    csv_path.write_text("text,label\n" + "".join(f"text number {i},{'ab'[i % 2]}\n" for i in range(40)))
+    cfg = make_cfg("dataset=files", f"dataset.path={csv_path}", *overrides)
+    with pytest.raises(PipelineError) as raised:
+        data.load_splits(cfg.dataset, 0)
+    assert message in str(raised.value) and "\n" not in str(raised.value)

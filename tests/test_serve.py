@@ -86,6 +86,7 @@ def test_the_registered_best_model_predicts_from_the_cli_and_over_http(tmp_path:
         ("predict", trial.info.run_id, "text"): "logged no model",
         ("predict", "sentiment"): "no texts",
         ("predict", "sentiment", "--file", "missing.txt"): "no file missing.txt",
+        ("predict", "sentiment", "--file", str(tmp_path)): "is a directory",
     }
     # models this project did not write are refused before any of them is unpickled or run
     marker = tmp_path / "unpickled.txt"
