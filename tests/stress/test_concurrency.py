@@ -32,7 +32,7 @@ def _run_searches(tmp_path: Path, extra: List[str]) -> None:
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "pipeline.cli", "tune", *SHRINK, "dataset=files", f"dataset.path={data}", f"seed={seed}",
-             f"tuner.max_trials={TRIALS}", "training.epochs=2", "tuner.final.registered_model_name=concurrent",
+             f"tuner.max_trials={TRIALS}", "training.epochs=2", "tuner.final.registered_model_name=concurrent", "tuner.cv_folds=1",
              "search_space.model.units={type:int,min:8,max:32,step:8}", *extra],
             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
@@ -48,8 +48,10 @@ def _assert_every_run_recorded(store_uri: str) -> None:
     assert not [r.info.run_name for r in runs if r.info.status != "FINISHED"]
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert sorted(p.data.params["seed"] for p in parents) == [str(s) for s in range(1, PROCESSES + 1)]
-    children = Counter(r.data.tags["mlflow.parentRunId"] for r in runs if "mlflow.parentRunId" in r.data.tags)
+    children = Counter(r.data.tags["mlflow.parentRunId"] for r in runs if "tuner.trial_id" in r.data.tags)
     assert children == Counter({p.info.run_id: TRIALS for p in parents})
+    refits = Counter(r.data.tags["mlflow.parentRunId"] for r in runs if "refit.seed" in r.data.tags)
+    assert refits == Counter({p.info.run_id: 1 for p in parents})  # each search's final model
     for parent in parents:
         assert parent.data.metrics["trials_completed"] == TRIALS and "test_accuracy" in parent.data.metrics
     assert len(client.search_model_versions("name='concurrent'")) == PROCESSES

@@ -36,7 +36,7 @@ def _statuses(store_uri: str):
 def test_twenty_sigkills_at_random_moments_lose_nothing(tmp_path: Path, store_uri: str) -> None:
     data = write_sentiment_csv(tmp_path / "reviews.csv", n=300)
     args = ["tune", *SHRINK, "dataset=files", f"dataset.path={data}", f"tuner.max_trials={TRIALS}", f"training.epochs={EPOCHS}",
-            "training.early_stopping.enabled=false", "tuner.final.registered_model_name=faulty",
+            "training.early_stopping.enabled=false", "tuner.final.registered_model_name=faulty", "tuner.cv_folds=1",
             "search_space.model.units={type:int,min:8,max:32,step:8}", "search_space.model.embedding_dim={type:choice,values:[8,16]}"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     env.pop("HYDRA_FULL_ERROR", None)
