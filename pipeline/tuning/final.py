@@ -14,7 +14,7 @@ import os
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 import numpy as np
 from omegaconf import DictConfig
@@ -25,6 +25,31 @@ from pipeline.search_space import with_values
 from pipeline.tuning.hypermodel import searched_values
 from pipeline.tuning.project import Project
 from pipeline.tuning.trials import best_of
+
+
+def _member_weights(cfg: DictConfig, project: Project, parent_run_id: str, best: Any, kind: str, stem: str) -> Callable[[Any], Path]:
+    """Where a final step (``kind``: ensemble, refit) keeps each member's weights, by seed
+    (``<project>/<kind>/<stem>-seed<s>.weights.h5``), so that a resumed search trains only the
+    members it lacks; a member run its process left RUNNING is closed FINISHED (weights kept) or
+    KILLED."""
+    folder = project.path / kind
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def weights(seed: Any) -> Path:
+        return folder / f"{stem}-seed{seed}.weights.h5"
+
+    tracking.close_stale_runs(
+        cfg.tracking, parent_run_id, f"{kind}.seed",
+        lambda tags: tags.get(f"{kind}.trial_id") == str(best.trial_id) and weights(tags[f"{kind}.seed"]).is_file(),
+    )
+    return weights
+
+
+def _save_whole(model: Any, path: Path) -> None:
+    """A member's weights written beside ``path``, then renamed: whole or absent."""
+    tmp = path.with_name(f".{os.getpid()}-{path.name}")
+    model.save_weights(str(tmp))
+    tmp.replace(path)
 
 
 @contextmanager
@@ -107,25 +132,14 @@ def ensemble(tuner: Any, cfg: DictConfig, prepared: experiment.Prepared, project
 
     from pipeline.model import average
 
-    folder = project.path / "ensemble"
-    folder.mkdir(parents=True, exist_ok=True)
-
-    def weights(seed: Any) -> Path:
-        return folder / f"trial{best.trial_id}-seed{seed}.weights.h5"
-
-    tracking.close_stale_runs(
-        cfg.tracking, parent_run_id, "ensemble.seed",
-        lambda tags: tags.get("ensemble.trial_id") == str(best.trial_id) and weights(tags["ensemble.seed"]).is_file(),
-    )
+    weights = _member_weights(cfg, project, parent_run_id, best, "ensemble", f"trial{best.trial_id}")
     # each member's weights: the best trial's in memory, the others' from their files
     members: List[Tuple[str, int, Any]] = [(f"trial {best.trial_id}", int(cfg.seed), best_model.get_weights())]
     for seed in (int(s) for s in cfg.tuner.final.ensemble.seeds):
         path = weights(seed)
         if not path.is_file():
             with _retrained(tuner, cfg, prepared, parent_run_id, best, seed, "ensemble", f"ensemble-trial{best.trial_id}-seed{seed}") as (model, _):
-                tmp = folder / f".{os.getpid()}-{path.name}"  # written beside, then renamed: whole or absent
-                model.save_weights(str(tmp))
-                tmp.replace(path)
+                _save_whole(model, path)
         members.append((f"seed {seed}", seed, path))
 
     keras.backend.clear_session()
@@ -175,16 +189,7 @@ def refit(cfg: DictConfig, prepared: experiment.Prepared, project: Project, pare
 
     refit_cfg = refit_config(cfg, best)
     epochs = int(refit_cfg.training.epochs)
-    folder = project.path / "refit"
-    folder.mkdir(parents=True, exist_ok=True)
-
-    def weights(seed: Any) -> Path:
-        return folder / f"trial{best.trial_id}-epochs{epochs}-seed{seed}.weights.h5"
-
-    tracking.close_stale_runs(
-        cfg.tracking, parent_run_id, "refit.seed",
-        lambda tags: tags.get("refit.trial_id") == str(best.trial_id) and weights(tags["refit.seed"]).is_file(),
-    )
+    weights = _member_weights(cfg, project, parent_run_id, best, "refit", f"trial{best.trial_id}-epochs{epochs}")
     seeds = [int(cfg.seed), *(int(s) for s in cfg.tuner.final.ensemble.seeds)]
     rows = []
     for seed in seeds:
@@ -203,9 +208,7 @@ def refit(cfg: DictConfig, prepared: experiment.Prepared, project: Project, pare
                 history = experiment.fit(model, prepared, refit_cfg.training, seed,
                                          callbacks=[tracking.epoch_logger(describe_model=False)]).history
                 row.update(loss=float(history["loss"][-1]), accuracy=float(history["accuracy"][-1]))
-                tmp = folder / f".{os.getpid()}-{path.name}"  # written beside, then renamed: whole or absent
-                model.save_weights(str(tmp))
-                tmp.replace(path)
+                _save_whole(model, path)
         rows.append(row)
 
     keras.backend.clear_session()
