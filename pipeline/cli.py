@@ -162,6 +162,21 @@ def main(argv: Optional[List[str]] = None) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
+def _local_conf(rest: List[str]) -> List[str]:
+    """Hydra's arguments, with ``./conf`` (the directory's own configs: a dataset of its own, a
+    changed default) searched before the pipeline's, as ``--config-dir conf`` would, unless a
+    config directory is given or ``./conf`` is the pipeline's own."""
+    from pathlib import Path
+
+    from pipeline.config import CONF_DIR
+
+    local = Path("conf").resolve()
+    given = any(a in ("--config-dir", "-cd") or a.startswith(("--config-dir=", "-cd=")) for a in rest)
+    if given or not local.is_dir() or local == CONF_DIR.resolve():
+        return rest
+    return ["--config-dir", str(local), *rest]
+
+
 def _main(argv: Optional[List[str]] = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     if not args:  # a command is missing: the usage, on stderr, and the status of a usage error
@@ -184,7 +199,7 @@ def _main(argv: Optional[List[str]] = None) -> int:
     # Hydra then raises instead of printing; a user's own setting keeps the full trace.
     full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"
-    sys.argv = [f"pipeline {name}", *rest]
+    sys.argv = [f"pipeline {name}", *_local_conf(rest)]
     try:
         _hydra_app(command)()
     except Terminated:

@@ -41,8 +41,26 @@ Direction = Choice("Direction", {v: v for v in ("max", "min")})
 TunerName = Choice("TunerName", {v: v for v in ("random", "bayesian", "hyperband")})
 OnChange = Choice("OnChange", {v: v for v in ("error", "new_project")})
 
-#: The project's ``conf/`` directory (the package is installed in editable mode beside it).
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+#: The source checkout this module runs from, if it runs from one (an editable install, or
+#: PYTHONPATH); None for an installed wheel.
+CHECKOUT: Optional[Path] = next(
+    (p for p in [Path(__file__).resolve().parent.parent] if (p / "pyproject.toml").is_file() and (p / "conf" / "config.yaml").is_file()),
+    None,
+)
+
+
+def _conf_dir() -> Path:
+    """The checkout's ``conf/`` (edited in place), else the copy installed as ``pipeline.conf``."""
+    if CHECKOUT is not None:
+        return CHECKOUT / "conf"
+    import importlib.resources
+
+    return Path(str(importlib.resources.files("pipeline.conf")))
+
+
+#: The pipeline's own configs: Hydra's primary config directory. A ``conf/`` in the directory
+#: ``pipeline`` runs in, or ``--config-dir``, is searched before it (pipeline/cli.py).
+CONF_DIR = _conf_dir()
 
 
 @dataclass
@@ -319,7 +337,8 @@ def register_configs() -> None:
     if not OmegaConf.has_resolver("abspath"):
         OmegaConf.register_new_resolver("abspath", _abspath)
     if not OmegaConf.has_resolver("project_root"):
-        OmegaConf.register_new_resolver("project_root", lambda: str(CONF_DIR.parent))
+        # the checkout (whose ../shared/data is the default data directory), else the working directory
+        OmegaConf.register_new_resolver("project_root", lambda: str(CHECKOUT or Path.cwd()))
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="tune_schema", node=TuneConfig)

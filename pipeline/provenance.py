@@ -20,7 +20,10 @@ def _git(*args: str) -> str:
 
 
 def git_state() -> Dict[str, str]:
-    """The pipeline source's commit and whether its tree had uncommitted changes."""
+    """The pipeline source's commit and whether its tree had uncommitted changes (an installed
+    wheel has no source tree: its version is in ``package_versions``)."""
+    if not (_SOURCE_DIR.parent / "pyproject.toml").is_file():  # not whatever repository a venv sits in
+        return {"git_commit": "unknown", "git_dirty": "unknown"}
     try:
         commit = _git("rev-parse", "HEAD")
         dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
