@@ -191,6 +191,9 @@ def _main(argv: Optional[List[str]] = None) -> int:
         return 2
     command = COMMANDS[name]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):  # set but empty: unset, as MLflow reads it
+        if not os.environ.get(name, "x").strip():
+            del os.environ[name]
     if command.config_name is None:
         return _plain_command(command, rest)
     from hydra.errors import HydraException

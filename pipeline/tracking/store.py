@@ -34,6 +34,8 @@ def check_server(tracking_cfg: Any) -> bool:
     """For a tracking server (http, https): whether it answers within ``tracking.connect_timeout``,
     else a one-line error. False for a local store, which :func:`preflight` opens."""
     uri = str(tracking_cfg.uri)
+    if not uri.strip():
+        raise TrackingError("tracking.uri is empty; give a store (sqlite:///path/mlflow.db, http://host:5000) or leave it out")
     if urllib.parse.urlsplit(uri).scheme not in ("http", "https"):
         return False
     try:

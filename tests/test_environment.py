@@ -1,0 +1,47 @@
+"""MLflow's environment variables: the store and the registry a user's shell names are the ones used."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mlflow import MlflowClient
+
+from conftest import SHRINK, SPACE, assert_one_line_error, run_cli, runs_in, write_sentiment_csv
+
+
+def test_mlflow_tracking_uri_names_the_store_and_the_command_line_wins(tmp_path: Path, store_uri: str) -> None:
+    elsewhere = f"sqlite:///{tmp_path / 'team' / 'mlflow.db'}"
+    (tmp_path / "team").mkdir()
+    env = {"MLFLOW_TRACKING_URI": elsewhere}
+    by_env = run_cli(["train", *SHRINK, "dataset.max_samples=200"], cwd=tmp_path, env=env)
+    assert by_env.returncode == 0, by_env.stderr[-2000:]
+    assert [r.info.status for r in runs_in(elsewhere)] == ["FINISHED"]
+    assert elsewhere in by_env.stdout  # the last line's UI command opens that store
+    assert not (tmp_path / "mlruns" / "mlflow.db").exists()
+
+    by_flag = run_cli(["train", *SHRINK, "dataset.max_samples=200", f"tracking.uri={store_uri}"], cwd=tmp_path, env=env)
+    assert by_flag.returncode == 0, by_flag.stderr[-2000:]
+    assert len(runs_in(store_uri)) == 1 and len(runs_in(elsewhere)) == 1
+
+    # set but empty is unset (as MLflow reads it): the default store here, which holds the second run
+    listed = run_cli(["compare"], cwd=tmp_path, env={"MLFLOW_TRACKING_URI": ""})
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    assert runs_in(store_uri)[0].info.run_id[:8] in listed.stdout
+    assert_one_line_error(run_cli(["train", *SHRINK, "tracking.uri="], cwd=tmp_path), "tracking.uri is empty")
+
+
+def test_mlflow_registry_uri_holds_the_registered_model_and_predict_finds_it(tmp_path: Path) -> None:
+    data = write_sentiment_csv(tmp_path / "reviews.csv", n=160)
+    tracking_uri = f"sqlite:///{tmp_path / 'runs.db'}"
+    registry_uri = f"sqlite:///{tmp_path / 'registry.db'}"
+    env = {"MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_REGISTRY_URI": registry_uri}
+    result = run_cli(["tune", *SHRINK, *SPACE, "tuner.max_trials=1", "tuner.final.refit=false", "dataset=files",
+                      f"dataset.path={data}", "tuner.final.registered_model_name=reviews"], cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert {r.info.status for r in runs_in(tracking_uri)} == {"FINISHED"}
+    assert [str(v.version) for v in MlflowClient(tracking_uri, registry_uri).search_model_versions("name='reviews'")] == ["1"]
+    assert MlflowClient(tracking_uri, tracking_uri).search_registered_models() == []
+
+    predicted = run_cli(["predict", "reviews", "a wonderful film"], cwd=tmp_path, env=env)
+    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    assert predicted.stdout.strip()
