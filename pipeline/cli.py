@@ -177,8 +177,44 @@ def _local_conf(rest: List[str]) -> List[str]:
     return ["--config-dir", str(local), *rest]
 
 
+SHELL_COMPLETION = ("-sc", "--shell-completion")
+
+
+def _completion(args: List[str]) -> int:
+    """Hydra's tab completion (``-sc install=bash|zsh|fish``, and the ``-sc query=...`` it installs)
+    for ``pipeline <command> <overrides>``: the shell asks ``pipeline -sc query=bash`` with the whole
+    line in ``COMP_LINE``; the command word is completed here, the overrides by that command's Hydra app."""
+    import re
+
+    option = next((a for a in args if "=" in a and a.split("=")[0] in ("install", "uninstall", "query")), "")
+    command = COMMANDS["train"]
+    if option.startswith("query="):
+        line = os.environ.get("COMP_LINE", "")
+        words = line.split()
+        if len(words) < 2 or (len(words) == 2 and not line.endswith(" ")):  # completing the command itself
+            typed = words[1] if len(words) == 2 else ""
+            print(("\n" if option.endswith("fish") else " ").join(n for n in COMMANDS if n.startswith(typed)))
+            return 0
+        command = COMMANDS.get(words[1], command)
+        if command.config_name is None or words[1] not in COMMANDS:
+            return 0  # rerun, compare, predict: run ids and files, the shell's own completion
+        # Hydra's query reads `<app> <overrides>`: the command word is taken out
+        os.environ["COMP_LINE"] = re.sub(r"^(\s*\S+)\s+\S+", r"\1", line, count=1)
+    sys.argv = ["pipeline", *SHELL_COMPLETION[:1], option or "install=bash"]
+    from hydra.errors import HydraException
+
+    try:
+        _hydra_app(command)()
+    except HydraException as e:
+        print(f"error: {_hydra_message(e)}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _main(argv: Optional[List[str]] = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
+    if any(a in SHELL_COMPLETION for a in args[:2]):  # `pipeline -sc ...`, `pipeline train -sc ...`
+        return _completion(args)
     if not args:  # a command is missing: the usage, on stderr, and the status of a usage error
         print(USAGE, file=sys.stderr)
         return 2
@@ -191,9 +227,9 @@ def _main(argv: Optional[List[str]] = None) -> int:
         return 2
     command = COMMANDS[name]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):  # set but empty: unset, as MLflow reads it
-        if not os.environ.get(name, "x").strip():
-            del os.environ[name]
+    for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):  # set but empty: unset, as MLflow reads it
+        if not os.environ.get(variable, "x").strip():
+            del os.environ[variable]
     if command.config_name is None:
         return _plain_command(command, rest)
     from hydra.errors import HydraException

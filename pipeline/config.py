@@ -332,10 +332,24 @@ def _abspath(path: str) -> str:
     return str(Path(os.path.expanduser(path)).resolve())
 
 
+def _files_name(path: Any, text_column: Any, label_column: Any) -> str:
+    """A ``files`` dataset's name: ``files-<file stem>``, plus the columns where they are not
+    ``text``/``label`` (conf/dataset/files.yaml), so that searches on different files or columns get
+    their own tuner project, run names and registered model; safe as a folder and a model name."""
+    import re
+
+    parts = ["files", Path(str(path)).stem if path else ""]
+    if (str(text_column), str(label_column)) != ("text", "label"):
+        parts += [str(text_column), str(label_column)]
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", "-".join(p for p in parts if p)).strip("._")[:80] or "files"
+
+
 def register_configs() -> None:
     """Register the schemas so that ``conf/`` YAML files are validated against them."""
     if not OmegaConf.has_resolver("abspath"):
         OmegaConf.register_new_resolver("abspath", _abspath)
+    if not OmegaConf.has_resolver("files_name"):
+        OmegaConf.register_new_resolver("files_name", _files_name)
     if not OmegaConf.has_resolver("project_root"):
         # the checkout (whose ../shared/data is the default data directory), else the working directory
         OmegaConf.register_new_resolver("project_root", lambda: str(CHECKOUT or Path.cwd()))

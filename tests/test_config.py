@@ -43,7 +43,7 @@ def test_every_group_option_composes(group: str, option: str) -> None:
         overrides.append("dataset.path=x.csv")
     resolved = to_container(_compose(*overrides))
     if group in ("dataset", "model"):
-        assert resolved[group]["name"] == option
+        assert resolved[group]["name"] == ("files-x" if option == "files" else option)
     for key, value in resolved["paths"].items():
         assert Path(value).is_absolute(), key
 
@@ -65,7 +65,7 @@ def test_every_option_of_every_group_composes_into_a_search_that_validates(group
         cfg = compose("tune", overrides=overrides)
     resolved = to_container(cfg)
     if group in ("dataset", "model", "tuner"):
-        assert resolved[group]["name"] == option
+        assert resolved[group]["name"] == ("files-x" if option == "files" else option)
     hp = validate(cfg)
     assert [p.name for p in hp.space], "an empty search space"
     assert all(p.name.split(".")[0] in ("model", "training") for p in hp.space)
@@ -84,3 +84,23 @@ def test_data_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_p
     monkeypatch.setenv("PIPELINE_DATA_DIR", str(tmp_path))
     cfg = _compose("dataset=sst2")
     assert cfg.dataset.path == str(tmp_path / "sst2" / "stsa.binary.train")
+
+
+def test_searches_on_different_files_or_columns_get_their_own_project_and_model_name() -> None:
+    """Two `pipeline tune dataset=files` searches on different files shared one tuner project (the
+    second was refused) and one registered model; the file's stem, and the columns where they are
+    not the defaults, now tell them apart."""
+    def names(*overrides: str) -> tuple:
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            resolved = to_container(compose("tune", overrides=["dataset=files", *overrides]))
+        return resolved["dataset"]["name"], resolved["tuner"]["project_name"], resolved["tuner"]["final"]["registered_model_name"]
+
+    assert names("dataset.path=/data/reviews.csv") == ("files-reviews", "files-reviews-lstm-seed42", "lstm-files-reviews")
+    assert names("dataset.path=/data/spam.csv")[1] == "files-spam-lstm-seed42"
+    assert names("dataset.path=/data/reviews.csv", "dataset.text_column=body", "dataset.label_column=stars")[0] == "files-reviews-body-stars"
+    # a name that is safe as a folder and a registered model name, whatever the file is called
+    assert names("dataset.path='/data/my reviews (v2)/../x y.tsv'")[0] == "files-x_y"
+    assert names("dataset.path=/data/reviews.csv", "dataset.name=mine")[0] == "mine"
+    # the given datasets keep their names
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        assert compose("tune", overrides=["dataset=mr"]).dataset.name == "mr"
