@@ -40,6 +40,9 @@ Metric = Choice("Metric", {v: v for v in ("loss", "accuracy", "val_loss", "val_a
 Direction = Choice("Direction", {v: v for v in ("max", "min")})
 TunerName = Choice("TunerName", {v: v for v in ("random", "bayesian", "hyperband")})
 OnChange = Choice("OnChange", {v: v for v in ("error", "new_project")})
+#: Whether a search's registered model takes the ``champion`` alias: when it beats the champion's
+#: test score on the same data (``auto``), ``always``, or ``never``.
+Promote = Choice("Promote", {v: v for v in ("auto", "always", "never")})
 
 #: The source checkout this module runs from, if it runs from one (an editable install, or
 #: PYTHONPATH); None for an installed wheel.
@@ -257,6 +260,9 @@ class TunerConfig:
     overwrite: bool = MISSING
     #: The project exists with another search space, objective or data: ``error`` or ``new_project``.
     on_change: OnChange = MISSING
+    #: The registered version gets alias ``candidate``; ``champion`` moves to it when ``auto`` finds
+    #: it better on test than the champion on the same data fingerprint, or ``always``.
+    promote: Promote = MISSING
     #: Worker processes beside the chief on this host (0: one process runs every trial).
     workers: int = MISSING
     #: For a search spread over hosts or scheduler jobs (`-m tuner.rank=0,1,2`): rank 0 is the

@@ -221,6 +221,9 @@ def record_evaluation(
         evaluate.misclassified(prepared.splits.test.texts, y_test, probs, classes, cfg.tracking.max_misclassified),
         "evaluation/misclassified.csv",
     )
+    if registered_model_name:  # a version says where it came from and how it scored
+        version_tags = {**(version_tags or {}), "data_fingerprint": prepared.splits.fingerprint()["all"],
+                        "dataset": str(cfg.dataset.name), **{f"test_{k}": f"{v:.6g}" for k, v in metrics.items()}}
     if cfg.tracking.log_model:
         with tempfile.TemporaryDirectory() as tmp:
             path = str(Path(tmp) / "text_classifier.keras")

@@ -70,14 +70,14 @@ def run(cfg: DictConfig) -> float:
         _search(search, role)
         summary = _summarise(search)
         _seed_variance(search)
-        metrics, final_model = _finalise(search, summary.best)
+        metrics, final_model, registered = _finalise(search, summary.best)
         experiment_id = parent.info.experiment_id
 
     best = summary.best
     print(
         f"search {search.parent_id} ({cfg.dataset.name}, {cfg.tuner.name}): {summary.completed} trials, best {cfg.tuner.objective}="
         f"{best.score:.4f} {searched_values(best)}; final model {final_model}: test_accuracy={evaluate.with_interval(metrics)}"
-        f"{beside(search.baseline)} | "
+        f"{beside(search.baseline)}{registered} | "
         f"UI: {tracking.ui_hint(cfg.tracking, experiment_id, search.parent_id)}",
         flush=True,
     )
@@ -165,7 +165,7 @@ def _seed_variance(search: Search) -> None:
 def _finalise(search: Search, best: Any) -> Any:
     """The final model (the best configuration refit on train+validation, or the best trial's own
     model; either averaged over seeds), tested, logged and registered once per best trial;
-    returns its test metrics and how it was made."""
+    returns its test metrics, how it was made, and what became of its registered version."""
     cfg, prepared, state = search.cfg, search.prepared, search.state
     # Once per best trial, also when a resumed search's process died just after registering.
     version_tags = {"best_trial_id": str(best.trial_id)}
@@ -204,7 +204,25 @@ def _finalise(search: Search, best: Any) -> Any:
         tracking.log_metrics({"ensemble.members": float(len(members) - 1), "ensemble.val_accuracy": float(members.iloc[-1]["val_accuracy"]),
                               "best_trial.test_accuracy": float(single)})
         made = f"an average of {len(members) - 1} models (best trial alone: test_accuracy={single:.4f})"
+    version_tags["search_run_id"] = search.parent_id
     metrics = experiment.record_evaluation(model, prepared, cfg, registered_model_name=register, version_tags=version_tags)
     if register:
         search.project.write_state(registered_trial=best.trial_id)
-    return metrics, made
+    return metrics, made, _promote(search, version_tags)
+
+
+def _promote(search: Search, version_tags: Dict[str, str]) -> str:
+    """The alias ``candidate`` on this search's registered version, and ``champion`` if it earns it
+    (also on a resumed search that had registered it before it died); what happened, for the last line."""
+    cfg = search.cfg
+    name = cfg.tuner.final.registered_model_name
+    if not name or not cfg.tracking.log_model:
+        return ""
+    uri = str(cfg.tracking.uri)
+    version = tracking.search_version(uri, name, search.parent_id, {"best_trial_id": version_tags["best_trial_id"]})
+    if version is None:
+        return ""
+    metric = "test_" + str(cfg.tuner.objective).removeprefix("val_")
+    said = tracking.promote(uri, name, version, metric, str(cfg.tuner.direction) == "max", str(cfg.tuner.promote))
+    tracking.set_tags({"registered_model": f"{name}/{version.version}"})
+    return f"; registered {said}"

@@ -69,11 +69,26 @@ def test_search_is_a_parent_run_with_a_child_per_trial(tmp_path: Path, store_uri
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
     assert "plots/search_scores.png" in artifacts
     assert _versions(client, "lstm-bbc_news") == ["1"]
+    # the first version is the champion; it says where it came from and how it scored
+    first = client.get_model_version_by_alias("lstm-bbc_news", "champion")
+    assert str(first.version) == "1" and set(first.aliases) == {"candidate", "champion"}
+    assert first.tags["search_run_id"] == parent.info.run_id == first.run_id
+    assert first.tags["data_fingerprint"] == parent.data.tags["data_fingerprint"]
+    assert float(first.tags["test_accuracy"]) == pytest.approx(parent.data.metrics["test_accuracy"], abs=1e-5)
+    assert "registered lstm-bbc_news v1 is now @champion" in result.stdout
+    assert parent.data.tags["registered_model"] == "lstm-bbc_news/1"
 
-    # a new search (overwrite is explicit) registers a new version
+    # a new search (overwrite is explicit) registers a new version, the candidate; the champion
+    # moves to it only if it scored better on test on the same data
     again = run_cli(["tune", *SMALL, "tuner.max_trials=2", "tuner.overwrite=true"], cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert _versions(client, "lstm-bbc_news") == ["1", "2"]
+    second = client.get_model_version("lstm-bbc_news", "2")
+    assert "candidate" in second.aliases
+    better = float(second.tags["test_accuracy"]) > float(first.tags["test_accuracy"])
+    champion = client.get_model_version_by_alias("lstm-bbc_news", "champion")
+    assert str(champion.version) == ("2" if better else "1")
+    assert ("is now @champion" if better else "@champion stays v1") in again.stdout
 
 
 @pytest.mark.parametrize("tuner", ["bayesian", "hyperband"])

@@ -19,7 +19,7 @@ from pipeline.tracking.log import (
 from pipeline.tracking.models import PYFUNC_MODEL_FILE, check_own_model, load_text_model, log_text_model, resolve_model
 from pipeline.tracking.records import RunRecord, attach, experiment_id_by_name, fetch_run, load_artifact, metric_history, search
 from pipeline.tracking.redact import redact, scrub
-from pipeline.tracking.registry import registered_for
+from pipeline.tracking.registry import promote, registered_for, search_version
 from pipeline.tracking.resilience import (
     close_stale_runs,
     close_trial_runs,
@@ -37,7 +37,7 @@ __all__ = [
     "PYFUNC_MODEL_FILE", "RunRecord", "attach", "check_own_model", "check_server", "close_stale_runs", "close_trial_runs",
     "configure", "epoch_logger", "experiment_id_by_name", "fetch_run", "folder_name", "is_lost", "load_artifact",
     "load_text_model", "log_dict", "log_figure", "log_metric_history", "log_metrics", "log_params", "log_skops", "log_table", "log_text", "log_text_model",
-    "lost", "metric_history", "preflight", "reconcile_children", "redact", "registered_for", "resolve_model",
-    "retries_spent", "retry_budget_s", "run_exists", "scrub", "search", "set_tags", "tracked_run", "ui_hint",
+    "lost", "metric_history", "preflight", "promote", "reconcile_children", "redact", "registered_for", "resolve_model",
+    "retries_spent", "retry_budget_s", "run_exists", "scrub", "search", "search_version", "set_tags", "tracked_run", "ui_hint",
     "wait_for_server",
 ]

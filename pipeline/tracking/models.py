@@ -18,7 +18,7 @@ import mlflow
 
 from pipeline.errors import TrackingError, first_line
 from pipeline.tracking.records import RunRecord, fetch_run
-from pipeline.tracking.registry import latest_version, tag_version
+from pipeline.tracking.registry import served_version, tag_version
 
 PYFUNC_MODEL_FILE = Path(__file__).resolve().parent.parent / "pyfunc_model.py"
 
@@ -56,7 +56,8 @@ def log_text_model(
 
 
 def resolve_model(uri: str, ref: str) -> str:
-    """A model URI from a run id, a registered model name (its latest version) or a URI."""
+    """A model URI from a run id, a registered model name (its ``champion``; ``NAME@alias``,
+    ``NAME/VERSION``), or a URI."""
     if ref.startswith(("runs:/", "models:/")):
         return ref
     if re.fullmatch(r"[0-9a-f]{32}", ref):
@@ -65,7 +66,9 @@ def resolve_model(uri: str, ref: str) -> str:
         if not any(a.path == "model" for a in client.list_artifacts(run.run_id)) and not _logged_models(client, run):
             raise TrackingError(f"run {ref} logged no model (search trials do not; use the search's run or its registered model)")
         return f"runs:/{ref}/model"
-    return latest_version(uri, ref)
+    if re.fullmatch(r"[^/@]+(@[\w-]+|/\d+|/latest)", ref):  # NAME@alias, NAME/3, NAME/latest
+        return f"models:/{ref}"
+    return served_version(uri, ref)
 
 
 def _logged_models(client: Any, run: RunRecord) -> bool:

@@ -1,4 +1,5 @@
-"""The MLflow Model Registry: which version of a registered model a search made, and which is newest.
+"""The MLflow Model Registry: which version of a registered model a search made, which is newest,
+and which one is served (the ``champion`` alias, moved only to a better model).
 
 Owns every registry query; registering itself happens when a model is logged
 (:func:`pipeline.tracking.models.log_text_model`), so that a version always has its files.
@@ -6,7 +7,7 @@ Owns every registry query; registering itself happens when a model is logged
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import mlflow
 from mlflow.exceptions import MlflowException
@@ -44,3 +45,74 @@ def latest_version(uri: str, name: str) -> str:
         raise TrackingError(f"no registered model {name!r} with a version in {redact(uri)} (nor a run id)")
     latest = max(versions, key=lambda v: int(v.version))
     return f"models:/{name}/{latest.version}"
+
+
+#: The alias every new version of a search gets, and the one ``pipeline predict NAME`` serves.
+CANDIDATE, CHAMPION = "candidate", "champion"
+
+
+def search_version(uri: str, name: str, run_id: str, tags: Dict[str, str]) -> Optional[Any]:
+    """The version of ``name`` that this search (its parent ``run_id``) registered, with these tags."""
+    versions = mlflow.MlflowClient(uri).search_model_versions(f"name='{name}' and run_id='{run_id}'")
+    mine = [v for v in versions if all(v.tags.get(k) == str(val) for k, val in tags.items())]
+    return max(mine, key=lambda v: int(v.version)) if mine else None
+
+
+def _score(client: Any, version: Any, metric: str) -> Tuple[Optional[float], str]:
+    """A version's test score and data fingerprint: its tags, else its run's (older versions)."""
+    tags = dict(version.tags)
+    if metric not in tags or "data_fingerprint" not in tags:
+        try:
+            run = client.get_run(version.run_id)
+            tags = {**{k: str(v) for k, v in run.data.metrics.items()}, **run.data.tags, **tags}
+        except MlflowException:
+            pass
+    value = tags.get(metric)
+    return (float(value) if value is not None else None), str(tags.get("data_fingerprint", ""))
+
+
+def promote(uri: str, name: str, version: Any, metric: str, higher_is_better: bool, policy: str) -> str:
+    """Alias a search's new version ``candidate``, and move ``champion`` to it when ``policy`` is
+    ``always``, or ``auto`` and its ``metric`` beats the champion's on the same data fingerprint
+    (no champion yet: it becomes one). Returns what happened, for the search's last line."""
+    client = mlflow.MlflowClient(uri)
+    client.set_registered_model_alias(name, CANDIDATE, str(version.version))
+    try:
+        champion = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        champion = None
+    mine, fingerprint = _score(client, version, metric)
+    here = f"{name} v{version.version}"
+    if champion is not None and str(champion.version) == str(version.version):
+        return f"{here} is @{CHAMPION}"
+    if policy == "never":
+        return f"{here} is @{CANDIDATE} (tuner.promote=never)"
+    if champion is None or policy == "always":
+        client.set_registered_model_alias(name, CHAMPION, str(version.version))
+        return f"{here} is now @{CHAMPION}" + (" (tuner.promote=always)" if champion is not None else "")
+    theirs, their_fingerprint = _score(client, champion, metric)
+    was = f"@{CHAMPION} stays v{champion.version}"
+    if their_fingerprint != fingerprint:
+        return f"{here} is @{CANDIDATE}; {was} (tested on other data; tuner.promote=always moves it)"
+    if mine is None or theirs is None:
+        return f"{here} is @{CANDIDATE}; {was} ({metric} missing on one of them)"
+    better = mine > theirs if higher_is_better else mine < theirs
+    if not better:
+        return f"{here} is @{CANDIDATE}; {was} ({metric} {mine:.4f}, not better than its {theirs:.4f})"
+    client.set_registered_model_alias(name, CHAMPION, str(version.version))
+    return f"{here} is now @{CHAMPION} ({metric} {mine:.4f} beats v{champion.version}'s {theirs:.4f})"
+
+
+def served_version(uri: str, name: str) -> str:
+    """What ``pipeline predict NAME`` serves: ``models:/NAME@champion``, else (a registry from before
+    aliases, or every search with ``tuner.promote=never``) the newest version, said on stderr."""
+    import sys
+
+    try:
+        mlflow.MlflowClient(uri).get_model_version_by_alias(name, CHAMPION)
+        return f"models:/{name}@{CHAMPION}"
+    except MlflowException:
+        pass
+    newest = latest_version(uri, name)
+    print(f"note: {name} has no @{CHAMPION} alias; using its newest version ({newest})", file=sys.stderr, flush=True)
+    return newest
