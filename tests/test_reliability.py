@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 import pytest
+import pandas as pd
 from mlflow import MlflowClient
 
 from conftest import SHRINK, SPACE, MlflowServer, run_cli, runs_in, wait_for
@@ -39,36 +40,164 @@ def _tree(root: Path) -> dict:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
-def test_a_model_copied_into_the_store_has_its_mlmodel_only_when_every_file_is_whole(tmp_path: Path) -> None:
+def _logged_model(store_uri: str, tmp_path: Path):
+    """A client on a fresh store and a new logged model (PENDING, no files) in it."""
+    (tmp_path / "mlruns").mkdir(exist_ok=True)
+    client = MlflowClient(store_uri)
+    experiment_id = client.create_experiment("e", artifact_location=(tmp_path / "store").as_uri())
+    return client, client.create_logged_model(experiment_id, name="model")
+
+
+def _local_dir(model) -> Path:
+    return Path(model.artifact_location.removeprefix("file://"))
+
+
+def test_a_model_uploaded_into_the_store_has_its_mlmodel_only_when_every_file_is_whole(tmp_path: Path, store_uri: str) -> None:
     source = _model_dir(tmp_path / "source")
     assert [p.name for p in artifacts.files_marker_last(str(source))][-1] == "MLmodel"
-    n = len(_tree(source))
-    for crash_after in range(n):
-        store = tmp_path / f"store{crash_after}"
-        repo = artifacts.AtomicLocalArtifactRepository(store.as_uri())
-        real, calls = repo.log_artifact, []
+    client, first = _logged_model(store_uri, tmp_path)
+    for crash_after in range(len(_tree(source))):
+        model = first if crash_after == 0 else client.create_logged_model(first.experiment_id, name="model")
+        calls = []
 
-        def dying(local_file, artifact_path=None, _real=real, _calls=calls, _n=crash_after):
-            if len(_calls) == _n:
-                raise KeyboardInterrupt  # the process stops here
-            _calls.append(local_file)
-            _real(local_file, artifact_path)
+        class Dying:  # the process stops after ``crash_after`` whole files
+            def log_model_artifact(self, model_id, local_path, artifact_path=None, _n=crash_after):
+                if len(calls) == _n:
+                    raise KeyboardInterrupt
+                calls.append(local_path)
+                client.log_model_artifact(model_id, local_path, artifact_path)
 
-        repo.log_artifact = dying
         with pytest.raises(KeyboardInterrupt):
-            repo.log_artifacts(str(source), "model")
-        written = _tree(store / "model") if (store / "model").exists() else {}
-        assert "MLmodel" not in written
+            artifacts.upload_marker_last(Dying(), model.model_id, str(source))
+        stored = _local_dir(model)
+        written = _tree(stored) if stored.exists() else {}
+        assert len(written) == crash_after and "MLmodel" not in written
         assert all(written[name] == _tree(source)[name] for name in written), "a file was written in part"
-    store = tmp_path / "whole"
-    artifacts.AtomicLocalArtifactRepository(store.as_uri()).log_artifacts(str(source), "model")
-    assert _tree(store / "model") == _tree(source)
+    model = client.create_logged_model(first.experiment_id, name="model")
+    order = artifacts.upload_marker_last(client, model.model_id, str(source))
+    assert order[-1] == "MLmodel" and sorted(order) == sorted(_tree(source))
+    assert _tree(_local_dir(model)) == _tree(source)
 
 
-def test_mlflow_uses_the_whole_or_nothing_stores() -> None:
+_KILLED_MID_FILE = """
+import os, shutil, signal, sys
+from mlflow import MlflowClient
+from mlflow.store.artifact import local_artifact_repo
+from pipeline.tracking import artifacts
+
+def half_then_killed(src, dst, length=0):
+    data = src.read()
+    dst.write(data[: len(data) // 2])
+    dst.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+local_artifact_repo.shutil.copyfileobj = half_then_killed
+artifacts.upload_marker_last(MlflowClient(sys.argv[1]), sys.argv[2], sys.argv[3])
+"""
+
+
+def test_a_process_killed_mid_file_leaves_no_model_and_no_file_in_part(tmp_path: Path, store_uri: str) -> None:
+    source = _model_dir(tmp_path / "source")
+    _, model = _logged_model(store_uri, tmp_path)
+    killed = subprocess.run([sys.executable, "-c", _KILLED_MID_FILE, store_uri, model.model_id, str(source)],
+                            capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    stored = _local_dir(model)
+    names = {p.relative_to(stored).as_posix() for p in stored.rglob("*") if p.is_file()} if stored.exists() else set()
+    assert "MLmodel" not in names
+    assert not names & set(_tree(source)), f"a file of the model is in the store in part: {names}"
+
+
+def test_mlflow_keeps_its_own_artifact_repositories(tmp_path: Path) -> None:
+    """No MLflow artifact repository of this project replaces MLflow's (an entry point would,
+    for every program in the environment): in this process, and in a fresh one where the package
+    is installed from this checkout's pyproject.toml."""
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+    from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+    from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
 
-    assert isinstance(get_artifact_repository("file:///tmp/anywhere"), artifacts.AtomicLocalArtifactRepository)
+    assert type(get_artifact_repository("file:///tmp/anywhere")) is LocalArtifactRepository
+    assert type(get_artifact_repository("mlflow-artifacts:/x", tracking_uri="http://127.0.0.1:5000")) is MlflowArtifactsRepository
+
+    repo = Path(tracking.__file__).resolve().parents[2]
+    build = tmp_path / "build"
+    (build / "pipeline").mkdir(parents=True)
+    (build / "pipeline" / "__init__.py").write_text("")
+    for name in ("pyproject.toml", "README.md"):
+        (build / name).write_bytes((repo / name).read_bytes())
+    installed = tmp_path / "installed"
+    installed.mkdir()
+    metadata = subprocess.run([sys.executable, "-c", f"from setuptools import build_meta; build_meta.prepare_metadata_for_build_wheel({str(installed)!r})"],
+                              cwd=build, capture_output=True, text=True, timeout=120)
+    assert metadata.returncode == 0, metadata.stderr[-2000:]
+    probe = ("import importlib.metadata as m; from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository as g; "
+             "print(sorted(e.name for e in m.entry_points(group='mlflow.artifact_repository') if e.dist.name == 'pipeline')); "
+             "print(type(g('file:///tmp/x')).__qualname__, type(g('file:///tmp/x')).__module__); "
+             "print(type(g('mlflow-artifacts:/x', tracking_uri='http://127.0.0.1:5000')).__module__)")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(installed), str(repo)])}
+    fresh = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert fresh.returncode == 0, fresh.stderr[-2000:]
+    assert fresh.stdout.splitlines() == [
+        "[]",
+        "LocalArtifactRepository mlflow.store.artifact.local_artifact_repo",
+        "mlflow.store.artifact.mlflow_artifacts_repo",
+    ], fresh.stdout
+
+
+def _tiny_text_model(path: Path) -> str:
+    import keras
+
+    vectorizer = keras.layers.TextVectorization(max_tokens=20, output_sequence_length=4)
+    vectorizer.adapt(["a good film", "a bad film"])
+    text = keras.Input(shape=(), dtype="string", name="text")
+    hidden = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(20, 4)(vectorizer(text)))
+    keras.Model(text, keras.layers.Dense(2, activation="softmax")(hidden)).save(path)
+    return str(path)
+
+
+@pytest.mark.parametrize("where", ["sqlite", "server"])
+def test_a_logged_model_is_uploaded_mlmodel_last_and_loads_by_run_and_by_name(
+    tmp_path: Path, store_uri: str, where: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
+    import yaml
+
+    uri = request.getfixturevalue("server").url if where == "server" else store_uri
+    (tmp_path / "mlruns").mkdir(exist_ok=True)
+    keras_model = _tiny_text_model(tmp_path / "m.keras")
+    uploads = []
+    real = MlflowClient.log_model_artifact
+
+    def recorded(self, model_id, local_path, artifact_path=None):
+        uploads.append("/".join(p for p in (artifact_path, Path(local_path).name) if p))
+        return real(self, model_id, local_path, artifact_path)
+
+    monkeypatch.setattr(MlflowClient, "log_model_artifact", recorded)
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)  # MLflow resolves runs:/ URIs of logged models in the current store
+    try:
+        with mlflow.start_run() as run:
+            mlflow.log_metric("test_accuracy", 0.5)
+            model_uri = tracking.log_text_model(keras_model, ["neg", "pos"], ["mlflow"], ["a good film"], "tiny", {"source": "test"})
+        run_id = run.info.run_id
+        assert uploads[-1] == "MLmodel" and uploads.count("MLmodel") == 1 and "artifacts/m.keras" in uploads[:-1], uploads
+
+        client = MlflowClient(uri)
+        model_id = model_uri.removeprefix("models:/")
+        logged = client.get_logged_model(model_id)
+        assert str(logged.status) == "READY" and logged.source_run_id == run_id and logged.name == "model"
+        assert [m.key for m in logged.metrics] == ["test_accuracy"]
+        assert [o.model_id for o in client.get_run(run_id).outputs.model_outputs] == [model_id]
+        version = client.get_model_version("tiny", "1")
+        assert version.source == model_uri and version.run_id == run_id and version.tags == {"source": "test"}
+        meta = yaml.safe_load(Path(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/model/MLmodel")).read_text())
+        assert (meta["model_id"], meta["run_id"], meta["artifact_path"]) == (model_id, run_id, logged.artifact_location)
+    finally:
+        mlflow.set_tracking_uri(previous)
+    for ref in (run_id, "tiny"):
+        predictions = tracking.load_text_model(uri, ref).predict(pd.DataFrame({"text": ["a good film", "bad"]}))
+        assert list(predictions.columns) == ["label", "confidence", "probabilities"] and len(predictions) == 2
+        assert set(predictions["label"]) <= {"neg", "pos"}
 
 
 # --- the trial runs agree with the tuner's trials after a crash -------------------------------

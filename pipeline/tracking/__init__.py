@@ -8,7 +8,7 @@
 - ``records``: past runs read back as plain values (rerun, compare).
 - ``registry``: Model Registry queries.
 - ``models``: the raw-text pyfunc model, logged and safely loaded.
-- ``artifacts``: MLflow artifact repositories that never leave a half-written model.
+- ``artifacts``: a saved model uploaded file by file, ``MLmodel`` last, so no half-written model loads.
 
 The names below are the API the rest of the pipeline uses (``from pipeline import tracking``).
 """

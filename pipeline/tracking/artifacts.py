@@ -1,24 +1,23 @@
-"""MLflow artifact repositories that never leave a half-written model that loads.
+"""A staged model directory uploaded file by file, ``MLmodel`` last: a model that has one is complete.
 
-MLflow copies a logged model's directory into a local artifact store with ``copytree``: a
-process killed mid-copy left a model directory with some files whole, one cut short and
-others missing, and its ``MLmodel`` (what makes a directory a loadable model) possibly among
-the whole ones. These repositories write each file beside its destination and rename it into
-place (MLflow's own single-file write), and write every ``MLmodel`` last: a model directory
-that has one is complete. Registered for the ``file`` scheme (the artifact location of experiments this project creates) and for
-``mlflow-artifacts`` (a tracking server's proxied store) through MLflow's
-``mlflow.artifact_repository`` entry point (pyproject.toml).
+MLflow's ``log_model`` copies a model's directory into the artifact store in an order it does
+not promise: a process killed mid-copy could leave a model directory with its ``MLmodel`` (what
+makes a directory a loadable model) and some of its other files missing. The project's own
+logging code (:func:`pipeline.tracking.models.log_text_model`) therefore saves the model locally
+first and uploads it here, one file at a time through MLflow's public
+``MlflowClient.log_model_artifact``, every ``MLmodel`` after all other files. Each file is
+written whole or not at all by MLflow itself: a local (``file``) store writes it beside its
+destination and renames it into place (MLflow 3.17), a tracking server's proxied store
+(``mlflow-artifacts``) stages each upload and renames it server-side. MLflow's own artifact
+repositories are used as they are, for this project and every other program.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List
 
-from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
-from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
-
-#: The file that makes a directory an MLflow model: written after everything else.
+#: The file that makes a directory an MLflow model: uploaded after everything else.
 MARKER = "MLmodel"
 
 
@@ -28,18 +27,15 @@ def files_marker_last(local_dir: str) -> List[Path]:
     return [p for p in files if p.name != MARKER] + [p for p in files if p.name == MARKER]
 
 
-class _MarkerLast:
-    def log_artifacts(self, local_dir: str, artifact_path: Optional[str] = None) -> None:
-        for path in files_marker_last(local_dir):
-            relative = path.parent.relative_to(local_dir).as_posix()
-            parts = [p for p in (artifact_path, relative) if p and p != "."]
-            self.log_artifact(str(path), "/".join(parts) or None)  # type: ignore[attr-defined]
+def upload_marker_last(client: Any, model_id: str, local_dir: str) -> List[str]:
+    """Upload the model saved in ``local_dir`` into the logged model ``model_id``'s artifacts,
+    one file at a time, ``MLmodel`` last; returns the paths uploaded, in order.
 
-
-class AtomicLocalArtifactRepository(_MarkerLast, LocalArtifactRepository):
-    """A local artifact store: every file renamed into place (MLflow's ``log_artifact``), ``MLmodel`` last."""
-
-
-class MarkerLastMlflowArtifactsRepository(_MarkerLast, MlflowArtifactsRepository):
-    """A tracking server's proxied store (each upload is staged and renamed server-side):
-    ``MLmodel`` uploaded last."""
+    ``client`` is an ``mlflow.MlflowClient`` for the store that holds the logged model.
+    """
+    uploaded = []
+    for path in files_marker_last(local_dir):
+        relative = path.parent.relative_to(local_dir).as_posix()
+        client.log_model_artifact(model_id, str(path), None if relative == "." else relative)
+        uploaded.append(path.relative_to(local_dir).as_posix())
+    return uploaded

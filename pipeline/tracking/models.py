@@ -8,6 +8,7 @@ code is exactly that file: loading a foreign pyfunc would run its code or unpick
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import tempfile
@@ -17,10 +18,13 @@ from typing import Any, Dict, List, Optional
 import mlflow
 
 from pipeline.errors import TrackingError, first_line
+from pipeline.tracking.artifacts import upload_marker_last
 from pipeline.tracking.records import RunRecord, fetch_run
 from pipeline.tracking.registry import served_version, tag_version
 
 PYFUNC_MODEL_FILE = Path(__file__).resolve().parent.parent / "pyfunc_model.py"
+#: The name of every logged model, and its path in ``runs:/<run_id>/model``.
+MODEL_NAME = "model"
 
 
 def log_text_model(
@@ -31,28 +35,88 @@ def log_text_model(
     registered_model_name: Optional[str] = None,
     version_tags: Optional[Dict[str, str]] = None,
 ) -> str:
-    """Log the end-to-end raw-text model as an MLflow pyfunc; returns its model URI.
+    """Log the end-to-end raw-text model of the active run as an MLflow pyfunc; returns its model URI.
 
-    MLflow runs the model on ``example_texts`` while logging, so a model that cannot predict
-    raw text is never logged. With ``registered_model_name`` it also becomes a new version of
+    The model is saved and run on ``example_texts`` locally first, so a model that cannot
+    predict raw text is never logged; then it is uploaded one file at a time, ``MLmodel`` last
+    (:mod:`pipeline.tracking.artifacts`), so that a process killed mid-upload leaves no model
+    directory that has an ``MLmodel`` but lacks a file. As with ``mlflow.pyfunc.log_model``, it
+    is a logged model (``models:/<model_id>``) named ``model``, an output of the run
+    (``runs:/<run_id>/model``). With ``registered_model_name`` it also becomes a new version of
     that model in the Model Registry, tagged with ``version_tags``.
     """
-    import pandas as pd
+    from mlflow.entities import LoggedModelOutput
 
-    with tempfile.TemporaryDirectory() as tmp:
-        label_map = Path(tmp) / "label_map.json"
-        label_map.write_text(json.dumps({"classes": classes}), encoding="utf-8")
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=str(PYFUNC_MODEL_FILE),
-            artifacts={"keras_model": keras_model_path, "label_map": str(label_map)},
-            input_example=pd.DataFrame({"text": example_texts}),
-            pip_requirements=requirements,
-            registered_model_name=registered_model_name,
-        )
+    active = mlflow.active_run()
+    if active is None:
+        raise TrackingError("a model is logged into a run: no run is active")
+    run_id = active.info.run_id
+    client = mlflow.MlflowClient()
+    params = client.get_run(run_id).data.params
+    model = mlflow.initialize_logged_model(name=MODEL_NAME, source_run_id=run_id, params=dict(params))
+    try:
+        client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
+        _link_step_metrics(client, run_id, model.model_id, step=0)
+        with tempfile.TemporaryDirectory() as tmp:
+            staged = _save_staged(tmp, model, run_id, keras_model_path, classes, requirements, example_texts)
+            upload_marker_last(client, model.model_id, staged)
+    except Exception:
+        with contextlib.suppress(Exception):  # the store may be what failed: keep the first error
+            client.finalize_logged_model(model.model_id, "FAILED")
+        raise
+    client.finalize_logged_model(model.model_id, "READY")
+    model_uri = f"models:/{model.model_id}"
     if registered_model_name:
-        tag_version(registered_model_name, getattr(info, "registered_model_version", None), version_tags or {})
-    return info.model_uri
+        version = mlflow.register_model(model_uri, registered_model_name)
+        tag_version(registered_model_name, version.version, version_tags or {})
+    return model_uri
+
+
+def _save_staged(
+    tmp: str, model: Any, run_id: str, keras_model_path: str, classes: List[str], requirements: List[str], example_texts: List[str]
+) -> str:
+    """The model saved under ``tmp`` as MLflow's ``log_model`` would save it before its upload,
+    its ``MLmodel`` naming the logged model and the run; checked to answer its input example."""
+    import shutil
+
+    import pandas as pd
+    from mlflow.models import Model
+
+    label_map = Path(tmp) / "label_map.json"
+    label_map.write_text(json.dumps({"classes": classes}), encoding="utf-8")
+    staged = Path(tmp) / MODEL_NAME
+    example = pd.DataFrame({"text": example_texts})
+    mlflow.pyfunc.save_model(
+        path=str(staged),
+        python_model=str(PYFUNC_MODEL_FILE),
+        artifacts={"keras_model": keras_model_path, "label_map": str(label_map)},
+        input_example=example,
+        pip_requirements=requirements,
+        mlflow_model=Model(artifact_path=model.artifact_location, model_uuid=model.model_id, run_id=run_id, model_id=model.model_id),
+    )
+    # saving loads the model once (to infer its requirements), which may leave bytecode behind
+    for pycache in list(staged.rglob("__pycache__")):
+        shutil.rmtree(pycache, ignore_errors=True)
+    answers = mlflow.pyfunc.load_model(str(staged)).predict(example)
+    if len(answers) != len(example_texts):
+        raise TrackingError(f"the model answered {len(answers)} of its {len(example_texts)} example texts")
+    return str(staged)
+
+
+def _link_step_metrics(client: Any, run_id: str, model_id: str, step: int) -> None:
+    """The run's metrics at ``step`` also recorded for the logged model (what ``log_model`` does),
+    so that MLflow's model page shows them."""
+    from mlflow.entities import Metric
+
+    metrics = [
+        Metric(key=m.key, value=m.value, timestamp=m.timestamp, step=m.step, run_id=run_id, model_id=model_id,
+               dataset_name=m.dataset_name, dataset_digest=m.dataset_digest)
+        for key in client.get_run(run_id).data.metrics
+        for m in client.get_metric_history(run_id, key)
+        if m.step == step and m.model_id is None
+    ]
+    if metrics:
+        client.log_batch(run_id=run_id, metrics=metrics)
 
 
 def resolve_model(uri: str, ref: str) -> str:
@@ -63,9 +127,9 @@ def resolve_model(uri: str, ref: str) -> str:
     if re.fullmatch(r"[0-9a-f]{32}", ref):
         client = mlflow.MlflowClient(uri)
         run = fetch_run(uri, ref)
-        if not any(a.path == "model" for a in client.list_artifacts(run.run_id)) and not _logged_models(client, run):
+        if not any(a.path == MODEL_NAME for a in client.list_artifacts(run.run_id)) and not _logged_models(client, run):
             raise TrackingError(f"run {ref} logged no model (search trials do not; use the search's run or its registered model)")
-        return f"runs:/{ref}/model"
+        return f"runs:/{ref}/{MODEL_NAME}"
     if re.fullmatch(r"[^/@]+(@[\w-]+|/\d+|/latest)", ref):  # NAME@alias, NAME/3, NAME/latest
         return f"models:/{ref}"
     return served_version(uri, ref)
