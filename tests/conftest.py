@@ -38,10 +38,14 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     leave no MLflow run active behind it."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PIPELINE_DATA_DIR", str(DATA_DIR))
+    # the store a test names, not the one a shell (or an earlier set_tracking_uri) exported
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.delenv(name, raising=False)
     yield
     import mlflow
 
     assert mlflow.active_run() is None, "a test leaked an active MLflow run"
+    mlflow.set_tracking_uri(None)
 
 
 @pytest.fixture

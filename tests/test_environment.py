@@ -45,3 +45,12 @@ def test_mlflow_registry_uri_holds_the_registered_model_and_predict_finds_it(tmp
     predicted = run_cli(["predict", "reviews", "a wonderful film"], cwd=tmp_path, env=env)
     assert predicted.returncode == 0, predicted.stderr[-2000:]
     assert predicted.stdout.strip()
+
+
+def test_every_job_of_a_sweep_writes_to_the_same_store(tmp_path: Path, store_uri: str) -> None:
+    """MLflow's set_tracking_uri exports MLFLOW_TRACKING_URI to the process: a job that left it set
+    sent the next job of a sweep (same process, basic launcher) to MLflow's default store."""
+    result = run_cli(["train", "-m", *SHRINK, "dataset.max_samples=200", "seed=1,2"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(r.data.params["seed"] for r in runs_in(store_uri)) == ["1", "2"]
+    assert not (tmp_path / "mlflow.db").exists()

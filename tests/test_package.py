@@ -52,6 +52,16 @@ def test_a_built_wheel_trains_offline_from_an_empty_directory(tmp_path: Path) ->
     where = subprocess.run([str(venv / "bin" / "python"), "-c", "import pipeline.config as c; print(c.__file__); print(c.CONF_DIR)"],
                            cwd=work, env=env, capture_output=True, text=True, check=True).stdout.split()
     assert all(Path(p).is_relative_to(venv) for p in where), where
+    # installing the package leaves MLflow's own artifact repositories in place, for every program
+    probe = ("import importlib.metadata as m; import pipeline.tracking; "
+             "from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository as g; "
+             "print(sorted(e.name for e in m.entry_points(group='mlflow.artifact_repository') if e.dist.name == 'pipeline')); "
+             "print(type(g('file:///tmp/x')).__module__); "
+             "print(type(g('mlflow-artifacts:/x', tracking_uri='http://127.0.0.1:5000')).__module__)")
+    classes = subprocess.run([str(venv / "bin" / "python"), "-c", probe], cwd=work, env=env, capture_output=True, text=True)
+    assert classes.stdout.splitlines() == [
+        "[]", "mlflow.store.artifact.local_artifact_repo", "mlflow.store.artifact.mlflow_artifacts_repo"
+    ], classes.stdout + classes.stderr[-2000:]
 
     result = subprocess.run([str(venv / "bin" / "pipeline"), "train", *SHRINK, "dataset=bbc_slice"],
                             cwd=work, env=env, capture_output=True, text=True, timeout=600)

@@ -108,40 +108,15 @@ def test_a_process_killed_mid_file_leaves_no_model_and_no_file_in_part(tmp_path:
     assert not names & set(_tree(source)), f"a file of the model is in the store in part: {names}"
 
 
-def test_mlflow_keeps_its_own_artifact_repositories(tmp_path: Path) -> None:
-    """No MLflow artifact repository of this project replaces MLflow's (an entry point would,
-    for every program in the environment): in this process, and in a fresh one where the package
-    is installed from this checkout's pyproject.toml."""
+def test_mlflow_keeps_its_own_artifact_repositories() -> None:
+    """No MLflow artifact repository of this project replaces MLflow's (an entry point would, for
+    every program in the environment). The installed wheel is checked in tests/test_package.py."""
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
     from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
     from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
 
     assert type(get_artifact_repository("file:///tmp/anywhere")) is LocalArtifactRepository
     assert type(get_artifact_repository("mlflow-artifacts:/x", tracking_uri="http://127.0.0.1:5000")) is MlflowArtifactsRepository
-
-    repo = Path(tracking.__file__).resolve().parents[2]
-    build = tmp_path / "build"
-    (build / "pipeline").mkdir(parents=True)
-    (build / "pipeline" / "__init__.py").write_text("")
-    for name in ("pyproject.toml", "README.md"):
-        (build / name).write_bytes((repo / name).read_bytes())
-    installed = tmp_path / "installed"
-    installed.mkdir()
-    metadata = subprocess.run([sys.executable, "-c", f"from setuptools import build_meta; build_meta.prepare_metadata_for_build_wheel({str(installed)!r})"],
-                              cwd=build, capture_output=True, text=True, timeout=120)
-    assert metadata.returncode == 0, metadata.stderr[-2000:]
-    probe = ("import importlib.metadata as m; from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository as g; "
-             "print(sorted(e.name for e in m.entry_points(group='mlflow.artifact_repository') if e.dist.name == 'pipeline')); "
-             "print(type(g('file:///tmp/x')).__qualname__, type(g('file:///tmp/x')).__module__); "
-             "print(type(g('mlflow-artifacts:/x', tracking_uri='http://127.0.0.1:5000')).__module__)")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(installed), str(repo)])}
-    fresh = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
-    assert fresh.returncode == 0, fresh.stderr[-2000:]
-    assert fresh.stdout.splitlines() == [
-        "[]",
-        "LocalArtifactRepository mlflow.store.artifact.local_artifact_repo",
-        "mlflow.store.artifact.mlflow_artifacts_repo",
-    ], fresh.stdout
 
 
 def _tiny_text_model(path: Path) -> str:

@@ -16,6 +16,7 @@ import mlflow
 from mlflow import MlflowClient
 
 from conftest import SHRINK, SPACE, assert_one_line_error, run_cli, write_sentiment_csv
+from pipeline.tracking.store import using_store
 
 TEXTS = ["the film was great and the acting superb", "a dreadful plot and awful music"]
 
@@ -90,15 +91,11 @@ def test_the_registered_best_model_predicts_from_the_cli_and_over_http(tmp_path:
     }
     # models this project did not write are refused before any of them is unpickled or run
     marker = tmp_path / "unpickled.txt"
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(store_uri)
-    try:
+    with using_store(store_uri):
         for name, model in (("pickled", _Pickled(str(marker))), ("foreign-code", str(_foreign_code(tmp_path)))):
             with mlflow.start_run(experiment_id=experiment_id, run_name=name) as foreign:
                 mlflow.pyfunc.log_model(name="model", python_model=model)
             cases[("predict", foreign.info.run_id, "text")] = "refusing to load"
-    finally:
-        mlflow.set_tracking_uri(previous)
     marker.unlink(missing_ok=True)  # MLflow loads a model back once while logging it
     for args, message in cases.items():
         capsys.readouterr()

@@ -21,6 +21,7 @@ from pipeline.errors import TrackingError, first_line
 from pipeline.tracking.artifacts import upload_marker_last
 from pipeline.tracking.records import RunRecord, fetch_run
 from pipeline.tracking.registry import served_version, tag_version
+from pipeline.tracking.store import using_store
 
 PYFUNC_MODEL_FILE = Path(__file__).resolve().parent.parent / "pyfunc_model.py"
 #: The name of every logged model, and its path in ``runs:/<run_id>/model``.
@@ -174,14 +175,11 @@ def check_own_model(model_uri: str) -> None:
 def load_text_model(uri: str, ref: str) -> Any:
     """The raw-text pyfunc model of a run or a registered model, if this project wrote it."""
     model_uri = resolve_model(uri, ref)
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    try:
-        check_own_model(model_uri)
-        return mlflow.pyfunc.load_model(model_uri)
-    except TrackingError:
-        raise
-    except Exception as e:  # noqa: BLE001 - deleted files, a foreign model
-        raise TrackingError(f"cannot load model {model_uri}: {first_line(e)}") from None
-    finally:
-        mlflow.set_tracking_uri(previous)
+    with using_store(uri):
+        try:
+            check_own_model(model_uri)
+            return mlflow.pyfunc.load_model(model_uri)
+        except TrackingError:
+            raise
+        except Exception as e:  # noqa: BLE001 - deleted files, a foreign model
+            raise TrackingError(f"cannot load model {model_uri}: {first_line(e)}") from None

@@ -21,6 +21,7 @@ from mlflow.exceptions import MlflowException
 from pipeline.errors import TrackingError, first_line
 from pipeline.tracking.redact import scrub
 from pipeline.tracking.resilience import end_quietly, is_lost, lost
+from pipeline.tracking.store import using_store
 
 
 def folder_name(name: str) -> str:
@@ -67,9 +68,7 @@ def tracked_run(
     worker does); ``run_id`` re-opens an existing run (a search's parent, on resume).
     A failure's first line is kept in the run's ``error`` tag.
     """
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(str(tracking_cfg.uri))
-    try:
+    with using_store(str(tracking_cfg.uri)):
         if run_id is not None:
             active = mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None)
             mlflow.set_tags(scrub(tags))
@@ -103,8 +102,6 @@ def tracked_run(
                     if not is_lost(e):
                         raise
                     raise lost(e, str(tracking_cfg.uri)) from None
-    finally:
-        mlflow.set_tracking_uri(previous)
 
 
 def run_exists(tracking_cfg: Any, run_id: str) -> bool:

@@ -7,13 +7,14 @@ a time, so that schema migrations do not collide), and where to look at a run in
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import mlflow
 
@@ -81,3 +82,16 @@ def ui_hint(tracking_cfg: Any, experiment_id: str, run_id: str) -> str:
     if urllib.parse.urlsplit(uri).scheme in ("http", "https"):
         return f"open {redact(uri).rstrip('/')}/{fragment}"
     return f"mlflow ui --backend-store-uri {uri} , then open http://127.0.0.1:5000/{fragment}"
+
+
+@contextlib.contextmanager
+def using_store(uri: str) -> Iterator[None]:
+    """MLflow's tracking URI set to ``uri`` for a block. ``mlflow.set_tracking_uri`` also exports
+    ``MLFLOW_TRACKING_URI`` to the process: afterwards it is as it was (unset, or the user's), or
+    the next job of a sweep in this process would compose its store from it."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)
