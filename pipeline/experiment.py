@@ -93,9 +93,20 @@ def run_tags(cfg: DictConfig, config: Dict[str, Any], prepared: Prepared, comman
     return tags
 
 
-def record_inputs(config: Dict[str, Any], overrides: List[str], prepared: Prepared) -> None:
-    """Params, resolved config, overrides, vocabulary and label map into the active run."""
+#: The data fingerprint's first characters, as an MLflow dataset digest (the whole one is in the tags).
+DIGEST_CHARS = 16
+
+
+def record_inputs(config: Dict[str, Any], overrides: List[str], prepared: Prepared, command: str = "train") -> None:
+    """Params, resolved config, overrides, the splits as dataset inputs, the command line as the
+    run's description, vocabulary and label map into the active run."""
     tracking.log_params({**provenance.flatten(config), **prepared.stats()})
+    tracking.set_tags({"mlflow.note.content": " ".join(["pipeline", command, *overrides])})
+    fingerprint = prepared.splits.fingerprint()
+    tracking.log_datasets(
+        str(config["dataset"]["name"]), config["dataset"].get("path"),
+        {name: (split.texts, split.labels, fingerprint[name][:DIGEST_CHARS]) for name, split in prepared.splits.items()},
+    )
     tracking.log_dict(config, "config/resolved_config.yaml")
     tracking.log_dict({"overrides": overrides}, "config/overrides.yaml")
     tracking.log_text("\n".join(prepared.vocabulary), "data/vocabulary.txt")

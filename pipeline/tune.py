@@ -93,7 +93,8 @@ def _parent_run(search: Search, resumed: bool) -> Any:
         "tuner.directory": str(search.project.path),
         "tuner.name": str(cfg.tuner.name),
     }
-    run_name = f"search-{cfg.dataset.name}-{cfg.model.name}-{cfg.tuner.name}-seed{cfg.seed}"
+    # what tells searches apart first, short enough for the UI's column
+    run_name = f"{cfg.dataset.name}-{cfg.tuner.name}{cfg.tuner.max_trials}-{cfg.model.name}-s{cfg.seed}"
     return tracking.tracked_run(cfg.tracking, run_name, tags, run_id=search.state["parent_run_id"] if resumed else None)
 
 
@@ -107,7 +108,7 @@ def _open(search: Search, hp: Any, resumed: bool) -> None:
     search.project.write_state(parent_run_id=search.parent_id, project_name=search.project.name, resumed=times,
                                inputs_recorded=not record)
     if record:
-        experiment.record_inputs(search.config, hydra_overrides(), search.prepared)
+        experiment.record_inputs(search.config, hydra_overrides(), search.prepared, "tune")
         tracking.log_dict(search_space.describe(cfg.search_space), "search/search_space.yaml")
         search.project.write_state(inputs_recorded=True)
     experiment.record_baseline(search.baseline)

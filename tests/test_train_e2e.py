@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -39,7 +40,7 @@ def test_train_on_a_bbc_news_slice_records_the_whole_run(tmp_path: Path, store_u
     client, run = _only_run(store_uri)
     assert run.info.status == "FINISHED"
     assert run.info.run_id in summary[0]
-    assert run.info.run_name.startswith("lstm-bbc_news-seed42")
+    assert run.info.run_name == "bbc_news-lstm-s42"
     params = run.data.params
     assert params["dataset.name"] == "bbc_news" and params["model.units"] == "8" and params["seed"] == "42"
     assert params["training.epochs"] == "2" and params["data.num_classes"] == "5"
@@ -58,6 +59,16 @@ def test_train_on_a_bbc_news_slice_records_the_whole_run(tmp_path: Path, store_u
 
     tags = run.data.tags
     assert tags["dataset"] == "bbc_news" and tags["model"] == "lstm"
+    # MLflow-native records: the command line as the description, the splits as dataset inputs with
+    # the pipeline's fingerprints as digests, a model-training experiment (the UI opens on its runs)
+    assert tags["mlflow.note.content"] == "pipeline train +debug=fast training.epochs=2 dataset.max_samples=250"
+    inputs = {i.tags[0].value: i.dataset for i in run.inputs.dataset_inputs}
+    assert sorted(inputs) == ["test", "train", "validation"]
+    for context, split in (("train", "train"), ("validation", "val"), ("test", "test")):
+        assert inputs[context].name == f"bbc_news-{split}"
+        assert tags[f"data_fingerprint.{split}"].startswith(inputs[context].digest) and len(inputs[context].digest) == 16
+    assert json.loads(inputs["train"].profile)["num_rows"] == int(params["data.train_texts"])
+    assert client.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     assert re.fullmatch(r"[0-9a-f]{40}", tags["git_commit"]) and tags["git_dirty"] in ("true", "false")
     assert re.fullmatch(r"[0-9a-f]{64}", tags["data_fingerprint"]) and re.fullmatch(r"[0-9a-f]{64}", tags["config_hash"])
     assert tags["version.tensorflow"].startswith("2.") and tags["version.keras"].startswith("3.")

@@ -38,6 +38,12 @@ def _page_text(driver, url: str, until: list, timeout: float = 60) -> str:
         time.sleep(0.5)
 
 
+def client_experiment_kind(uri: str, experiment_id: str) -> str:
+    from mlflow import MlflowClient
+
+    return MlflowClient(uri).get_experiment(experiment_id).tags.get("mlflow.experimentKind", "")
+
+
 def test_the_ui_lists_a_search_and_compares_its_trials(tmp_path: Path, mlflow_server: str) -> None:
     data = write_sentiment_csv(tmp_path / "reviews.csv")
     search = run_cli(
@@ -52,11 +58,20 @@ def test_the_ui_lists_a_search_and_compares_its_trials(tmp_path: Path, mlflow_se
     trials = [r for r in runs if "tuner.trial_id" in r.data.tags]
     assert len(trials) == 2
 
+    assert client_experiment_kind(mlflow_server, experiment_id) == "custom_model_development"
+    printed = search.stdout.strip().splitlines()[-1].split("UI: open ")[1]
+
     driver = _browser()
     try:
-        # the experiment's runs ("Training runs" in MLflow 3's UI): the search's parent is listed
-        listing = _page_text(driver, f"{mlflow_server}/#/experiments/{experiment_id}/runs", [parent.info.run_name])
-        assert parent.info.run_name in listing, listing[:2000]
+        # the link the search printed opens its run in the "Model training" view
+        page = _page_text(driver, printed, [parent.info.run_name, "Model registry"])
+        assert parent.info.run_name in page and "Model registry" in page, page[:2000]  # that view's sidebar
+        assert "workflowType=machine_learning" in driver.current_url
+        # the experiment's runs, each with its datasets (train, validation, test) in the Dataset column
+        dataset = f"{parent.data.tags['dataset']}-train ({parent.data.tags['data_fingerprint.train'][:16]})"
+        listing = _page_text(driver, f"{mlflow_server}/#/experiments/{experiment_id}?workflowType=machine_learning",
+                             [parent.info.run_name, "Dataset", dataset])
+        assert parent.info.run_name in listing and dataset in listing, listing[:2000]
         driver.save_screenshot(str(tmp_path / "experiment.png"))
 
         # the compare view of the two trials shows their val_accuracy, as the store has it

@@ -11,9 +11,10 @@ import functools
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import mlflow
+import mlflow.data
 
 from pipeline.tracking.redact import scrub
 
@@ -44,6 +45,23 @@ def log_metric_history(history: Dict[str, List[float]]) -> None:
 
 def set_tags(tags: Dict[str, str]) -> None:
     mlflow.set_tags(scrub(tags))
+
+
+#: What each split is to MLflow's dataset inputs (the UI's Dataset column).
+DATASET_CONTEXTS = {"train": "train", "val": "validation", "test": "test"}
+
+
+def log_datasets(name: str, source: Optional[str], splits: Dict[str, Tuple[List[str], List[str], str]]) -> None:
+    """The splits as MLflow dataset inputs of the active run, ``{split: (texts, labels, digest)}``:
+    named ``<name>-<split>``, with the pipeline's own fingerprint as the digest, in the contexts
+    ``train``, ``validation`` and ``test``."""
+    import pandas as pd
+
+    for split, (texts, labels, digest) in splits.items():
+        frame = pd.DataFrame({"text": texts, "label": labels})
+        dataset = mlflow.data.from_pandas(frame, source=scrub(source) if source else None, targets="label",
+                                          name=scrub(f"{name}-{split}"), digest=digest)
+        mlflow.log_input(dataset, context=DATASET_CONTEXTS.get(split, split))
 
 
 def log_dict(obj: Any, artifact_file: str) -> None:

@@ -31,6 +31,11 @@ def folder_name(name: str) -> str:
     return safe if safe == name else f"{safe}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 
+#: MLflow's experiment type: the UI opens a model-training experiment on its runs ("Model
+#: training"), not on GenAI traces.
+EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+
+
 def _experiment_id(tracking_cfg: Any) -> str:
     name = scrub(str(tracking_cfg.experiment_name))
     client = mlflow.MlflowClient()
@@ -41,12 +46,14 @@ def _experiment_id(tracking_cfg: Any) -> str:
                 f"MLflow experiment {name!r} is deleted; restore it (mlflow experiments restore) "
                 f"or set tracking.experiment_name"
             )
+        if EXPERIMENT_KIND not in experiment.tags:  # made before this tag; a kind someone chose stays
+            client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
         return experiment.experiment_id
     location = None
     if tracking_cfg.artifact_location and urllib.parse.urlsplit(str(tracking_cfg.uri)).scheme == "sqlite":
         location = (Path(tracking_cfg.artifact_location).resolve() / folder_name(name)).as_uri()
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND: MODEL_TRAINING})
     except MlflowException:
         experiment = client.get_experiment_by_name(name)  # created meanwhile by another process
         if experiment is None:

@@ -75,10 +75,15 @@ def preflight(tracking_cfg: Any) -> None:
             lock.close()
 
 
+#: The MLflow UI's "Model training" view (its other is "GenAI").
+UI_VIEW = "machine_learning"
+
+
 def ui_hint(tracking_cfg: Any, experiment_id: str, run_id: str) -> str:
-    """Where to look at a run in the MLflow UI."""
+    """Where to look at a run in the MLflow UI: in its "Model training" view (MLflow 3.17's UI
+    opens in its GenAI view unless told, whatever the experiment's kind)."""
     uri = str(tracking_cfg.uri)
-    fragment = f"#/experiments/{experiment_id}/runs/{run_id}"
+    fragment = f"#/experiments/{experiment_id}/runs/{run_id}?workflowType={UI_VIEW}"
     if urllib.parse.urlsplit(uri).scheme in ("http", "https"):
         return f"open {redact(uri).rstrip('/')}/{fragment}"
     return f"mlflow ui --backend-store-uri {uri} , then open http://127.0.0.1:5000/{fragment}"
