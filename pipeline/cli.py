@@ -239,18 +239,27 @@ def _main(argv: Optional[List[str]] = None) -> int:
     full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"
     sys.argv = [f"pipeline {name}", *_local_conf(rest)]
+    from pipeline import sweep
+    from pipeline.errors import PipelineError
+
     try:
         _hydra_app(command)()
     except Terminated:
+        sweep.abandon("KILLED")
         raise
     except KeyboardInterrupt:
+        sweep.abandon("KILLED")
         print("interrupted", file=sys.stderr)
         return 130
-    except (HydraException, OmegaConfBaseException) as e:
+    except (HydraException, OmegaConfBaseException, PipelineError) as e:
+        sweep.abandon("FAILED")
         if full_error:
             raise
         print(f"error: {_hydra_message(e)}", file=sys.stderr)
         return 2
+    except BaseException:  # a job's exit status (sys.exit), or a crash: the sweep's parent says so
+        sweep.abandon("FAILED")
+        raise
     return 0
 
 

@@ -65,8 +65,12 @@ def _select(uri: str, args: argparse.Namespace, experiment_name: str) -> Tuple[L
     metric, direction = args.metric, args.direction
     if len(args.run_ids) == 1:
         parent = tracking.fetch_run(uri, args.run_ids[0])
+        if "sweep.id" in parent.tags:  # a Hydra sweep: its jobs, as train runs are compared
+            runs = tracking.search(uri, [parent.experiment_id], f"tags.mlflow.parentRunId = '{parent.run_id}'")
+            metric = metric or "test_accuracy"
+            return runs, parent, metric, direction or _direction(metric)
         if parent.tags.get("pipeline.command") != "tune":
-            raise CompareError(f"run {parent.run_id} is not a search; give several run ids to compare runs")
+            raise CompareError(f"run {parent.run_id} is not a search or a sweep; give several run ids to compare runs")
         runs = tracking.search(uri, [parent.experiment_id], f"tags.mlflow.parentRunId = '{parent.run_id}'")
         # the refit trained on the validation split: it has no score to rank by (the parent has its test)
         runs = [r for r in runs if "refit.trial_id" not in r.tags]
@@ -146,7 +150,7 @@ def main(argv: List[str]) -> int:
     figure = evaluate.plot_comparison(list(top["run"]), [float(v) for v in top[metric]], metric)
     if parent is not None:
         tracking.attach(uri, parent.run_id, frame, "compare/runs.csv", figure, "compare/comparison.png")
-        print(f"logged compare/runs.csv and compare/comparison.png to search {parent.run_id}")
+        print(f"logged compare/runs.csv and compare/comparison.png to {'sweep' if 'sweep.id' in parent.tags else 'search'} {parent.run_id}")
         return 0
     tags = {"pipeline.command": "compare", "compared_runs": ",".join(frame["run_id"])[:5000], "compare.metric": metric}
     with tracking.tracked_run(cfg.tracking, f"compare-{time.strftime('%Y%m%d-%H%M%S')}", tags) as active:

@@ -147,6 +147,8 @@ class EarlyStoppingConfig:
 
 @dataclass
 class TrainingConfig:
+    #: What ``pipeline train`` returns to a sweeper: this metric at its best epoch.
+    objective: Metric = MISSING
     epochs: int = MISSING
     batch_size: int = MISSING
     optimizer: str = MISSING

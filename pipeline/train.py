@@ -6,7 +6,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from omegaconf import DictConfig
 
-from pipeline import experiment, tracking
+from pipeline import experiment, sweep, tracking
 from pipeline.baseline import beside
 from pipeline.config import to_container
 from pipeline.evaluate import with_interval
@@ -27,8 +27,15 @@ def hydra_overrides() -> List[str]:
 
 
 def run(cfg: DictConfig) -> float:
-    """Train, evaluate and record one model; returns its test accuracy (the sweep objective)."""
-    return train_and_record(cfg)[1]["accuracy"]
+    """Train, evaluate and record one model; returns ``training.objective`` at its best epoch (what
+    a Hydra sweeper optimises: a validation metric, never a test one; NaN when it was not logged,
+    as with ``training.fit_on=train_val``)."""
+    run_id, _ = train_and_record(cfg)
+    objective = str(cfg.training.objective)
+    history = tracking.metric_history(str(cfg.tracking.uri), run_id, objective)
+    if not history:
+        return float("nan")
+    return float(min(history) if objective.endswith("loss") else max(history))
 
 
 def train_and_record(
@@ -50,10 +57,16 @@ def train_and_record(
     tags = {**experiment.run_tags(cfg, config, prepared, "train"), **(extra_tags or {})}
     if check is not None:
         tags.update(check(prepared))
+    parent = sweep.parent_run_id() if overrides is None else None
+    if parent is not None:  # a job of a sweep: done already if its config and data FINISHED under it
+        done = tracking.finished_job(cfg.tracking, parent, tags["config_hash"], tags["data_fingerprint"])
+        if done is not None:
+            print(f"run {done.run_id} ({cfg.dataset.name}, {cfg.model.name}): this job of sweep {parent} FINISHED before; not run again", flush=True)
+            return done.run_id, {k.removeprefix("test_"): v for k, v in done.metrics.items() if k.startswith("test_")}
     model = build_model(cfg, prepared.shape, embedding_matrix=prepared.embedding_matrix)
     fitted = experiment.fit_baseline(cfg, prepared)
 
-    with tracking.tracked_run(cfg.tracking, _run_name(cfg), tags) as active:
+    with tracking.tracked_run(cfg.tracking, _run_name(cfg), tags, parent_run_id=parent) as active:
         experiment.record_inputs(config, hydra_overrides() if overrides is None else overrides, prepared)
         experiment.record_baseline(fitted)
         history = experiment.fit(model, prepared, cfg.training, cfg.seed, callbacks=[tracking.epoch_logger()])

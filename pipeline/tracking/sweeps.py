@@ -1,0 +1,78 @@
+"""A Hydra sweep in MLflow: one parent run per sweep, each job a child, finished jobs found again.
+
+A sweep is known by its identity (the command and its sweep overrides, the experiment): running
+the same ``pipeline train -m ...`` again reopens the same parent, and a job whose child run
+FINISHED with the same config hash and data fingerprint is not trained again.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+import mlflow
+
+from pipeline.tracking.records import RunRecord, fetch_run, search
+from pipeline.tracking.redact import scrub
+from pipeline.tracking.runs import _experiment_id
+from pipeline.tracking.store import using_store
+
+#: The tag that names a sweep's parent run, and the one that marks a run as a sweep's job.
+SWEEP_ID, SWEEP_JOB = "sweep.id", "sweep.job"
+
+
+def open_sweep(tracking_cfg: Any, sweep_id: str, run_name: str, params: Dict[str, str], tags: Dict[str, str]) -> str:
+    """The sweep's parent run (RUNNING): the one this sweep had, or a new one; returns its id."""
+    uri = str(tracking_cfg.uri)
+    with using_store(uri):
+        experiment_id = _experiment_id(tracking_cfg)
+    client = mlflow.MlflowClient(uri)
+    found = search(uri, [experiment_id], f"tags.`{SWEEP_ID}` = '{sweep_id}'", order_by=["attributes.start_time DESC"])
+    if found:
+        run_id = found[0].run_id
+        client.update_run(run_id, status="RUNNING")
+        client.set_tag(run_id, "sweep.resumed", str(int(found[0].tags.get("sweep.resumed", "0")) + 1))
+    else:
+        run = client.create_run(experiment_id, run_name=scrub(run_name), tags=scrub({**tags, SWEEP_ID: sweep_id}))
+        run_id = run.info.run_id
+    for key, value in scrub(params).items():  # the same values on every resume
+        client.log_param(run_id, key, value) if key not in _params(client, run_id) else None
+    return run_id
+
+
+def _params(client: Any, run_id: str) -> Dict[str, str]:
+    return dict(client.get_run(run_id).data.params)
+
+
+def close_sweep(tracking_cfg: Any, run_id: str, status: str, jobs: Optional[int] = None) -> None:
+    """The sweep's parent ends (FINISHED, FAILED, KILLED), with the number of jobs it holds."""
+    client = mlflow.MlflowClient(str(tracking_cfg.uri))
+    if jobs is not None:
+        client.log_metric(run_id, "sweep.jobs", float(jobs))
+    client.set_terminated(run_id, status=status)
+
+
+def finished_job(tracking_cfg: Any, parent_run_id: str, config_hash: str, data_fingerprint: str) -> Optional[RunRecord]:
+    """A FINISHED job of this sweep with this config and data (the job was done before a kill);
+    RUNNING ones with them (their process died) are marked KILLED."""
+    uri = str(tracking_cfg.uri)
+    parent = fetch_run(uri, parent_run_id)
+    same = (f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.config_hash = '{config_hash}' "
+            f"and tags.data_fingerprint = '{data_fingerprint}'")
+    runs = search(uri, [parent.experiment_id], same, order_by=["attributes.start_time DESC"])
+    client = mlflow.MlflowClient(uri)
+    for run in runs:
+        if run.status == "RUNNING":
+            client.set_tag(run.run_id, "note", "its process died; the sweep ran this job again")
+            client.set_terminated(run.run_id, status="KILLED")
+    return next((r for r in runs if r.status == "FINISHED"), None)
+
+
+def jobs_of(tracking_cfg: Any, parent_run_id: str) -> int:
+    """How many FINISHED jobs the sweep holds."""
+    uri = str(tracking_cfg.uri)
+    parent = fetch_run(uri, parent_run_id)
+    return len(search(uri, [parent.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}' and attributes.status = 'FINISHED'"))
+
+
+def set_run_tag(tracking_cfg: Any, run_id: str, key: str, value: str) -> None:
+    mlflow.MlflowClient(str(tracking_cfg.uri)).set_tag(run_id, key, scrub(value))
