@@ -3,7 +3,8 @@
 Each command is a Hydra app over ``conf/``, so every Hydra feature works as documented:
 ``-m`` multirun, ``--cfg job``, ``--help``, ``--info``. A user mistake ends with one
 ``error:`` line and exit status 2; Ctrl-C with status 130, SIGTERM 143; a tracking server
-lost mid-run with status 75 (the same command resumes a search).
+lost mid-run with status 75 (the same command resumes a search). TensorFlow's and MLflow's
+start-up lines are silenced (``pipeline.quiet``); ``--verbose`` anywhere on the line shows them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional
 
+from pipeline import quiet
 from pipeline.errors import first_line
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ USAGE = "usage: pipeline <command> [overrides ...] [-m] [--help]\n\ncommands:\n"
 Overrides are Hydra's: `pipeline train dataset=sst2 model=bilstm training.epochs=5 seed=1`.
 Sweep with -m: `pipeline train -m dataset=sst2,mr seed=1,2,3`.
 `pipeline train --help` lists the config groups, their options and every key.
+--verbose (or PIPELINE_TF_LOGS=1) shows TensorFlow's and MLflow's start-up lines, silenced by default.
 """
 
 
@@ -212,7 +215,8 @@ def _completion(args: List[str]) -> int:
 
 
 def _main(argv: Optional[List[str]] = None) -> int:
-    args = sys.argv[1:] if argv is None else list(argv)
+    # before anything imports TensorFlow: its start-up lines are silenced unless --verbose
+    args = quiet.configure(sys.argv[1:] if argv is None else list(argv))
     if any(a in SHELL_COMPLETION for a in args[:2]):  # `pipeline -sc ...`, `pipeline train -sc ...`
         return _completion(args)
     if not args:  # a command is missing: the usage, on stderr, and the status of a usage error
@@ -226,7 +230,6 @@ def _main(argv: Optional[List[str]] = None) -> int:
         print(f"error: unknown command {name!r}; commands: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
     command = COMMANDS[name]
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):  # set but empty: unset, as MLflow reads it
         if not os.environ.get(variable, "x").strip():
             del os.environ[variable]

@@ -67,10 +67,15 @@ def store_uri(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
 
 
+#: What the console script sets for itself where the user has not (pipeline/quiet.py, cli.py).
+CLI_OWN_ENV = ("TF_CPP_MIN_LOG_LEVEL", "MLFLOW_LOGGING_LEVEL", "PIPELINE_TF_LOGS", "HYDRA_FULL_ERROR")
+
+
 def run_cli(args: List[str], cwd: Path, timeout: int = 300, env: Optional[dict] = None) -> subprocess.CompletedProcess:
-    """The real console script, as a user runs it."""
-    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
-    full_env.pop("HYDRA_FULL_ERROR", None)
+    """The real console script, as a user runs it: with its own defaults for what TensorFlow and
+    MLflow print (not this process's, nor a ``--verbose`` an in-process call left behind)."""
+    inherited = {k: v for k, v in os.environ.items() if k not in CLI_OWN_ENV}
+    full_env = {**inherited, **(env or {})}
     exe = Path(sys.executable).with_name("pipeline")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "pipeline.cli"]
     return subprocess.run(
@@ -189,7 +194,8 @@ def mlflow_server(server: MlflowServer) -> str:
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> str:
     """Exit 2, no traceback, exactly one `error:` line holding every fragment; returns it.
 
-    (TensorFlow's C++ start-up lines may also be on stderr; they are not ours.)
+    (A library's warning may also be on stderr; TensorFlow's and MLflow's start-up lines are not:
+    tests/test_bad_input.py.)
     """
     assert result.returncode == 2, (result.returncode, result.stderr[-1500:])
     assert "Traceback" not in result.stderr + result.stdout

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
 import socket
+import sys
 from pathlib import Path
 from typing import List
 
@@ -67,6 +70,45 @@ def test_unreachable_tracking_server_is_reported_before_any_data_is_read(tmp_pat
     result = run_cli(["train", *SHRINK, f"tracking.uri={uri}"], cwd=tmp_path)
     assert_one_line_error(result, "tracking server", uri, "unreachable")
     assert "Epoch" not in result.stdout and not (tmp_path / "mlruns").exists()
+
+
+#: TensorFlow's C++ log lines (``I0000 00:00:1795643929.491439   15519 cudart_stub.cc:31] ...``) and absl's
+#: notice before them.
+TF_LINE = re.compile(r"^([IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\]|WARNING: All log messages before absl::InitializeLog)")
+
+
+def test_an_error_is_the_only_line_on_stderr(tmp_path: Path) -> None:
+    # refused after TensorFlow is imported and the tracking store created (each prints at start-up)
+    result = run_cli(["train", "dataset.val_size=7"], cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == ["error: dataset.val_size must be between 0 and 1, got 7.0"], result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("switch", ["--verbose", "PIPELINE_TF_LOGS=1"])
+def test_verbose_shows_tensorflow_and_mlflow_start_up_lines(tmp_path: Path, switch: str) -> None:
+    args, env = (["--verbose"], {}) if switch == "--verbose" else ([], {"PIPELINE_TF_LOGS": "1"})
+    result = run_cli(["train", *args, "dataset.val_size=7"], cwd=tmp_path, env=env)
+    lines = result.stderr.splitlines()
+    assert_one_line_error(result, "dataset.val_size must be between 0 and 1")
+    assert lines[-1].startswith("error: ")  # still the last word
+    assert any(TF_LINE.match(line) for line in lines), result.stderr[-3000:]
+    assert any("INFO mlflow" in line for line in lines), result.stderr[-3000:]  # the new store's tables
+
+
+def test_the_switch_leaves_tensorflow_its_log_level_and_reaches_the_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline import quiet
+
+    monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))  # whatever configure adds goes with the test
+    for name in (*quiet.QUIET_ENV, quiet.VERBOSE_ENV):
+        monkeypatch.delenv(name, raising=False)
+    assert quiet.configure(["tune", "--verbose", "tuner.max_trials=3"]) == ["tune", "tuner.max_trials=3"]
+    assert "TF_CPP_MIN_LOG_LEVEL" not in os.environ and "MLFLOW_LOGGING_LEVEL" not in os.environ
+    assert os.environ["PIPELINE_TF_LOGS"] == "1"  # a search's worker processes inherit it
+
+    monkeypatch.setenv("PIPELINE_TF_LOGS", "0")
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "1")  # the user's own setting is kept
+    assert quiet.configure(["train"]) == ["train"]
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "1" and os.environ["MLFLOW_LOGGING_LEVEL"] == "WARNING"
 
 
 def test_unknown_command(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -91,8 +92,51 @@ def test_search_is_a_parent_run_with_a_child_per_trial(tmp_path: Path, store_uri
     assert ("is now @champion" if better else "@champion stays v1") in again.stdout
 
 
+#: conf/debug/fast.yaml less its `training.verbose: 0`, so a search's own default for Keras's
+#: per-epoch lines is what runs, and with two epochs (Keras has no `Epoch 1/1` line).
+SMALL_AS_IS = ["training.epochs=2", "training.batch_size=32", "model.units=8", "model.embedding_dim=8", "dataset.vocab_size=2000",
+               "baseline.C=[1.0]", "baseline.char_ngrams=[3,3]", *SPACE, "tracking.log_model=false"]
+START = re.compile(r"trial (\d+)/(\d+) (units=\d+ embedding_dim=\d+) \.\.\.")
+END = re.compile(r"trial (\d+)/(\d+) (units=\d+ embedding_dim=\d+) val_accuracy=(\d\.\d{4}) \(best (\d\.\d{4}), trial (\d+)\) "
+                 r"\d+ s(, about \d+ (s|min) left)?")
+
+
+def test_a_search_says_each_trial_as_it_starts_and_ends(tmp_path: Path, store_uri: str) -> None:
+    csv = write_sentiment_csv(tmp_path / "reviews.csv")
+    args = ["tune", "dataset=files", f"dataset.path={csv}", *SMALL_AS_IS]
+    result = run_cli([*args, "tuner.max_trials=3"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # Keras's per-epoch lines (`Epoch 1/2`, `8/8 - 1s - ... val_loss: 0.6838`) would bury the trials'
+    assert "Epoch 1/" not in result.stdout + result.stderr and "val_loss:" not in result.stdout + result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith("trial ")]
+    assert len(lines) == 6, result.stdout
+    starts, ends = [START.fullmatch(line) for line in lines[::2]], [END.fullmatch(line) for line in lines[1::2]]
+    assert all(starts) and all(ends), lines
+    assert [(m[1], m[2]) for m in starts] == [(m[1], m[2]) for m in ends] == [("1", "3"), ("2", "3"), ("3", "3")]
+    assert [m[3] for m in starts] == [m[3] for m in ends]  # each end line is its trial's
+    assert all(m[7] for m in ends[:2]) and not ends[2][7]  # the time left, until the last trial
+
+    # what the lines say is what the trials were: their values, scores and the best so far
+    _, _, children = _runs(store_uri)
+    trial_run = {str(int(c.data.tags["tuner.trial_id"]) + 1): c for c in children}
+    scores = {}
+    for m in ends:
+        run = trial_run[m[1]]
+        assert m[3] == f"units={run.data.params['hp.model.units']} embedding_dim={run.data.params['hp.model.embedding_dim']}"
+        assert float(m[4]) == pytest.approx(run.data.metrics["trial_score"], abs=5e-5)
+        scores[m[1]] = float(m[4])
+        assert float(m[5]) == max(scores.values()) and scores[m[6]] == float(m[5])
+
+    # the same search resumed for a fourth trial goes on counting; training.verbose=2 shows Keras's lines
+    again = run_cli([*args, "tuner.max_trials=4", "training.verbose=2"], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming search" in again.stdout and "Epoch 1/2" in again.stdout and "val_loss:" in again.stdout
+    resumed = [line for line in again.stdout.splitlines() if line.startswith("trial ")]
+    assert [line.split()[1] for line in resumed] == ["4/4", "4/4"] and END.fullmatch(resumed[1]), resumed
+
+
 @pytest.mark.parametrize("tuner", ["bayesian", "hyperband"])
-def test_other_tuners(make_cfg, store_uri: str, tuner: str) -> None:
+def test_other_tuners(make_cfg, store_uri: str, tuner: str, capsys: pytest.CaptureFixture) -> None:
     budget = ["tuner.max_trials=3", "tuner.num_initial_points=2"] if tuner == "bayesian" else []  # Hyperband's: training.epochs
     cfg = make_cfg(*SMALL, f"tuner={tuner}", *budget, "training.epochs=2", "tracking.log_model=false", config_name="tune")
     tune.run(cfg)
@@ -100,8 +144,14 @@ def test_other_tuners(make_cfg, store_uri: str, tuner: str) -> None:
     assert len(parents) == 1 and parents[0].data.tags["tuner.name"] == tuner
     assert len(children) >= 2 and all(c.info.status == "FINISHED" for c in children)
     assert len({c.data.tags["tuner.trial_id"] for c in children}) == len(children)
+    ends = [line for line in capsys.readouterr().out.splitlines() if line.startswith("trial ") and "val_accuracy=" in line]
+    assert len(ends) == len(children)
     if tuner == "hyperband":
         assert any("hp.tuner/epochs" in c.data.params for c in children)
+        # its number of trials is not known ahead: each line has the trial's epochs and the time so far
+        assert all(re.fullmatch(r"trial \d+ units=\d+ embedding_dim=\d+ epochs=[12]( \(continues trial \d+\))? val_accuracy=.* so far", e) for e in ends), ends
+    else:
+        assert all(re.match(r"trial [123]/3 ", e) for e in ends), ends
 
 
 def test_seed_variance_reruns_the_top_configurations_with_each_seed(make_cfg, store_uri: str, tmp_path: Path) -> None:
@@ -357,7 +407,7 @@ def test_a_changed_search_never_silently_reloads_the_old_one(make_cfg, tmp_path:
     assert len(parents) == 2
 
 
-def test_a_failing_trial_is_a_failed_run_and_the_search_goes_on(make_cfg, store_uri: str) -> None:
+def test_a_failing_trial_is_a_failed_run_and_the_search_goes_on(make_cfg, store_uri: str, capsys: pytest.CaptureFixture) -> None:
     cfg = make_cfg(
         *SMALL, "+search_space.model.dropout={type:choice,values:[0.0,1.5]}", "tuner.max_trials=6",
         "tuner.max_consecutive_failed_trials=6",
@@ -371,6 +421,11 @@ def test_a_failing_trial_is_a_failed_run_and_the_search_goes_on(make_cfg, store_
     assert all(c.data.params["hp.model.dropout"] == "1.5" for c in failed)
     assert all(c.data.params["hp.model.dropout"] == "0.0" for c in finished)
     assert all("error" in c.data.tags for c in failed)
+    # the search's own line for each: FAILED and why, in one line
+    said = [line for line in capsys.readouterr().out.splitlines() if " FAILED: " in line]
+    assert sorted(line.split()[1] for line in said) == sorted(f"{int(c.data.tags['tuner.trial_id']) + 1}/6" for c in failed)
+    assert all(re.fullmatch(r"trial \d/6 units=\d+ embedding_dim=\d+ dropout=1\.5 FAILED: ConfigError: model\.dropout must be in \[0, 1\), got 1\.5 \d+ s.*", line)
+               for line in said), said
 
 
 def test_chief_and_two_workers_share_one_parent(tmp_path: Path, store_uri: str) -> None:
@@ -383,6 +438,9 @@ def test_chief_and_two_workers_share_one_parent(tmp_path: Path, store_uri: str) 
     assert {c.data.tags["tuner.tuner_id"] for c in children} == {"worker0", "worker1"}
     assert all(c.info.status == "FINISHED" for c in children)
     assert _versions(client, "lstm-bbc_news") == ["1"]
+    # each trial's end said once, by its worker (the chief's oracle prints no table of its own)
+    said = sorted(line.split()[2] for line in result.stdout.splitlines() if re.match(r"worker[01]: trial \d/6 .* val_accuracy=", line))
+    assert said == [f"{i}/6" for i in range(1, 7)] and "Search: Running Trial" not in result.stdout, result.stdout[-3000:]
 
 
 def test_multirun_gives_each_job_its_own_search(tmp_path: Path, store_uri: str) -> None:

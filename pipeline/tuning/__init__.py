@@ -5,6 +5,7 @@
 - ``tuners``: ``tuner.name`` -> a checked, built Keras Tuner over the pipeline's oracle.
 - ``hypermodel``: a trial's values -> a model and its training.
 - ``trials``: each trial an MLflow child run; the search's ranking.
+- ``progress``: a line on stdout as each trial starts and ends.
 - ``final``: after the search: seed variance and the final model (ensemble).
 - ``distributed``: a chief serving the oracle, and its workers.
 """

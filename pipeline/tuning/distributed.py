@@ -68,6 +68,9 @@ def serve(tuner: Any, cfg: DictConfig, project: Project, role: str, overrides: L
     host = os.environ.get("KERASTUNER_ORACLE_IP", cfg.tuner.oracle_host) if role == "chief" else "127.0.0.1"
     port = int(os.environ.get("KERASTUNER_ORACLE_PORT", 0) or cfg.tuner.oracle_port or _free_port(host))
     tuner.save()
+    # The workers print a line as each trial starts and ends (pipeline.tuning.progress); the
+    # oracle's own display, on by default in the process serving it, would repeat each as a table.
+    tuner.oracle.verbose = 0
     server, servicer = compat.serve_oracle(tuner.oracle, host, port)
     workers: List[subprocess.Popen] = []
     codes: List[int] = []

@@ -1,14 +1,17 @@
 """Trial hooks: every trial an MLflow child run of the search, and the search's ranking.
 
-Owns :class:`TrialTracking`, mixed into the tuner (Keras Tuner's ``run_trial`` hook): a fresh
-session and the search's seed per trial, a child run with the trial's values as ``hp.*`` params,
-its per-epoch metrics and ``trial_score``; a failed trial said aloud; a tracking server lost
-mid-trial waited for (the trial run again) or stopping the search (exit 75, resumable). Also
-the table of trials, best first, and what each trial's status is for the resume reconciliation.
+Owns :class:`TrialTracking`, mixed into the tuner (Keras Tuner's ``run_trial`` and
+``on_trial_begin/end`` hooks): a fresh session and the search's seed per trial, a child run with
+the trial's values as ``hp.*`` params, its per-epoch metrics and ``trial_score``; a line as each
+trial starts and ends (``pipeline.tuning.progress``), a failed one with its error; a tracking
+server lost mid-trial waited for (the trial run again) or stopping the search (exit 75,
+resumable). Also the table of trials, best first, and what each trial's status is for the resume
+reconciliation.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -20,6 +23,7 @@ from omegaconf import DictConfig
 from pipeline import tracking
 from pipeline.errors import TrackingLost, first_line
 from pipeline.tuning.hypermodel import searched_values
+from pipeline.tuning.progress import Progress
 
 #: How often a trial is run again after its tracking server died while answering and came back.
 LOST_SERVER_TRIAL_RERUNS = 2
@@ -59,6 +63,32 @@ class TrialTracking:
         self._parent_run_id = parent_run_id
         self._folds = int(folds)
         super().__init__(*args, **kwargs)
+        # One of several workers (Keras Tuner's distributed mode) says which, and cannot tell the
+        # time left (the others run trials meanwhile).
+        worker = "KERASTUNER_ORACLE_IP" in os.environ
+        self._progress = Progress(str(cfg.tuner.objective), self.oracle.max_trials,  # type: ignore[attr-defined]
+                                  prefix=f"{self.tuner_id}: " if worker else "", estimate=not worker)  # type: ignore[attr-defined]
+        self._failures: Dict[str, str] = {}
+
+    def on_trial_begin(self, trial: Any) -> None:
+        super().on_trial_begin(trial)  # type: ignore[misc]
+        self._progress.started(str(trial.trial_id), trial.hyperparameters.values)
+
+    def on_trial_end(self, trial: Any) -> None:
+        """Keras Tuner's end of the trial (it scores the trial), then the trial's line."""
+        trial_id = str(trial.trial_id)
+        values = dict(trial.hyperparameters.values)
+        reason = self._failures.pop(trial_id, None) or ((trial.message or "").strip().splitlines() or [None])[-1]
+        try:
+            super().on_trial_end(trial)  # type: ignore[misc]
+        except BaseException:  # a failure too many in a row stops the search: its line, then the error
+            if str(trial.status) != "COMPLETED":
+                self._progress.ended(trial_id, values, str(trial.status), None, None, reason)
+            raise
+        ended = self.oracle.get_trial(trial_id)  # type: ignore[attr-defined]
+        best = self.oracle.get_best_trials(1)  # type: ignore[attr-defined]
+        self._progress.ended(trial_id, values, str(ended.status), ended.score,
+                             (str(best[0].trial_id), best[0].score) if best else None, reason)
 
     def run_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
         for attempt in range(LOST_SERVER_TRIAL_RERUNS + 1):
@@ -79,8 +109,9 @@ class TrialTracking:
         raise AssertionError("unreachable")
 
     def _failed(self, trial: Any, e: Exception) -> Exception:
-        # Keras Tuner records the failure in the trial and goes on, silently: say it.
-        print(f"trial {trial.trial_id} failed: {type(e).__name__}: {first_line(e)}", file=sys.stderr, flush=True)
+        # Keras Tuner records the failure in the trial (a traceback) and goes on, silently: the
+        # trial's end line says it, in one line.
+        self._failures[str(trial.trial_id)] = f"{type(e).__name__}: {first_line(e)}"
         return e
 
     def _tracked_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
