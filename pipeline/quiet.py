@@ -28,8 +28,9 @@ VERBOSE_ENV = "PIPELINE_TF_LOGS"
 VERBOSE_FLAG = "--verbose"
 
 #: Set (where the user has not) unless verbose: TensorFlow's C++ logging at FATAL only (3: not
-#: INFO, WARNING or ERROR), MLflow's Python logging at WARNING.
-QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "MLFLOW_LOGGING_LEVEL": "WARNING"}
+#: INFO, WARNING or ERROR), MLflow's Python logging at WARNING, and no MLflow progress bars (a
+#: "Downloading artifacts" bar per artifact a job reads back).
+QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "MLFLOW_LOGGING_LEVEL": "WARNING", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 
 
 def wants_logs(environ: Mapping[str, str]) -> bool:

@@ -79,3 +79,23 @@ def test_the_objective_a_sweeper_sees_is_the_validation_metric_named_in_the_conf
     (run,) = runs_in(store_uri)
     history = [m.value for m in MlflowClient(store_uri).get_metric_history(run.info.run_id, "val_loss")]
     assert value == pytest.approx(min(history)) and value != pytest.approx(run.data.metrics["test_loss"])
+
+
+def test_an_optuna_sweep_optimises_the_validation_objective_as_one_parent(tmp_path: Path, store_uri: str) -> None:
+    result = run_cli(["train", "-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=3", "hydra.sweeper.direction=maximize",
+                      "hydra.sweeper.sampler.seed=1", "training.learning_rate=interval(0.001,0.01)", *SHRINK,
+                      "dataset.max_samples=200", "training.epochs=2"], cwd=tmp_path, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    parents, jobs = _sweep_runs(store_uri)
+    assert len(parents) == 1 and parents[0].data.params["sweep.sweeper"].endswith("OptunaSweeper")
+    assert len(jobs) == 3 and all(j.info.status == "FINISHED" for j in jobs)
+    # what Optuna was told is each job's best validation accuracy, not its test accuracy
+    client = MlflowClient(store_uri)
+    best_val = {j.data.params["training.learning_rate"]: max(m.value for m in client.get_metric_history(j.info.run_id, "val_accuracy"))
+                for j in jobs}
+    reported = (tmp_path / "multirun").glob("*/*/optimization_results.yaml")
+    import yaml
+
+    (results,) = [yaml.safe_load(p.read_text()) for p in reported]
+    assert results["best_value"] == pytest.approx(max(best_val.values()))
+    assert str(results["best_params"]["training.learning_rate"]) in best_val
