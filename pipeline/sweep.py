@@ -55,6 +55,8 @@ class MlflowSweep(Callback):
         hydra = config.hydra
         overrides = [str(o) for o in hydra.overrides.task]
         command = str(hydra.job.name)
+        if command != "train":  # a tune multirun: each job is a search, a parent run of its own
+            return
         self.tracking = config.tracking
         tracking.preflight(config.tracking)
         self.parent_run_id = tracking.open_sweep(

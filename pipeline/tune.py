@@ -94,7 +94,8 @@ def _parent_run(search: Search, resumed: bool) -> Any:
         "tuner.name": str(cfg.tuner.name),
     }
     # what tells searches apart first, short enough for the UI's column
-    run_name = f"{cfg.dataset.name}-{cfg.tuner.name}{cfg.tuner.max_trials}-{cfg.model.name}-s{cfg.seed}"
+    trials = cfg.tuner.get("max_trials", "")  # Hyperband has none: its budget is in epochs
+    run_name = f"{cfg.dataset.name}-{cfg.tuner.name}{trials}-{cfg.model.name}-s{cfg.seed}"
     return tracking.tracked_run(cfg.tracking, run_name, tags, run_id=search.state["parent_run_id"] if resumed else None)
 
 

@@ -113,7 +113,7 @@ def test_train_on_a_csv_it_has_never_seen_learns_and_predicts(tmp_path: Path, st
     )
     assert result.returncode == 0, result.stderr[-2000:]
     client, run = _only_run(store_uri)
-    assert run.info.status == "FINISHED" and run.data.tags["dataset"] == "files"
+    assert run.info.status == "FINISHED" and run.data.tags["dataset"] == "files-reviews"
     # The cue words decide the label: a pipeline that trains at all gets this right.
     assert run.data.metrics["test_accuracy"] >= 0.9
     assert 0.5 < run.data.metrics["test_roc_auc"] <= 1.0
@@ -141,7 +141,7 @@ def test_multirun_sweeps_seeds_into_separate_runs(tmp_path: Path, store_uri: str
         ["train", "-m", *SHRINK, "dataset.max_samples=150", "tracking.log_model=false", "seed=1,2"], cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    runs = runs_in(store_uri)
+    runs = [r for r in runs_in(store_uri) if "sweep.id" not in r.data.tags]  # the jobs, not the sweep's parent
     assert sorted(r.data.params["seed"] for r in runs) == ["1", "2"]
     assert all(r.info.status == "FINISHED" for r in runs)
     assert runs[0].data.tags["data_fingerprint"] != runs[1].data.tags["data_fingerprint"]
