@@ -269,12 +269,14 @@ def _search_through_an_outage(tmp_path: Path, server: MlflowServer, retries: int
     return args, proc.returncode, err
 
 
+@pytest.mark.stress  # 80-130 s: with -m stress, to keep the default suite within 15 minutes
 def test_a_server_stopped_mid_search_and_back_within_the_retries_loses_nothing(tmp_path: Path, server: MlflowServer) -> None:
     _, code, err = _search_through_an_outage(tmp_path, server, retries=6, back_after=3)
     assert code == 0, err[-3000:]
     _assert_complete(server.store_uri, TRIALS, EPOCHS)
 
 
+@pytest.mark.stress  # 80-130 s: with -m stress, to keep the default suite within 15 minutes
 def test_a_server_gone_for_longer_stops_the_search_in_one_line_and_the_same_command_resumes(tmp_path: Path, server: MlflowServer) -> None:
     args, code, err = _search_through_an_outage(tmp_path, server, retries=1, back_after=None)
     assert code == 75, err[-3000:]

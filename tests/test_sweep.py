@@ -63,6 +63,7 @@ def test_a_killed_sweep_resumes_into_the_same_parent_without_running_a_job_twice
     assert sum(f"bbc_news-lstm-s{s}" in ranked.stdout for s in (1, 2, 3, 4)) == 4
 
 
+@pytest.mark.stress  # 80-130 s: with -m stress, to keep the default suite within 15 minutes
 def test_jobs_in_other_processes_join_the_sweep(tmp_path: Path, store_uri: str) -> None:
     result = run_cli(["train", "-m", "hydra/launcher=submitit_local", *SHRINK, "dataset.max_samples=200", "seed=1,2"],
                      cwd=tmp_path, timeout=900)
@@ -81,6 +82,7 @@ def test_the_objective_a_sweeper_sees_is_the_validation_metric_named_in_the_conf
     assert value == pytest.approx(min(history)) and value != pytest.approx(run.data.metrics["test_loss"])
 
 
+@pytest.mark.stress  # 80-130 s: with -m stress, to keep the default suite within 15 minutes
 def test_an_optuna_sweep_optimises_the_validation_objective_as_one_parent(tmp_path: Path, store_uri: str) -> None:
     result = run_cli(["train", "-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=3", "hydra.sweeper.direction=maximize",
                       "hydra.sweeper.sampler.seed=1", "training.learning_rate=interval(0.001,0.01)", *SHRINK,

@@ -154,6 +154,7 @@ def test_other_tuners(make_cfg, store_uri: str, tuner: str, capsys: pytest.Captu
         assert all(re.match(r"trial [123]/3 ", e) for e in ends), ends
 
 
+@pytest.mark.stress  # 80-130 s: with -m stress, to keep the default suite within 15 minutes
 def test_seed_variance_reruns_the_top_configurations_with_each_seed(make_cfg, store_uri: str, tmp_path: Path) -> None:
     cfg = make_cfg(
         *SMALL, "tuner.max_trials=3", "training.epochs=2", "tracking.log_model=false",
@@ -358,6 +359,7 @@ def test_sigterm_mid_trial_marks_the_runs_killed_and_exits_143(tmp_path: Path, s
     assert any(c.info.status == "KILLED" for c in children)
 
 
+@pytest.mark.stress  # 80-130 s: with -m stress, to keep the default suite within 15 minutes
 def test_kill_9_mid_trial_then_the_same_command_resumes(tmp_path: Path, store_uri: str) -> None:
     # long enough trials (15 epochs) that the kill lands mid-trial
     args = ["tune", *SMALL, "tuner.max_trials=3", "training.epochs=15", "training.early_stopping.enabled=false", "tracking.log_model=false"]
@@ -428,6 +430,7 @@ def test_a_failing_trial_is_a_failed_run_and_the_search_goes_on(make_cfg, store_
                for line in said), said
 
 
+@pytest.mark.stress  # 80-130 s: with -m stress, to keep the default suite within 15 minutes
 def test_chief_and_two_workers_share_one_parent(tmp_path: Path, store_uri: str) -> None:
     result = run_cli(["tune", *SMALL, "tuner.max_trials=6", "tuner.workers=2"], cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -479,6 +482,7 @@ def test_bad_search_settings_fail_in_one_line(tmp_path: Path, name: str, args: L
     assert not (tmp_path / "mlruns").exists(), "a bad search setting opened the store"
 
 
+@pytest.mark.stress  # 80-130 s: with -m stress, to keep the default suite within 15 minutes
 def test_chief_and_workers_as_separate_jobs_against_a_tracking_server(tmp_path: Path, mlflow_server: str) -> None:
     # what a SLURM array does (hydra/launcher=slurm), here with submitit's local executor:
     # rank 0 serves the oracle, ranks 1 and 2 find it in the shared tuner directory
@@ -576,6 +580,7 @@ def test_hyperband_ranks_fold_scored_trials_by_their_mean(make_cfg, store_uri: s
     assert parent.data.metrics["best_score"] == pytest.approx(max(c.data.metrics["trial_score"] for c in children))
 
 
+@pytest.mark.stress  # 80-130 s: with -m stress, to keep the default suite within 15 minutes
 def test_a_search_killed_mid_trial_keeps_the_folds_it_had_finished(tmp_path: Path, store_uri: str) -> None:
     args = ["tune", *FOLDS, "tuner.max_trials=1", "training.epochs=6", "training.early_stopping.enabled=false", "tracking.log_model=false"]
     (tmp_path / "mlruns").mkdir()
