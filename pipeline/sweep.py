@@ -47,7 +47,6 @@ class MlflowSweep(Callback):
 
     def __init__(self) -> None:
         self.parent_run_id: Optional[str] = None
-        self.tracking: Any = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from pipeline import tracking
@@ -57,19 +56,18 @@ class MlflowSweep(Callback):
         command = str(hydra.job.name)
         if command != "train":  # a tune multirun: each job is a search, a parent run of its own
             return
-        self.tracking = config.tracking
         tracking.preflight(config.tracking)
+        directory = Path(str(hydra.sweep.dir))
         self.parent_run_id = tracking.open_sweep(
             config.tracking,
             sweep_id(command, overrides, str(config.tracking.experiment_name)),
             run_name=f"sweep-{command}-" + "-".join(o.split("=")[0].split(".")[-1] for o in overrides if "," in o)[:40],
             params={"sweep.overrides": " ".join(overrides)[:6000], "sweep.command": f"pipeline {command}",
                     "sweep.sweeper": str(hydra.sweeper.get("_target_", "")), "sweep.launcher": str(hydra.launcher.get("_target_", ""))},
-            tags={"pipeline.command": f"{command} -m", "mlflow.note.content": " ".join(["pipeline", command, "-m", *overrides])},
+            tags={"pipeline.command": f"{command} -m", "mlflow.note.content": " ".join(["pipeline", command, "-m", *overrides]),
+                  "sweep.dir": str(directory.resolve())},  # this run's directory: a resumed sweep has a new one
         )
-        directory = Path(str(hydra.sweep.dir))
         directory.mkdir(parents=True, exist_ok=True)
-        tracking.set_run_tag(config.tracking, self.parent_run_id, "sweep.dir", str(directory.resolve()))
         _OPEN[self.parent_run_id] = config.tracking
         (directory / PARENT_FILE).write_text(json.dumps({"parent_run_id": self.parent_run_id}), encoding="utf-8")
         print(f"sweep {self.parent_run_id}: its jobs are child runs of it (`pipeline compare {self.parent_run_id}` ranks them)", flush=True)

@@ -32,10 +32,10 @@ from pipeline.tracking.resilience import (
 )
 from pipeline.tracking.runs import folder_name, run_exists, tracked_run
 from pipeline.tracking.store import check_server, configure, preflight, ui_hint
-from pipeline.tracking.sweeps import close_sweep, finished_job, jobs_of, open_sweep, set_run_tag
+from pipeline.tracking.sweeps import close_sweep, finished_job, jobs_of, open_sweep
 
 __all__ = [
-    "PYFUNC_MODEL_FILE", "RunRecord", "attach", "check_own_model", "check_server", "close_stale_runs", "close_sweep", "finished_job", "jobs_of", "open_sweep", "set_run_tag", "close_trial_runs",
+    "PYFUNC_MODEL_FILE", "RunRecord", "attach", "check_own_model", "check_server", "close_stale_runs", "close_sweep", "finished_job", "jobs_of", "open_sweep", "close_trial_runs",
     "configure", "epoch_logger", "experiment_id_by_name", "fetch_run", "folder_name", "is_lost", "load_artifact",
     "load_text_model", "log_datasets", "log_dict", "log_figure", "log_metric_history", "log_metrics", "log_params", "log_skops", "log_table", "log_text", "log_text_model",
     "lost", "metric_history", "preflight", "promote", "reconcile_children", "redact", "registered_for", "resolve_model",

@@ -10,14 +10,15 @@ from __future__ import annotations
 from typing import Any, Dict, Optional
 
 import mlflow
+from mlflow.entities import Param
 
 from pipeline.tracking.records import RunRecord, fetch_run, search
 from pipeline.tracking.redact import scrub
 from pipeline.tracking.runs import _experiment_id
 from pipeline.tracking.store import using_store
 
-#: The tag that names a sweep's parent run, and the one that marks a run as a sweep's job.
-SWEEP_ID, SWEEP_JOB = "sweep.id", "sweep.job"
+#: The tag that names a sweep's parent run.
+SWEEP_ID = "sweep.id"
 
 
 def open_sweep(tracking_cfg: Any, sweep_id: str, run_name: str, params: Dict[str, str], tags: Dict[str, str]) -> str:
@@ -28,19 +29,16 @@ def open_sweep(tracking_cfg: Any, sweep_id: str, run_name: str, params: Dict[str
     client = mlflow.MlflowClient(uri)
     found = search(uri, [experiment_id], f"tags.`{SWEEP_ID}` = '{sweep_id}'", order_by=["attributes.start_time DESC"])
     if found:
-        run_id = found[0].run_id
+        run_id, logged = found[0].run_id, found[0].params
         client.update_run(run_id, status="RUNNING")
-        client.set_tag(run_id, "sweep.resumed", str(int(found[0].tags.get("sweep.resumed", "0")) + 1))
+        for key, value in scrub({**tags, "sweep.resumed": str(int(found[0].tags.get("sweep.resumed", "0")) + 1)}).items():
+            client.set_tag(run_id, key, value)
     else:
-        run = client.create_run(experiment_id, run_name=scrub(run_name), tags=scrub({**tags, SWEEP_ID: sweep_id}))
-        run_id = run.info.run_id
-    for key, value in scrub(params).items():  # the same values on every resume
-        client.log_param(run_id, key, value) if key not in _params(client, run_id) else None
+        run_id, logged = client.create_run(experiment_id, run_name=scrub(run_name), tags=scrub({**tags, SWEEP_ID: sweep_id})).info.run_id, {}
+    missing = {key: value for key, value in scrub(params).items() if key not in logged}  # params are logged once
+    if missing:
+        client.log_batch(run_id, params=[Param(key, value) for key, value in missing.items()])
     return run_id
-
-
-def _params(client: Any, run_id: str) -> Dict[str, str]:
-    return dict(client.get_run(run_id).data.params)
 
 
 def close_sweep(tracking_cfg: Any, run_id: str, status: str, jobs: Optional[int] = None) -> None:
@@ -72,7 +70,3 @@ def jobs_of(tracking_cfg: Any, parent_run_id: str) -> int:
     uri = str(tracking_cfg.uri)
     parent = fetch_run(uri, parent_run_id)
     return len(search(uri, [parent.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}' and attributes.status = 'FINISHED'"))
-
-
-def set_run_tag(tracking_cfg: Any, run_id: str, key: str, value: str) -> None:
-    mlflow.MlflowClient(str(tracking_cfg.uri)).set_tag(run_id, key, scrub(value))
