@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import functools
 import os
 import subprocess
 import sys
@@ -32,10 +35,43 @@ SPACE = ["search_space=tiny", "tuner.cv_folds=1"]
 register_configs()
 
 
+@functools.lru_cache(maxsize=None)
+def _empty_store_template() -> Path:
+    """An empty MLflow SQLite store, created by MLflow once per test process. Creating one runs
+    MLflow's schema migrations (5-15 s on 2 cores); nearly every test needs a new store."""
+    import shutil
+    import tempfile
+
+    from mlflow.tracking import MlflowClient
+
+    root = Path(tempfile.mkdtemp(prefix="mlflow-template-"))
+    atexit.register(shutil.rmtree, root, True)
+    db = root / "mlflow.db"
+    MlflowClient(f"sqlite:///{db}").search_experiments(max_results=1)
+    return db
+
+
+def seed_store(db: Path, default_artifact_location: str) -> None:
+    """A new, empty store at ``db``: what MLflow would create there (the same schema, one
+    ``Default`` experiment whose artifacts go to ``default_artifact_location``), copied from
+    :func:`_empty_store_template` instead of migrated again."""
+    import shutil
+    import sqlite3
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(_empty_store_template(), db)
+    with contextlib.closing(sqlite3.connect(db)) as con, con:
+        con.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0", (default_artifact_location,))
+
+
 @pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def _isolated(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Each test runs in its own directory, so `mlruns/` and `outputs/` are fresh, and must
-    leave no MLflow run active behind it."""
+    leave no MLflow run active behind it. The directory's default store, `mlruns/mlflow.db`, is
+    there already, new and empty (:func:`seed_store`), unless the test is marked ``no_store``
+    (a test that a command creates a store, or leaves none)."""
+    if request.node.get_closest_marker("no_store") is None:
+        seed_store(tmp_path / "mlruns" / "mlflow.db", str(tmp_path / "mlruns" / "0"))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PIPELINE_DATA_DIR", str(DATA_DIR))
     # the store a test names, not the one a shell (or an earlier set_tracking_uri) exported
@@ -140,6 +176,8 @@ class MlflowServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.store_uri = f"sqlite:///{root / 'mlflow.db'}"
         self.proc: Optional[subprocess.Popen] = None
+        if not (root / "mlflow.db").exists():  # as `mlflow server --artifacts-destination` creates it
+            seed_store(root / "mlflow.db", "mlflow-artifacts:/0")
 
     def start(self) -> "MlflowServer":
         import time

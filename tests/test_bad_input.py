@@ -65,6 +65,7 @@ def test_bad_input_fails_in_one_line(tmp_path: Path, name: str, args: List[str],
     _assert_no_run_left(tmp_path)
 
 
+@pytest.mark.no_store  # asserts what the command leaves in an empty directory
 def test_unreachable_tracking_server_is_reported_before_any_data_is_read(tmp_path: Path) -> None:
     uri = f"http://127.0.0.1:{_free_port()}"
     result = run_cli(["train", *SHRINK, f"tracking.uri={uri}"], cwd=tmp_path)

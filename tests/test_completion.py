@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = r'''
 eval "$(pipeline train -sc install=bash)"
 complete_line() {
@@ -26,6 +28,7 @@ complete_line "pipeline train model.poo"
 '''
 
 
+@pytest.mark.no_store  # asserts that completion leaves the directory empty
 def test_bash_completes_commands_groups_options_and_keys(tmp_path: Path) -> None:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     result = subprocess.run(["bash", "-c", SCRIPT], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from mlflow import MlflowClient
 
 from conftest import SHRINK, SPACE, assert_one_line_error, run_cli, runs_in, write_sentiment_csv
 
 
+@pytest.mark.no_store  # asserts what the command leaves in an empty directory
 def test_mlflow_tracking_uri_names_the_store_and_the_command_line_wins(tmp_path: Path, store_uri: str) -> None:
     elsewhere = f"sqlite:///{tmp_path / 'team' / 'mlflow.db'}"
     (tmp_path / "team").mkdir()

@@ -472,6 +472,7 @@ BAD = [
 ]
 
 
+@pytest.mark.no_store  # asserts what the command leaves in an empty directory
 @pytest.mark.parametrize("name, args, fragment", BAD, ids=[b[0] for b in BAD])
 def test_bad_search_settings_fail_in_one_line(tmp_path: Path, name: str, args: List[str], fragment: str) -> None:
     result = run_cli(["tune", *SMALL, *args], cwd=tmp_path)
@@ -482,6 +483,7 @@ def test_bad_search_settings_fail_in_one_line(tmp_path: Path, name: str, args: L
     assert not (tmp_path / "mlruns").exists(), "a bad search setting opened the store"
 
 
+@pytest.mark.no_store  # asserts what the command leaves in an empty directory
 @pytest.mark.stress  # 80-130 s: with -m stress, to keep the default suite within 15 minutes
 def test_chief_and_workers_as_separate_jobs_against_a_tracking_server(tmp_path: Path, mlflow_server: str) -> None:
     # what a SLURM array does (hydra/launcher=slurm), here with submitit's local executor:
