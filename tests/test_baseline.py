@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,8 @@ def test_a_train_run_logs_the_baseline_it_was_scored_with(tmp_path: Path, make_c
     run = MlflowClient(store_uri).get_run(run_id)
     path = MlflowClient(store_uri).download_artifacts(run_id, "baseline/model.skops", str(tmp_path))
     model = skops.io.load(path, trusted=skops.io.get_untrusted_types(file=path))
+    # deflated: skops's state is indented JSON, 16 times the size stored as it is
+    assert {i.compress_type for i in zipfile.ZipFile(path).infolist()} == {zipfile.ZIP_DEFLATED}
     splits = experiment.prepare(cfg).splits
     probs = baseline.probabilities(model, splits.test.texts, len(splits.classes))
     accuracy = float((probs.argmax(axis=1) == splits.label_ids(splits.test)).mean())
