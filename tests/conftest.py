@@ -137,11 +137,13 @@ def concurrent_search(data: Path, seed: int, trials: int, *extra: str) -> List[s
 class MlflowServer:
     """A real `mlflow server` on a loopback port, SQLite behind it (or ``backend_store_uri``), its
     artifacts served from a local directory, that a test can stop and start again (same port,
-    same store)."""
+    same store). ``jobs=False`` starts it without MLflow's job runner (eight more Python processes,
+    for GenAI jobs the pipeline never starts): half the start-up time."""
 
-    def __init__(self, root: Path, backend_store_uri: Optional[str] = None) -> None:
+    def __init__(self, root: Path, backend_store_uri: Optional[str] = None, jobs: bool = True) -> None:
         from postgres_cluster import free_port
 
+        self.jobs = jobs
         self.port = free_port()
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
@@ -158,6 +160,7 @@ class MlflowServer:
                 [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
                  "--backend-store-uri", self.store_uri, "--serve-artifacts", "--artifacts-destination", str(self.root / "artifacts")],
                 cwd=self.root, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
+                env={**os.environ, **({} if self.jobs else {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})},
             )
         deadline = time.monotonic() + 90
         while True:
@@ -221,10 +224,10 @@ def postgres_uri():
 
 
 @pytest.fixture
-def pg_server(tmp_path: Path, postgres_uri: str):
+def pg_server(tmp_path: Path, postgres_uri: str, request: pytest.FixtureRequest):
     """A started :class:`MlflowServer` over PostgreSQL, artifacts in a local directory; stopped
-    after the test (before its cluster)."""
-    srv = MlflowServer(tmp_path / "server", backend_store_uri=postgres_uri).start()
+    after the test (before its cluster). Indirect parameter: ``jobs`` (default True)."""
+    srv = MlflowServer(tmp_path / "server", backend_store_uri=postgres_uri, jobs=getattr(request, "param", True)).start()
     try:
         yield srv
     finally:

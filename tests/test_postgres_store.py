@@ -9,6 +9,7 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
+import pytest
 from mlflow import MlflowClient
 
 from conftest import SHRINK, MlflowServer, run_cli, runs_in, write_sentiment_csv
@@ -16,6 +17,7 @@ from conftest import SHRINK, MlflowServer, run_cli, runs_in, write_sentiment_csv
 EPOCHS = 2
 
 
+@pytest.mark.parametrize("pg_server", [False], ids=["server-without-job-runner"], indirect=True)  # starts in half the time
 def test_a_train_run_through_a_server_over_postgresql_is_recorded_whole_and_its_model_loads(tmp_path: Path, pg_server: MlflowServer) -> None:
     data = write_sentiment_csv(tmp_path / "reviews.csv", n=200)
     result = run_cli(["train", *SHRINK, "dataset=files", f"dataset.path={data}", f"training.epochs={EPOCHS}",
