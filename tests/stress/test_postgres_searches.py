@@ -54,8 +54,10 @@ class Searches:
             self.procs[seed] = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *self.args(seed)], cwd=self.tmp_path, env=env,
                                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
-    def running(self) -> List[int]:
-        return [seed for seed, proc in self.procs.items() if proc.poll() is None]
+    def assert_running(self) -> None:
+        """Fails the test at once when a search has ended (before the kills none may)."""
+        ended = {seed: proc.returncode for seed, proc in self.procs.items() if proc.poll() is not None}
+        assert not ended, {seed: (code, self.output(seed)[-2000:]) for seed, code in ended.items()}
 
     def kill(self, seed: int) -> None:
         os.killpg(self.procs[seed].pid, signal.SIGKILL)
@@ -69,8 +71,9 @@ class Searches:
         return "\n".join(log.read_text(errors="replace") for log in self.logs[seed])
 
     def stop_all(self) -> None:
-        for seed in self.running():
-            self.kill(seed)
+        for seed, proc in self.procs.items():
+            if proc.poll() is None:
+                self.kill(seed)
 
 
 def _parents(runs: list) -> Dict[str, object]:
@@ -83,17 +86,19 @@ def _trials(runs: list, parent_id: str, status: Optional[str] = None) -> list:
             and (status is None or r.info.status == status)]
 
 
-def _all_mid_search(url: str) -> bool:
+def _all_mid_search(url: str, searches: Searches) -> bool:
+    searches.assert_running()
     runs = runs_in(url)
     parents = _parents(runs)
     return len(parents) == SEARCHES and all(_trials(runs, p.info.run_id) for p in parents.values())
 
 
-def _one_mid_trial(url: str, running: List[int]) -> Optional[tuple]:
-    """A running search with a trial FINISHED and the next one RUNNING: (seed, parent run id)."""
+def _one_mid_trial(url: str, searches: Searches) -> Optional[tuple]:
+    """A search with a trial FINISHED and the next one RUNNING: (seed, parent run id)."""
+    searches.assert_running()
     runs = runs_in(url)
     for seed, parent in sorted(_parents(runs).items()):
-        if int(seed) in running and _trials(runs, parent.info.run_id, "FINISHED") and _trials(runs, parent.info.run_id, "RUNNING"):
+        if _trials(runs, parent.info.run_id, "FINISHED") and _trials(runs, parent.info.run_id, "RUNNING"):
             return int(seed), parent.info.run_id
     return None
 
@@ -112,8 +117,8 @@ def test_four_searches_on_postgresql_ride_through_a_server_restart_and_a_sigkill
             searches.start(seed)
 
         # the server killed, group and all, while every search is mid-search; back on the same port
-        wait_for(lambda: _all_mid_search(pg_server.url), 600, "a trial run in every search")
-        assert len(searches.running()) == SEARCHES, {s: searches.output(s)[-2000:] for s in searches.procs}
+        wait_for(lambda: _all_mid_search(pg_server.url, searches), 600, "a trial run in every search")
+        searches.assert_running()
         down = time.monotonic()
         pg_server.stop(sig=signal.SIGKILL)
         time.sleep(3)
@@ -121,7 +126,7 @@ def test_four_searches_on_postgresql_ride_through_a_server_restart_and_a_sigkill
         outage = time.monotonic() - down
 
         # one search killed with SIGKILL mid-trial, and the same command again
-        seed, parent_id = wait_for(lambda: _one_mid_trial(pg_server.url, searches.running()), 600, "a search mid-trial")
+        seed, parent_id = wait_for(lambda: _one_mid_trial(pg_server.url, searches), 600, "a search mid-trial")
         searches.kill(seed)
         cut = [r.info.run_id for r in _trials(runs_in(pg_server.url), parent_id, "RUNNING")]
         assert cut, "the kill landed between two trials"  # the store's record of the trial it cut off
