@@ -176,20 +176,30 @@ def write_sentiment_csv(path: Path, n: int = 240, seed: int = 0) -> Path:
     return path
 
 
+def concurrent_search(data: Path, seed: int, trials: int, *extra: str) -> List[str]:
+    """`pipeline tune` arguments for one of several tiny searches at once over ``data``
+    (tests/stress): each its own seed, so its own tuner project; every final model registered as
+    `concurrent`."""
+    return ["tune", *SHRINK, "dataset=files", f"dataset.path={data}", f"seed={seed}", f"tuner.max_trials={trials}",
+            "training.epochs=2", "tuner.final.registered_model_name=concurrent", "tuner.cv_folds=1",
+            "search_space.model.units={type:int,min:8,max:32,step:8}", *extra]
+
+
 class MlflowServer:
-    """A real `mlflow server` on a loopback port, SQLite behind it, that a test can stop and
-    start again (same port, same store)."""
+    """A real `mlflow server` on a loopback port, SQLite behind it (or ``backend_store_uri``), its
+    artifacts served from a local directory, that a test can stop and start again (same port,
+    same store). ``jobs=False`` starts it without MLflow's job runner (eight more Python processes,
+    for GenAI jobs the pipeline never starts): half the start-up time."""
 
-    def __init__(self, root: Path) -> None:
-        import socket
+    def __init__(self, root: Path, backend_store_uri: Optional[str] = None, jobs: bool = True) -> None:
+        from postgres_cluster import free_port
 
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.jobs = jobs
+        self.port = free_port()
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.url = f"http://127.0.0.1:{self.port}"
-        self.store_uri = f"sqlite:///{root / 'mlflow.db'}"
+        self.store_uri = backend_store_uri or f"sqlite:///{root / 'mlflow.db'}"
         self.proc: Optional[subprocess.Popen] = None
         if not (root / "mlflow.db").exists():  # as `mlflow server --artifacts-destination` creates it
             seed_store(root / "mlflow.db", "mlflow-artifacts:/0")
@@ -198,11 +208,13 @@ class MlflowServer:
         import time
         import urllib.request
 
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
-             "--backend-store-uri", self.store_uri, "--artifacts-destination", str(self.root / "artifacts")],
-            cwd=self.root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )
+        with open(self.root / "server.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+                 "--backend-store-uri", self.store_uri, "--serve-artifacts", "--artifacts-destination", str(self.root / "artifacts")],
+                cwd=self.root, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
+                env={**os.environ, **({} if self.jobs else {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})},
+            )
         deadline = time.monotonic() + 90
         while True:
             try:
@@ -210,21 +222,28 @@ class MlflowServer:
                 return self
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("mlflow server did not start")
+                    self.stop()
+                    log = (self.root / "server.log").read_text(errors="replace")
+                    raise RuntimeError(f"mlflow server did not start: {log[-2000:]}")
                 time.sleep(0.3)
 
     def stop(self, sig: int = 15) -> None:
-        """Stop the server and its helper processes (huey consumers): the whole group."""
+        """Stop the server and its helper processes (huey consumers): the whole group, and
+        SIGKILL to whatever of it is left."""
         import signal
 
         if self.proc is None:
             return
-        os.killpg(self.proc.pid, sig)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=20)
+        for signum in (sig, signal.SIGKILL):
+            try:
+                os.killpg(self.proc.pid, signum)
+            except ProcessLookupError:  # the group is gone already
+                break
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                pass
+        self.proc.wait(timeout=20)
         self.proc = None
 
 
@@ -242,6 +261,30 @@ def server(tmp_path: Path):
 def mlflow_server(server: MlflowServer) -> str:
     """The URL of a real `mlflow server`."""
     return server.url
+
+
+@pytest.fixture
+def postgres_uri():
+    """A database in a throwaway PostgreSQL cluster (tests/postgres_cluster.py), as an SQLAlchemy
+    URI; the cluster stopped and deleted after the test, whatever happened."""
+    from postgres_cluster import PostgresCluster
+
+    cluster = PostgresCluster().start()
+    try:
+        yield cluster.uri("mlflow")
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def pg_server(tmp_path: Path, postgres_uri: str, request: pytest.FixtureRequest):
+    """A started :class:`MlflowServer` over PostgreSQL, artifacts in a local directory; stopped
+    after the test (before its cluster). Indirect parameter: ``jobs`` (default True)."""
+    srv = MlflowServer(tmp_path / "server", backend_store_uri=postgres_uri, jobs=getattr(request, "param", True)).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> str:

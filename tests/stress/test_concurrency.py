@@ -17,7 +17,7 @@ from typing import List
 import pytest
 from mlflow import MlflowClient
 
-from conftest import SHRINK, MlflowServer, runs_in, write_sentiment_csv
+from conftest import MlflowServer, concurrent_search, runs_in, write_sentiment_csv
 
 pytestmark = pytest.mark.stress
 
@@ -31,9 +31,7 @@ def _run_searches(tmp_path: Path, extra: List[str]) -> None:
     env.pop("HYDRA_FULL_ERROR", None)
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "tune", *SHRINK, "dataset=files", f"dataset.path={data}", f"seed={seed}",
-             f"tuner.max_trials={TRIALS}", "training.epochs=2", "tuner.final.registered_model_name=concurrent", "tuner.cv_folds=1",
-             "search_space.model.units={type:int,min:8,max:32,step:8}", *extra],
+            [sys.executable, "-m", "pipeline.cli", *concurrent_search(data, seed, TRIALS, *extra)],
             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
         for seed in range(1, PROCESSES + 1)
