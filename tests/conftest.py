@@ -201,7 +201,7 @@ class MlflowServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.store_uri = backend_store_uri or f"sqlite:///{root / 'mlflow.db'}"
         self.proc: Optional[subprocess.Popen] = None
-        if not (root / "mlflow.db").exists():  # as `mlflow server --artifacts-destination` creates it
+        if backend_store_uri is None and not (root / "mlflow.db").exists():  # as `mlflow server --artifacts-destination` creates it
             seed_store(root / "mlflow.db", "mlflow-artifacts:/0")
 
     def start(self) -> "MlflowServer":
@@ -249,8 +249,9 @@ class MlflowServer:
 
 @pytest.fixture
 def server(tmp_path: Path):
-    """A started :class:`MlflowServer`; stopped after the test."""
-    srv = MlflowServer(tmp_path / "server").start()
+    """A started :class:`MlflowServer` (without MLflow's job runner, which the pipeline never
+    uses: half the start-up); stopped after the test."""
+    srv = MlflowServer(tmp_path / "server", jobs=False).start()
     try:
         yield srv
     finally:
