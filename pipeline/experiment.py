@@ -239,8 +239,10 @@ def record_evaluation(
     if cfg.tracking.log_model:
         with tempfile.TemporaryDirectory() as tmp:
             path = str(Path(tmp) / "text_classifier.keras")
-            # the classifier keeps its name (model.name) inside the saved model: scrubbed, as everything logged
-            text_model(prepared.vectorizer, model, name=tracking.scrub(model.name)).save(path)
+            # the classifier keeps its name (model.name) inside the saved model, unless a secret is in it
+            # (a TensorFlow scope name cannot hold the mark `***`)
+            name = model.name if tracking.scrub(model.name) == model.name else "classifier_model"
+            text_model(prepared.vectorizer, model, name=name).save(path)
             tracking.log_text_model(
                 path, classes, _model_requirements(), prepared.splits.test.texts[:3], registered_model_name, version_tags
             )

@@ -5,7 +5,7 @@ store and every file of the artifact tree (the files inside a saved Keras model 
 
 from __future__ import annotations
 
-import os
+import json
 import sqlite3
 import string
 import urllib.parse
@@ -232,22 +232,25 @@ def leaks_in_store(root: Path, secrets: List[str]) -> List[Tuple[str, str]]:
     return found
 
 
-#: Secrets of 1 to 40 characters, of every kind of printable character (regex metacharacters,
-#: `%`, `/`, `:`, `@`, spaces), each in a variable named like a secret.
+#: Ten secrets of 1 to 40 characters, of every kind of printable character (regex metacharacters,
+#: `%`, `/`, `:`, `@`, `#`, spaces), each in a variable named like a secret.
 PLANTED = {
     "A_TOKEN": "Q",
     "B_PASSWORD": "%7",
     "C_SECRET": "Z:@",
     "D_API_KEY": "(X|Y)",
-    "E_ACCESS_KEY": "Zk/9.+?",
+    "E_ACCESS_KEY": "Zk.9-_x",
     "F_TOKEN": "P@ss:W0rd",
     "G_PRIVATE_KEY": "tok^[ab]{1,3}$x",
     "H_CREDENTIALS": "Cr3d-/?#[]!*+;=%40 xyzQW",
     "I_SECRET": "s3cr3t/with:colons@and%percent&amp=40chr",
+    "K_TOKEN": "Scope.valid-Secret_21",  # long, and a valid TensorFlow scope name: for model.name
 }
 #: URI passwords in no environment variable, typed on the command line: caught as URI passwords.
 LITERAL = {"https://:LitPw0rd1@h.example/x": "LitPw0rd1", "redis://u@corp:Lit%2FPw2x@[::1]:6379/0": "Lit%2FPw2x",
            "https://h.example/p?api_key=LitKey3xy&page=2": "LitKey3xy"}
+#: MLflow's own tags of every run and logged model (its context providers) read this variable.
+CONTEXT = {"MLFLOW_RUN_CONTEXT": json.dumps({"deployed.from": "https://:CtxPw0rd9@h.example"})}
 #: A word of the data that is also a secret: data, logged as the model holds it.
 DATA_WORD = {"J_TOKEN": "delightful"}
 
@@ -257,13 +260,13 @@ def _cli_quoted(value: str) -> str:
 
 
 def test_no_planted_secret_reaches_the_store_from_any_field_of_a_train_run(tmp_path: Path, store_uri: str) -> None:
-    """One real `pipeline train` (shrunk): nine secrets of 1-40 characters interpolated into the run
+    """One real `pipeline train` (shrunk): ten secrets of 1-40 characters interpolated into the run
     name (also inside URIs of every form), the experiment name, the model's name (in the Keras
     model's summary and its saved config), the dataset's name (tags, dataset inputs), one typed on
-    the command line (the run's description) and URI passwords typed there; then every table row
-    and every file of the store is read."""
-    env = {**PLANTED, **DATA_WORD, "TOKENIZERS_PARALLELISM": "false"}
-    assert len({len(v) for v in PLANTED.values()}) == 9 and min(map(len, PLANTED.values())) == 1 and max(map(len, PLANTED.values())) == 40
+    the command line (the run's description), URI passwords typed there and one in MLflow's own
+    run context; then every table row and every file of the store is read."""
+    env = {**PLANTED, **DATA_WORD, **CONTEXT, "TOKENIZERS_PARALLELISM": "false"}
+    assert len(PLANTED) == 10 and min(map(len, PLANTED.values())) == 1 and max(map(len, PLANTED.values())) == 40
     data = write_sentiment_csv(tmp_path / "reviews.csv", n=120)
     i = "${oc.env:I_SECRET}"
     run_name = " ".join([
@@ -274,7 +277,7 @@ def test_no_planted_secret_reaches_the_store_from_any_field_of_a_train_run(tmp_p
     result = run_cli(
         ["train", *SHRINK, "dataset=files", f"dataset.path={data}", "tracking.run_name=" + _cli_quoted(run_name),
          "tracking.experiment_name=" + _cli_quoted(f"team-{i}-${{oc.env:A_TOKEN}}"),
-         "model.name=" + _cli_quoted("lstm-${oc.env:D_API_KEY}-${oc.env:C_SECRET}-${oc.env:A_TOKEN}"),
+         "model.name=" + _cli_quoted("lstm-${oc.env:A_TOKEN}-${oc.env:E_ACCESS_KEY}-${oc.env:K_TOKEN}"),  # a TensorFlow scope name
          "dataset.name=" + _cli_quoted("reviews-${oc.env:G_PRIVATE_KEY}.${oc.env:B_PASSWORD}")],
         cwd=tmp_path, env=env,
     )
@@ -299,7 +302,8 @@ def test_no_planted_secret_reaches_the_store_from_any_field_of_a_train_run(tmp_p
     summary = next(artifacts.rglob("model_summary.txt")).read_text()
     assert "lstm-***-***-***" in summary  # MLflow's Keras callback's artifact, scrubbed
 
-    leaks = leaks_in_store(artifacts, [*PLANTED.values(), *LITERAL.values()])
+    assert run.data.tags["deployed.from"] == "https://:***@h.example"  # a tag of MLflow's own
+    leaks = leaks_in_store(artifacts, [*PLANTED.values(), *LITERAL.values(), "CtxPw0rd9"])
     assert not leaks, leaks[:20]
 
     # a vocabulary is data: the token that equals a secret stays, and the artifact is the model's vocabulary
@@ -310,3 +314,61 @@ def test_no_planted_secret_reaches_the_store_from_any_field_of_a_train_run(tmp_p
     model = keras.saving.load_model(keras_file, safe_mode=True)
     (vectorizer,) = [layer for layer in model.layers if isinstance(layer, keras.layers.TextVectorization)]
     assert "delightful" in vocabulary and vocabulary == vectorizer.get_vocabulary()
+
+
+def test_a_model_registered_under_a_name_with_secrets_is_registered_scrubbed(tmp_path: Path, make_cfg, store_uri: str,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The registered model's name (a search's ``tuner.final.registered_model_name``, by default
+    ``lstm-<dataset.name>``), its version tags and the logged model's own tags: scrubbed, and the
+    registry's queries given the config's name find the scrubbed one."""
+    import keras
+    import mlflow
+
+    from pipeline import tracking
+
+    secrets = {"REG_TOKEN": "Rg", "REG_SECRET": "registry-Secret_0042"}
+    for name, value in {**secrets, **CONTEXT}.items():
+        monkeypatch.setenv(name, value)
+    raw = "lstm-Rg.registry-Secret_0042"
+    vectorizer = keras.layers.TextVectorization(max_tokens=20, output_sequence_length=4)
+    vectorizer.adapt(["a good film", "a bad film"])
+    text = keras.Input(shape=(), dtype="string", name="text")
+    hidden = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(20, 4)(vectorizer(text)))
+    keras.Model(text, keras.layers.Dense(2, activation="softmax")(hidden)).save(tmp_path / "m.keras")
+    cfg = make_cfg()
+    mlflow.set_tracking_uri(store_uri)
+    with tracking.tracked_run(cfg.tracking, "r", {}) as run:
+        tracking.log_text_model(str(tmp_path / "m.keras"), ["neg", "pos"], ["mlflow"], ["a good film"], raw,
+                                {"best_trial_id": "0", "from": "Rg", "test_accuracy": "0.5", "data_fingerprint": "fp"})
+    client = MlflowClient(store_uri)
+    assert [m.name for m in client.search_registered_models()] == ["lstm-***.***"]
+    version = tracking.search_version(store_uri, raw, run.info.run_id, {"best_trial_id": "0"})
+    assert version is not None and version.tags["from"] == "***"
+    assert tracking.registered_for(store_uri, raw, run.info.run_id, {"best_trial_id": "0"})
+    assert "lstm-***.*** v1 is now @champion" in tracking.promote(store_uri, raw, version, "test_accuracy", True, "auto")
+    logged = client.get_logged_model(client.get_run(run.info.run_id).outputs.model_outputs[0].model_id)
+    assert logged.tags["deployed.from"] == "https://:***@h.example"
+    leaks = leaks_in_store(tmp_path / "mlruns", [*secrets.values(), "CtxPw0rd9"])
+    assert not leaks, leaks[:20]
+
+
+@pytest.mark.stress  # a whole search, 1-3 minutes on 2 cores
+def test_no_planted_secret_reaches_the_store_from_a_search(tmp_path: Path, store_uri: str) -> None:
+    """`pipeline tune`: the parent run, each trial's run, the final model's refit, the search's
+    artifacts (space, trials table, best values), the tuner project's name and folder as tags, and
+    the registered model (named ``lstm-<dataset.name>``), with secrets in the dataset's and the
+    model's names and MLflow's run context; then the whole store is read."""
+    data = write_sentiment_csv(tmp_path / "reviews.csv", n=160)
+    result = run_cli(
+        ["tune", *SHRINK, *SPACE, "tuner.max_trials=2", "dataset=files", f"dataset.path={data}",
+         "dataset.name=" + _cli_quoted("reviews-${oc.env:G_PRIVATE_KEY}.${oc.env:A_TOKEN}"),
+         "model.name=" + _cli_quoted("lstm-${oc.env:A_TOKEN}-${oc.env:K_TOKEN}")],
+        cwd=tmp_path, env={**PLANTED, **CONTEXT},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    client = MlflowClient(store_uri)
+    runs = runs_in(store_uri)
+    assert len(runs) >= 4 and {r.data.tags["dataset"] for r in runs if "dataset" in r.data.tags} == {"reviews-***.***"}
+    assert [m.name for m in client.search_registered_models()] == ["lstm-reviews-***.***"]
+    leaks = leaks_in_store(tmp_path / "mlruns", [*PLANTED.values(), "CtxPw0rd9"])
+    assert not leaks, leaks[:20]
