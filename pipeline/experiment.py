@@ -109,8 +109,9 @@ def record_inputs(config: Dict[str, Any], overrides: List[str], prepared: Prepar
     )
     tracking.log_dict(config, "config/resolved_config.yaml")
     tracking.log_dict({"overrides": overrides}, "config/overrides.yaml")
-    tracking.log_text("\n".join(prepared.vocabulary), "data/vocabulary.txt")
-    tracking.log_dict({"classes": prepared.splits.classes}, "data/label_map.json")
+    # data, as the model holds it: not scrubbed (a token equal to a secret is the model's token)
+    tracking.log_data("\n".join(prepared.vocabulary), "data/vocabulary.txt")
+    tracking.log_data({"classes": prepared.splits.classes}, "data/label_map.json")
     if prepared.pretrained_coverage is not None:
         tracking.log_metrics({"pretrained_coverage": prepared.pretrained_coverage})
 
@@ -224,11 +225,11 @@ def record_evaluation(
     metrics = {"loss": test_loss, **evaluate.classification_metrics(y_test, probs)}
     tracking.log_metrics({f"test_{k}": v for k, v in metrics.items()})
     matrix = evaluate.confusion(y_test, probs, len(classes))
-    tracking.log_dict({"classes": classes, "matrix": matrix.tolist()}, "evaluation/confusion_matrix.json")
+    tracking.log_data({"classes": classes, "matrix": matrix.tolist()}, "evaluation/confusion_matrix.json")
     tracking.log_figure(evaluate.plot_confusion_matrix(matrix, classes), "plots/confusion_matrix.png")
     if history:
         tracking.log_figure(evaluate.plot_learning_curves(history), "plots/learning_curves.png")
-    tracking.log_table(
+    tracking.log_data(
         evaluate.misclassified(prepared.splits.test.texts, y_test, probs, classes, cfg.tracking.max_misclassified),
         "evaluation/misclassified.csv",
     )
@@ -238,7 +239,10 @@ def record_evaluation(
     if cfg.tracking.log_model:
         with tempfile.TemporaryDirectory() as tmp:
             path = str(Path(tmp) / "text_classifier.keras")
-            text_model(prepared.vectorizer, model).save(path)
+            # the classifier keeps its name (model.name) inside the saved model, unless a secret is in it
+            # (a TensorFlow scope name cannot hold the mark `***`)
+            name = model.name if tracking.scrub(model.name) == model.name else "classifier_model"
+            text_model(prepared.vectorizer, model, name=name).save(path)
             tracking.log_text_model(
                 path, classes, _model_requirements(), prepared.splits.test.texts[:3], registered_model_name, version_tags
             )

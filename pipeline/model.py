@@ -162,14 +162,18 @@ def average(members: List[keras.Model]) -> keras.Model:
     return model
 
 
-def text_model(vectorizer: Any, model: keras.Model) -> keras.Model:
+def text_model(vectorizer: Any, model: keras.Model, name: Optional[str] = None) -> keras.Model:
     """The end-to-end model: raw strings -> TextVectorization -> the trained classifier.
 
-    The classifier goes in as an uncompiled copy, rebuilt from its config: a saved model for
-    inference carries no optimizer (Adam's state would triple its size, and the pipeline's
-    Adam class would be needed to load it where the pipeline is not installed).
+    The classifier goes in as an uncompiled copy, rebuilt from its config (named ``name``, else
+    as the model): a saved model for inference carries no optimizer (Adam's state would triple
+    its size, and the pipeline's Adam class would be needed to load it where the pipeline is
+    not installed).
     """
-    inference = keras.Model.from_config(model.get_config())
+    config = model.get_config()
+    if name is not None:
+        config["name"] = name
+    inference = keras.Model.from_config(config)
     inference.set_weights(model.get_weights())
     text = keras.Input(shape=(), dtype="string", name="text")
     return keras.Model(text, inference(vectorizer(text)), name="text_classifier")

@@ -1,8 +1,10 @@
 """Writing into the active run: params, metrics, tags, artifacts and every epoch's metrics.
 
-Owns the helpers every job logs through, each scrubbing secrets first, and the Keras callback
-that logs a model's per-epoch metrics (:func:`epoch_logger`). A new metric a job records goes
-through here.
+Owns the helpers every job logs through, each scrubbing secrets first (names, params, tags, metric
+keys, config and record artifacts, tables), except :func:`log_data`, which writes data as it is (a
+vocabulary, labels, texts: what the model itself holds), and the Keras callback that logs a model's
+per-epoch metrics and its description (:func:`epoch_logger`), through the same helpers. A new metric
+or artifact a job records goes through here.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import mlflow
 import mlflow.data
 
-from pipeline.tracking.redact import scrub
+from pipeline.tracking.redact import scrub, scrub_text, secrets_from_environment
 
 _MAX_PARAMS_PER_BATCH = 100
 
@@ -27,8 +29,8 @@ def log_params(params: Dict[str, str]) -> None:
         mlflow.log_params(scrub(dict(items[i : i + _MAX_PARAMS_PER_BATCH])))
 
 
-def log_metrics(metrics: Dict[str, float], step: Optional[int] = None) -> None:
-    mlflow.log_metrics(metrics, step=step)
+def log_metrics(metrics: Dict[str, float], step: Optional[int] = None, synchronous: Optional[bool] = None) -> None:
+    mlflow.log_metrics({scrub(k): v for k, v in metrics.items()}, step=step, synchronous=synchronous)
 
 
 def log_metric_history(history: Dict[str, List[float]]) -> None:
@@ -38,7 +40,7 @@ def log_metric_history(history: Dict[str, List[float]]) -> None:
 
     run = mlflow.active_run()
     now = int(time.time() * 1000)
-    metrics = [Metric(key, float(v), now, step) for key, values in history.items() for step, v in enumerate(values)]
+    metrics = [Metric(scrub(key), float(v), now, step) for key, values in history.items() for step, v in enumerate(values)]
     for i in range(0, len(metrics), 1000):  # MLflow's limit per batch
         mlflow.MlflowClient().log_batch(run.info.run_id, metrics=metrics[i : i + 1000])
 
@@ -72,6 +74,19 @@ def log_text(text: str, artifact_file: str) -> None:
     mlflow.log_text(scrub(text), artifact_file)
 
 
+def log_data(obj: Any, artifact_file: str) -> None:
+    """Data as it is, not scrubbed: a text (``str``), a dict or list (JSON/YAML by extension) or a
+    DataFrame (CSV). For what the data and the model hold anyway (a vocabulary, the labels, test
+    texts): scrubbing a vocabulary token that equals a secret would only make the artifact
+    disagree with the model, whose vocabulary has that token."""
+    if isinstance(obj, str):
+        mlflow.log_text(obj, artifact_file)
+    elif isinstance(obj, (dict, list)):
+        mlflow.log_dict(obj, artifact_file)
+    else:
+        _log_csv(obj, artifact_file)
+
+
 def log_figure(figure: Any, artifact_file: str) -> None:
     import matplotlib.pyplot as plt
 
@@ -82,7 +97,16 @@ def log_figure(figure: Any, artifact_file: str) -> None:
 
 
 def log_table(frame: Any, artifact_file: str) -> None:
-    """A DataFrame as a CSV artifact."""
+    """A DataFrame as a CSV artifact, its text cells and column names scrubbed (numbers as they are)."""
+    secrets = secrets_from_environment()
+
+    def text(value: Any) -> Any:
+        return scrub_text(value, secrets) if isinstance(value, str) else value
+
+    _log_csv(frame.rename(columns=lambda c: text(str(c))).map(text), artifact_file)
+
+
+def _log_csv(frame: Any, artifact_file: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / Path(artifact_file).name
         frame.to_csv(path, index=False)
@@ -91,9 +115,10 @@ def log_table(frame: Any, artifact_file: str) -> None:
 
 
 def log_skops(obj: Any, artifact_file: str) -> None:
-    """A scikit-learn object as a skops file (loadable without unpickling arbitrary code),
-    deflated: skops writes its state as indented JSON, 70 MB for the baseline of 600 BBC News
-    articles (80,000 n-grams), 4.4 MB deflated at level 1, in the same time."""
+    """A scikit-learn object as a skops file (loadable without unpickling arbitrary code); a fitted
+    model is data, as :func:`log_data` (its vocabulary is the training texts'). Deflated: skops
+    writes its state as indented JSON, 70 MB for the baseline of 600 BBC News articles (80,000
+    n-grams), 4.4 MB deflated at level 1, in the same time."""
     import zipfile
 
     import skops.io
@@ -117,7 +142,8 @@ def _epoch_logger_class() -> type:
     from mlflow.keras import MlflowCallback
 
     class EpochLogger(MlflowCallback):
-        """MLflow's Keras callback: train and validation metrics every epoch, in one batched write.
+        """MLflow's Keras callback: train and validation metrics every epoch, in one batched write,
+        through this module's helpers (scrubbed, as everything written).
 
         Written synchronously: MLflow's asynchronous queue, the callback's default, held every
         run's end for about a second while its thread wound down, a quarter of a short trial's
@@ -134,12 +160,18 @@ def _epoch_logger_class() -> type:
             self.describe_model = describe_model
 
         def on_train_begin(self, logs: Optional[Dict[str, float]] = None) -> None:
-            if self.describe_model:
-                super().on_train_begin(logs)
+            # what MLflow's own on_train_begin logs (optimizer params, model_summary.txt), scrubbed:
+            # the model's name is the config's model.name, which may interpolate a secret
+            if not self.describe_model:
+                return
+            log_params({f"optimizer_{k}": v for k, v in self.model.optimizer.get_config().items()})
+            lines: List[str] = []
+            self.model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line))
+            log_text("\n".join(lines), "model_summary.txt")
 
         def on_epoch_end(self, epoch: int, logs: Optional[Dict[str, float]] = None) -> None:
             if logs:
-                mlflow.log_metrics({k: float(v) for k, v in logs.items()}, step=epoch, synchronous=True)
+                log_metrics({k: float(v) for k, v in logs.items()}, step=epoch, synchronous=True)
 
         def on_test_end(self, logs: Optional[Dict[str, float]] = None) -> None:
             return None

@@ -20,7 +20,8 @@ import mlflow
 from pipeline.errors import TrackingError, first_line
 from pipeline.tracking.artifacts import upload_marker_last
 from pipeline.tracking.records import RunRecord, fetch_run
-from pipeline.tracking.registry import served_version, tag_version
+from pipeline.tracking.registry import registered_name, served_version, tag_version
+from pipeline.tracking.runs import scrubbed_tags
 from pipeline.tracking.store import using_store
 
 PYFUNC_MODEL_FILE = Path(__file__).resolve().parent.parent / "pyfunc_model.py"
@@ -44,7 +45,7 @@ def log_text_model(
     directory that has an ``MLmodel`` but lacks a file. As with ``mlflow.pyfunc.log_model``, it
     is a logged model (``models:/<model_id>``) named ``model``, an output of the run
     (``runs:/<run_id>/model``). With ``registered_model_name`` it also becomes a new version of
-    that model in the Model Registry, tagged with ``version_tags``.
+    that model in the Model Registry (its name scrubbed, :func:`registered_name`), tagged with ``version_tags``.
     """
     from mlflow.entities import LoggedModelOutput
 
@@ -54,7 +55,7 @@ def log_text_model(
     run_id = active.info.run_id
     client = mlflow.MlflowClient()
     params = client.get_run(run_id).data.params
-    model = mlflow.initialize_logged_model(name=MODEL_NAME, source_run_id=run_id, params=dict(params))
+    model = mlflow.initialize_logged_model(name=MODEL_NAME, source_run_id=run_id, params=dict(params), tags=scrubbed_tags())
     try:
         client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
         _link_step_metrics(client, run_id, model.model_id, step=0)
@@ -68,8 +69,9 @@ def log_text_model(
     client.finalize_logged_model(model.model_id, "READY")
     model_uri = f"models:/{model.model_id}"
     if registered_model_name:
-        version = mlflow.register_model(model_uri, registered_model_name)
-        tag_version(registered_model_name, version.version, version_tags or {})
+        name = registered_name(registered_model_name)
+        version = mlflow.register_model(model_uri, name)
+        tag_version(name, version.version, version_tags or {})
     return model_uri
 
 

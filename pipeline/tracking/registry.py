@@ -2,7 +2,9 @@
 and which one is served (the ``champion`` alias, moved only to a better model).
 
 Owns every registry query; registering itself happens when a model is logged
-(:func:`pipeline.tracking.models.log_text_model`), so that a version always has its files.
+(:func:`pipeline.tracking.models.log_text_model`), so that a version always has its files. A
+model's name is the config's, scrubbed (:func:`registered_name`): every function here that takes
+one from the config scrubs it, so all of them name the same registered model.
 """
 
 from __future__ import annotations
@@ -16,9 +18,15 @@ from pipeline.errors import TrackingError, first_line
 from pipeline.tracking.redact import redact, scrub
 
 
+def registered_name(name: str) -> str:
+    """The name a model is registered under: the config's, its secrets written ``***``."""
+    return scrub(str(name))
+
+
 def registered_for(uri: str, name: str, run_id: str, tags: Dict[str, str]) -> bool:
     """Whether a version of ``name`` from ``run_id`` with these tags is registered already
     (a version with no tags at all is one whose process died before tagging it)."""
+    name = registered_name(name)
     try:
         versions = mlflow.MlflowClient(uri).search_model_versions(f"name='{name}' and run_id='{run_id}'")
     except MlflowException:
@@ -53,6 +61,7 @@ CANDIDATE, CHAMPION = "candidate", "champion"
 
 def search_version(uri: str, name: str, run_id: str, tags: Dict[str, str]) -> Optional[Any]:
     """The version of ``name`` that this search (its parent ``run_id``) registered, with these tags."""
+    name = registered_name(name)
     versions = mlflow.MlflowClient(uri).search_model_versions(f"name='{name}' and run_id='{run_id}'")
     mine = [v for v in versions if all(v.tags.get(k) == str(val) for k, val in tags.items())]
     return max(mine, key=lambda v: int(v.version)) if mine else None
@@ -75,6 +84,7 @@ def promote(uri: str, name: str, version: Any, metric: str, higher_is_better: bo
     """Alias a search's new version ``candidate``, and move ``champion`` to it when ``policy`` is
     ``always``, or ``auto`` and its ``metric`` beats the champion's on the same data fingerprint
     (no champion yet: it becomes one). Returns what happened, for the search's last line."""
+    name = registered_name(name)
     client = mlflow.MlflowClient(uri)
     client.set_registered_model_alias(name, CANDIDATE, str(version.version))
     try:

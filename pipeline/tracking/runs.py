@@ -36,6 +36,15 @@ def folder_name(name: str) -> str:
 EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 
 
+def scrubbed_tags(tags: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """``tags`` with the ones MLflow adds to every run and logged model it opens (the user, the
+    program's path, its git branch and remote, ``MLFLOW_RUN_CONTEXT``), all scrubbed: given to
+    MLflow as the caller's own, they take the place of its unscrubbed ones."""
+    from mlflow.tracking.context.registry import resolve_tags
+
+    return scrub(resolve_tags(tags))
+
+
 def _experiment_id(tracking_cfg: Any) -> str:
     name = scrub(str(tracking_cfg.experiment_name))
     client = mlflow.MlflowClient()
@@ -83,7 +92,7 @@ def tracked_run(
             active = mlflow.start_run(
                 experiment_id=_experiment_id(tracking_cfg),
                 run_name=scrub(run_name),
-                tags=scrub(tags),
+                tags=scrubbed_tags(tags),
                 parent_run_id=parent_run_id,
                 nested=parent_run_id is not None,
             )
