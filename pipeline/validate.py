@@ -23,6 +23,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.config import TUNER_SCHEMAS, TrainConfig, TuneConfig, TunerConfig
 from pipeline.errors import ConfigError, first_line, shown
@@ -59,6 +60,17 @@ def check(cfg: DictConfig) -> Any:
     digest = _digest(cfg)
     if digest is not None and digest in _PASSED:
         return _PASSED[digest]
+    try:
+        hp = _check(cfg)
+    except OmegaConfBaseException as e:  # a value that does not resolve (``${oc.env:UNSET}``), or of a wrong type
+        key = getattr(e, "full_key", None)
+        raise ConfigError(f"{shown(key) + ': ' if key and str(key) not in first_line(e) else ''}{first_line(e)}") from None
+    if digest is not None:
+        _PASSED[digest] = hp
+    return hp
+
+
+def _check(cfg: DictConfig) -> Any:
     tune = "tuner" in cfg
     unknown_keys(cfg, TuneConfig if tune else TrainConfig)
     sections = [k for k in cfg if k != "hydra"]  # Hydra's own node has interpolations only a job resolves
@@ -66,16 +78,15 @@ def check(cfg: DictConfig) -> Any:
     missing += sorted(m for k in sections if not missing and OmegaConf.is_config(cfg[k]) for m in OmegaConf.missing_keys(cfg[k]))
     if missing:
         raise ConfigError(f"{missing[0]} has no value (???); set it, e.g. {missing[0]}=...")
+    for section in sections:  # every interpolation resolves (``${oc.env:NAME}`` of a variable that is set)
+        OmegaConf.to_container(cfg[section], resolve=True) if OmegaConf.is_config(cfg[section]) else cfg[section]
     dataset(cfg.dataset)
     model(cfg.model)
     training(cfg.training)
     tracking(cfg.tracking)
     baseline(cfg.baseline)
     _within("seed", cfg.seed, 0, MAX_SEED)
-    hp = tuner(cfg) if tune else None
-    if digest is not None:
-        _PASSED[digest] = hp
-    return hp
+    return tuner(cfg) if tune else None
 
 
 def _digest(cfg: DictConfig) -> Optional[str]:
@@ -132,9 +143,9 @@ def unknown_keys(cfg: DictConfig, schema: type, prefix: str = "") -> None:
         if key not in fields:
             raise ConfigError(f"{shown(path)} is not a setting{closest(str(key), list(fields), prefix)}")
         kind = fields[key]
-        if key == "tuner" and kind is TunerConfig and not prefix:
-            name = str(cfg.tuner.get("name", ""))
-            kind = TUNER_SCHEMAS.get(name, TunerConfig)
+        if key == "tuner" and kind is TunerConfig and not prefix:  # the schema its tuner= option composed
+            found = OmegaConf.get_type(cfg, "tuner")
+            kind = found if found in TUNER_SCHEMAS.values() else TUNER_SCHEMAS.get(str(cfg.tuner.get("name", "")), TunerConfig)
         if dataclasses.is_dataclass(kind) and not OmegaConf.is_missing(cfg, key) and isinstance(cfg[key], DictConfig):
             unknown_keys(cfg[key], kind, f"{path}.")
 
@@ -282,6 +293,9 @@ def tuner(cfg: DictConfig) -> Any:
     """Every tuner setting, the rules between them and the training settings, and the search
     space: each entry's shape, then a model built at each end of it; returns the compiled space."""
     t = cfg.tuner
+    schema = OmegaConf.get_type(t)
+    if schema in TUNER_SCHEMAS.values() and schema is not TUNER_SCHEMAS[str(t.name)]:
+        raise ConfigError(f"tuner.name={t.name} names another tuner than this tuner section's; choose a tuner with tuner={t.name}")
     if t.name == "hyperband":
         for what, low in (("max_epochs", 1), ("factor", 2), ("hyperband_iterations", 1)):
             if t[what] is None or _number(f"tuner.{what}", t[what]) < low:
@@ -351,13 +365,14 @@ def search_space(cfg: DictConfig) -> Any:
     """The space's entries, then the model built with each end of each entry (min and max, each
     choice, both booleans), every other setting as configured: a range that reaches a size no
     model has is refused here, not by every trial that draws it."""
-    import keras
-
     from pipeline import search_space as space
     from pipeline.model import DataShape, build_model
 
     hp = space.compile_space(cfg.search_space)
     shape = DataShape(vocab_size=int(cfg.dataset.vocab_size), num_classes=2)
+    built = _digest(OmegaConf.create({"space": cfg.search_space, "model": cfg.model, "training": cfg.training, "vocab": shape.vocab_size}))
+    if built in _PASSED:
+        return hp
     described = space.describe(cfg.search_space)
     for param in hp.space:  # as Keras Tuner will draw them: a choice's values as the setting holds them
         spec = described[param.name]
@@ -374,5 +389,6 @@ def search_space(cfg: DictConfig) -> Any:
                 raise ConfigError(f"{where} cannot be trained: {e}") from None
             except Exception as e:  # noqa: BLE001 - whatever Keras refuses, in one line
                 raise ConfigError(f"{where} cannot be trained: {type(e).__name__}: {shown(first_line(e))}") from None
-    keras.backend.clear_session()  # the models built here are not the run's
+    if built is not None:
+        _PASSED[built] = True
     return hp
