@@ -19,7 +19,7 @@ import json
 import math
 import typing
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
@@ -57,29 +57,29 @@ class Validate(Callback):
 def check(cfg: DictConfig) -> Any:
     """Refuse the first bad setting with a :class:`ConfigError`; for a search, returns its
     compiled space (keras_tuner.HyperParameters), else None."""
-    digest = _digest(cfg)
-    if digest is not None and digest in _PASSED:
-        return _PASSED[digest]
     try:
-        hp = _check(cfg)
+        digest = _digest({k: cfg[k] for k in cfg if k != "hydra"})  # Hydra's own node resolves only in a job
+        if digest not in _PASSED:
+            _PASSED[digest] = _check(cfg)
+        return _PASSED[digest]
     except OmegaConfBaseException as e:  # a value that does not resolve (``${oc.env:UNSET}``), or of a wrong type
         key = getattr(e, "full_key", None)
         raise ConfigError(f"{shown(key) + ': ' if key and str(key) not in first_line(e) else ''}{first_line(e)}") from None
-    if digest is not None:
-        _PASSED[digest] = hp
-    return hp
+
+
+def _digest(sections: Dict[str, Any]) -> str:
+    """What identifies a config: its values, every interpolation resolved (else an OmegaConf error)."""
+    plain = {k: OmegaConf.to_container(v, resolve=True, enum_to_str=True) if OmegaConf.is_config(v) else v for k, v in sections.items()}
+    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _check(cfg: DictConfig) -> Any:
     tune = "tuner" in cfg
     unknown_keys(cfg, TuneConfig if tune else TrainConfig)
-    sections = [k for k in cfg if k != "hydra"]  # Hydra's own node has interpolations only a job resolves
-    missing = sorted(k for k in sections if OmegaConf.is_missing(cfg, k))
-    missing += sorted(m for k in sections if not missing and OmegaConf.is_config(cfg[k]) for m in OmegaConf.missing_keys(cfg[k]))
+    missing = sorted(m for k in cfg if k != "hydra" for m in ([k] if OmegaConf.is_missing(cfg, k) else
+                     OmegaConf.missing_keys(cfg[k]) if OmegaConf.is_config(cfg[k]) else []))
     if missing:
         raise ConfigError(f"{missing[0]} has no value (???); set it, e.g. {missing[0]}=...")
-    for section in sections:  # every interpolation resolves (``${oc.env:NAME}`` of a variable that is set)
-        OmegaConf.to_container(cfg[section], resolve=True) if OmegaConf.is_config(cfg[section]) else cfg[section]
     dataset(cfg.dataset)
     model(cfg.model)
     training(cfg.training)
@@ -89,39 +89,12 @@ def _check(cfg: DictConfig) -> Any:
     return tuner(cfg) if tune else None
 
 
-def _digest(cfg: DictConfig) -> Optional[str]:
-    try:
-        plain = {k: OmegaConf.to_container(cfg[k], resolve=True, enum_to_str=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
-                 for k in cfg if k != "hydra"}
-        return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()
-    except Exception:  # noqa: BLE001 - a config that does not resolve: the checks say why
-        return None
-
-
 # --- keys -------------------------------------------------------------------------------------
 
 
 def _fields(schema: type) -> Dict[str, Any]:
     hints = typing.get_type_hints(schema)
     return {f.name: hints[f.name] for f in dataclasses.fields(schema)}
-
-
-def settings(schema: type, prefix: str = "") -> Iterator[Tuple[str, Any]]:
-    """Every setting of a schema as (dotted path, type), nested sections followed; a search's
-    ``tuner`` section is the union of the tuners' schemas."""
-    for name, kind in _fields(schema).items():
-        path = f"{prefix}{name}"
-        if name == "tuner" and kind is TunerConfig:
-            seen = set()
-            for tuner_schema in TUNER_SCHEMAS.values():
-                for sub, sub_kind in settings(tuner_schema, f"{path}."):
-                    if sub not in seen:
-                        seen.add(sub)
-                        yield sub, sub_kind
-        elif dataclasses.is_dataclass(kind):
-            yield from settings(kind, f"{path}.")
-        else:
-            yield path, kind
 
 
 def closest(name: str, options: List[str], prefix: str = "") -> str:
@@ -169,12 +142,6 @@ def _within(path: str, value: Any, low: float, high: float) -> None:
         raise ConfigError(f"{path} must be between {low:g} and {high:g}, got {value}")
 
 
-def _fraction(path: str, value: Any) -> None:
-    """Above 0 and below 1, reported as given."""
-    if not 0.0 < _number(path, value) < 1.0:
-        raise ConfigError(f"{path} must be between 0 and 1, got {value}")
-
-
 def _existing_file(path: Any, what: str) -> None:
     p = Path(str(path)).expanduser()
     if p.is_dir():
@@ -186,7 +153,8 @@ def _existing_file(path: Any, what: str) -> None:
 def split_sizes(ds: Any) -> None:
     """``val_size`` and ``test_size``, as given (not rescaled), and their sum where both are cut."""
     for what in ("val", "test"):
-        _fraction(f"dataset.{what}_size", getattr(ds, f"{what}_size"))
+        if not 0.0 < _number(f"dataset.{what}_size", getattr(ds, f"{what}_size")) < 1.0:
+            raise ConfigError(f"dataset.{what}_size must be between 0 and 1, got {getattr(ds, f'{what}_size')}")
     if float(ds.val_size) + float(ds.test_size) >= 1.0 and ds.val_path is None and ds.test_path is None:
         raise ConfigError(f"dataset.val_size + dataset.test_size must be below 1, got {ds.val_size} + {ds.test_size}")
 
@@ -296,25 +264,14 @@ def tuner(cfg: DictConfig) -> Any:
     schema = OmegaConf.get_type(t)
     if schema in TUNER_SCHEMAS.values() and schema is not TUNER_SCHEMAS[str(t.name)]:
         raise ConfigError(f"tuner.name={t.name} names another tuner than this tuner section's; choose a tuner with tuner={t.name}")
-    if t.name == "hyperband":
-        for what, low in (("max_epochs", 1), ("factor", 2), ("hyperband_iterations", 1)):
-            if t[what] is None or _number(f"tuner.{what}", t[what]) < low:
-                raise ConfigError(f"hyperband needs tuner.max_epochs >= 1, tuner.factor >= 2 and tuner.hyperband_iterations >= 1; got tuner.{what}={t[what]}")
-    else:
-        _at_least("tuner.max_trials", t.max_trials, 1)
-    if t.name == "bayesian":
-        _at_least("tuner.num_initial_points", t.num_initial_points, 1)
-    _at_least("tuner.executions_per_trial", t.executions_per_trial, 1)
+    budget = {"hyperband": (("max_epochs", 1), ("factor", 2), ("hyperband_iterations", 1)),
+              "bayesian": (("max_trials", 1), ("num_initial_points", 1))}.get(str(t.name), (("max_trials", 1),))
+    for what, low in (*budget, ("executions_per_trial", 1), ("max_retries_per_trial", 0), ("max_consecutive_failed_trials", 1),
+                      ("workers", 0), ("rank", 0)):
+        _at_least(f"tuner.{what}", t[what], low)
     _within("tuner.seed", t.seed, 0, MAX_SEED)
-    _at_least("tuner.max_retries_per_trial", t.max_retries_per_trial, 0)
-    _at_least("tuner.max_consecutive_failed_trials", t.max_consecutive_failed_trials, 1)
-    _at_least("tuner.workers", t.workers, 0)
-    if t.rank is not None and _number("tuner.rank", t.rank) < 0:
-        raise ConfigError(f"tuner.rank must be 0 (the chief) or more (a worker), got {t.rank}")
     if t.oracle_port is not None:
         _within("tuner.oracle_port", t.oracle_port, 1, 65535)
-    if not str(t.oracle_host).strip():
-        raise ConfigError("tuner.oracle_host is empty; 127.0.0.1 on one host, 0.0.0.0 for workers elsewhere")
     tuner_location(t)
     sv = t.final.seed_variance
     if sv.top_k < 0 or (sv.top_k > 0 and len(set(sv.seeds)) < 2):
@@ -370,7 +327,7 @@ def search_space(cfg: DictConfig) -> Any:
 
     hp = space.compile_space(cfg.search_space)
     shape = DataShape(vocab_size=int(cfg.dataset.vocab_size), num_classes=2)
-    built = _digest(OmegaConf.create({"space": cfg.search_space, "model": cfg.model, "training": cfg.training, "vocab": shape.vocab_size}))
+    built = "built:" + _digest({"space": cfg.search_space, "model": cfg.model, "training": cfg.training, "vocab": shape.vocab_size})
     if built in _PASSED:
         return hp
     described = space.describe(cfg.search_space)
@@ -389,6 +346,5 @@ def search_space(cfg: DictConfig) -> Any:
                 raise ConfigError(f"{where} cannot be trained: {e}") from None
             except Exception as e:  # noqa: BLE001 - whatever Keras refuses, in one line
                 raise ConfigError(f"{where} cannot be trained: {type(e).__name__}: {shown(first_line(e))}") from None
-    if built is not None:
-        _PASSED[built] = True
+    _PASSED[built] = True
     return hp
