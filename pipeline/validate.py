@@ -44,14 +44,30 @@ class Refused(BaseException):
 
 
 class Validate(Callback):
-    """``hydra.callbacks.validate``: the pass, before Hydra creates the job's output directory
-    (``on_run_start``; each job of a multirun is checked by its entry point)."""
+    """``hydra.callbacks.validate``: the pass, before Hydra creates the job's output directory;
+    for a multirun of Hydra's basic sweeper, over every job before the sweep's parent run opens
+    (other sweepers choose values as they go: each job is checked by its entry point)."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             check(config)
         except ConfigError as e:
             raise Refused(e) from None
+
+    def on_multirun_start(self, config: DictConfig, config_name: Optional[str] = None, **kwargs: Any) -> None:
+        from hydra import compose
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        if not str(config.hydra.sweeper.get("_target_", "")).endswith(".BasicSweeper"):
+            return
+        params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
+        parsed = OverridesParser.create().parse_overrides([*params, *config.hydra.overrides.task])
+        for job in (job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch):
+            try:
+                check(compose(config_name, overrides=job))
+            except ConfigError as e:
+                raise Refused(ConfigError(f"{e} (job {' '.join(job)})")) from None
 
 
 def check(cfg: DictConfig) -> Any:

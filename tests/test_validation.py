@@ -422,12 +422,14 @@ CLI_CASES = [
     ("an unknown optimizer", ["train", "training.optimizer=adamz"], "Invalid value 'adamz'"),
     ("a percentile over 100", ["train", "dataset.length_percentile=150"], "dataset.length_percentile must be above 0 and at most 100"),
     ("an unterminated quote", ["train", 'tracking.run_name="my run'], "unterminated quote at column 19"),
+    ("a bad job in a sweep", ["train", "-m", "seed=1,2", "training.epochs=0"], "training.epochs must be at least 1, got 0 (job "),
 ]
 
 
 @pytest.mark.parametrize("name, args, fragment", CLI_CASES, ids=[c[0] for c in CLI_CASES])
 def test_a_bad_setting_leaves_the_directory_as_it_was(tmp_path: Path, name: str, args: List[str], fragment: str) -> None:
-    """No store, no tuner project, not even Hydra's outputs/: refused before any of them."""
+    """No store, no tuner project, not even Hydra's outputs/ (a sweep: no parent run, no multirun/):
+    refused before any of them."""
     result = run_cli([args[0], *SHRINK, "dataset.max_samples=100", *args[1:]], cwd=tmp_path)
     assert_one_line_error(result, fragment)
     assert list(tmp_path.iterdir()) == []
