@@ -54,13 +54,47 @@ Sweep with -m: `pipeline train -m dataset=sst2,mr seed=1,2,3`.
 """
 
 
+def _parse_error(override: str, text: str) -> str:
+    """Hydra's override parse error, with the column its caret points at (a quote left open:
+    where it opens, not where the override ends)."""
+    raw = text.splitlines()
+    first = raw[0].strip() if raw else ""
+    caret = next((line.index("^") for line in raw[1:] if line.strip() == "^"), None)
+    start = raw[0].rfind(override) if raw else -1
+    if caret is None or start < 0 or not 0 <= caret - start < len(override):
+        return first
+    column = caret - start
+    char = override[column]
+    if char in "\"'" and char not in override[column + 1 :].replace("\\" + char, ""):
+        return f"unterminated quote at column {column + 1}"
+    return f"unexpected {char!r} at column {column + 1}"
+
+
+def _did_you_mean(error: BaseException) -> str:
+    """For a key that is not in its section's schema: the nearest key that is (never ``+key``, which
+    would only add the misspelled one: pipeline/validate.py refuses it)."""
+    import dataclasses
+
+    cause = error.__cause__
+    schema, key = getattr(cause, "object_type", None), getattr(cause, "key", None)
+    if key is None or not (isinstance(schema, type) and dataclasses.is_dataclass(schema)):
+        return ""
+    fields = [f.name for f in dataclasses.fields(schema)]
+    if str(key) in fields:  # a value the key does not take, not a key that is not there
+        return ""
+    from pipeline.validate import closest
+
+    full_key = str(getattr(cause, "full_key", "") or key)
+    return closest(str(key), fields, full_key[: -len(str(key))] if full_key.endswith(str(key)) else "")
+
+
 def _hydra_message(error: BaseException) -> str:
     """Hydra's compose-time message (what, why, and the options there are) on one line."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     message = lines[0] if lines else type(error).__name__
     override = getattr(error, "override", None)  # OverrideParseException
     if override is not None:
-        message = f"cannot parse override {override!r}: {message} (see `pipeline train --help`)"
+        message = f"cannot parse override {override!r}: {_parse_error(override, str(error))} (see `pipeline train --help`)"
     cause = error.__cause__
     if cause is not None and str(cause).strip():
         message = f"{message.rstrip('.')}: {first_line(cause)}"
@@ -68,8 +102,7 @@ def _hydra_message(error: BaseException) -> str:
         start = lines.index(next(line for line in lines if line.startswith("Available options")))
         options = [line for line in lines[start + 1 :] if not line.startswith(("Config search path", "provider="))]
         message = f"{message}; available: {', '.join(options)}"
-    hint = next((line for line in lines[1:] if line.startswith("To append")), None)
-    return f"{message} ({hint[0].lower() + hint[1:]})" if hint else message
+    return message + _did_you_mean(error)
 
 
 #: A tracking server lost mid-run (sysexits' EX_TEMPFAIL): try again when it is back.
@@ -244,9 +277,15 @@ def _main(argv: Optional[List[str]] = None) -> int:
     sys.argv = [f"pipeline {name}", *_local_conf(rest)]
     from pipeline import sweep
     from pipeline.errors import PipelineError
+    from pipeline.validate import Refused
 
     try:
         _hydra_app(command)()
+    except Refused as e:  # refused before the job's directory, store or project was created
+        if full_error:
+            raise e.error from None
+        print(f"error: {first_line(e.error)}", file=sys.stderr)
+        return 2
     except Terminated:
         sweep.abandon("KILLED")
         raise

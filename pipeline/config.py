@@ -43,6 +43,9 @@ OnChange = Choice("OnChange", {v: v for v in ("error", "new_project")})
 #: Whether a search's registered model takes the ``champion`` alias: when it beats the champion's
 #: test score on the same data (``auto``), ``always``, or ``never``.
 Promote = Choice("Promote", {v: v for v in ("auto", "always", "never")})
+#: Keras's optimizers by name (those ``keras.optimizers.get`` builds from a name and a learning rate).
+Optimizer = Choice("Optimizer", {v: v for v in (
+    "adam", "adamw", "sgd", "rmsprop", "adagrad", "adadelta", "adamax", "adafactor", "ftrl", "lion", "muon", "nadam")})
 
 #: The source checkout this module runs from, if it runs from one (an editable install, or
 #: PYTHONPATH); None for an installed wheel.
@@ -151,7 +154,8 @@ class TrainingConfig:
     objective: Metric = MISSING
     epochs: int = MISSING
     batch_size: int = MISSING
-    optimizer: str = MISSING
+    #: ``adam`` (the pipeline's fused Adam), or another of Keras's optimizers by name.
+    optimizer: Optimizer = MISSING
     learning_rate: float = MISSING
     #: Gradient clipping by global norm; ``null`` turns it off.
     clipnorm: Optional[float] = MISSING

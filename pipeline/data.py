@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from pipeline import readers
+from pipeline import readers, validate
 from pipeline.errors import ConfigError, DataError, shown
 
 log = logging.getLogger(__name__)
@@ -130,12 +130,7 @@ def load_splits(ds: Any, seed: int) -> Splits:
     Exact duplicates are removed before splitting, and a text in the test (or validation)
     file is removed from the splits before it, so no text is ever in two splits.
     """
-    for what in ("val", "test"):  # checked before reading, and as given (not rescaled)
-        given = getattr(ds, f"{what}_size")
-        if not 0.0 < float(given) < 1.0:
-            raise ConfigError(f"dataset.{what}_size must be between 0 and 1, got {given}")
-    if float(ds.val_size) + float(ds.test_size) >= 1.0 and ds.val_path is None and ds.test_path is None:
-        raise ConfigError(f"dataset.val_size + dataset.test_size must be below 1, got {ds.val_size} + {ds.test_size}")
+    validate.split_sizes(ds)  # checked before reading, and as given (not rescaled)
     main, val, test = _read_sources(ds)
     removed = 0
     if test is not None:
@@ -178,15 +173,9 @@ def load_splits(ds: Any, seed: int) -> Splits:
 
 def sequence_length(ds: Any, train_texts: List[str]) -> int:
     """The padded length: a fixed integer, or ``auto`` = a percentile of train lengths, capped."""
-    spec = str(ds.sequence_length).strip().lower()
-    if spec != "auto":
-        if not spec.isdigit() or int(spec) < 1:
-            raise ConfigError(f"dataset.sequence_length must be a positive integer or auto, got {ds.sequence_length!r}")
-        return int(spec)
-    if not 0 < float(ds.length_percentile) <= 100:
-        raise ConfigError(f"dataset.length_percentile must be above 0 and at most 100, got {ds.length_percentile}")
-    if int(ds.max_sequence_length) < 1:
-        raise ConfigError(f"dataset.max_sequence_length must be at least 1, got {ds.max_sequence_length}")
+    fixed = validate.sequence_settings(ds)
+    if fixed is not None:
+        return fixed
     lengths = [len(t.split()) for t in train_texts]
     return int(max(1, min(ds.max_sequence_length, np.ceil(np.percentile(lengths, ds.length_percentile)))))
 

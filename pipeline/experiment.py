@@ -140,13 +140,6 @@ def _batch_size(value: Any) -> int:
     return batch
 
 
-def check_training(training: Any) -> None:
-    """The training settings a user can get wrong, checked before any run is opened."""
-    if training.epochs < 1:
-        raise ConfigError(f"training.epochs must be at least 1, got {training.epochs}")
-    _batch_size(training.batch_size)
-
-
 def class_weight(prepared: Prepared, mode: str, y: Optional[np.ndarray] = None) -> Optional[Dict[int, float]]:
     """``balanced``: weights inverse to class frequency in the labels trained on (``y``; default
     the training split's)."""

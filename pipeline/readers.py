@@ -97,16 +97,20 @@ def _read_delimited(path: Path, text: str, ds: Any, delimiter: str) -> Examples:
             header = [h.strip() for h in next(reader, [])]
         ti = _column_index(ds.text_column, header, path, "text")
         li = _column_index(ds.label_column, header, path, "label")
+        start = reader.line_num + 1  # the line the next row starts on: a quoted field may span lines
         for row in reader:
+            where, start = f"{path}: line {start}", reader.line_num + 1
             if not row or not any(cell.strip() for cell in row):
                 continue
-            where = f"{path}: line {reader.line_num}"
-            if max(ti, li) >= len(row):
+            if max(ti, li) >= len(row) or any(c in row[li] for c in "\r\n"):
+                opened = next((i for i, cell in enumerate(row) if "\n" in cell or "\r" in cell), None)
+                if opened is not None:  # a quote left open swallows the lines after it, to the end of the file
+                    raise DataError(f"{where}: a quoted field runs on to line {reader.line_num} (a quote opened on this line is not closed?)")
                 raise DataError(f"{where}: {len(row)} fields, no column {max(ti, li)} (wrong delimiter?)")
             texts.append(row[ti])
             labels.append(_label(row[li], where))
     except csv.Error as e:
-        raise DataError(f"{path}: line {reader.line_num}: {e}") from None
+        raise DataError(f"{path}: line {start}: {e}") from None
     return texts, labels
 
 

@@ -17,7 +17,8 @@ YAML does not declare.
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, Mapping
+from enum import Enum
+from typing import Any, Dict, List, Mapping
 
 import keras_tuner
 from omegaconf import DictConfig, OmegaConf
@@ -80,20 +81,28 @@ def _check_path(path: str, schema: DictConfig) -> None:
     )
 
 
-def _check_values(path: str, spec: Dict[str, Any], schema: DictConfig) -> None:
-    """Every value the entry can draw fits the setting's type (e.g. no 2.5 for ``model.units``)."""
+def _check_values(path: str, spec: Dict[str, Any], schema: DictConfig) -> List[Any]:
+    """Every value the entry can draw fits the setting's type (e.g. no 2.5 for ``model.units``,
+    nor a float range over it); returns them as the setting holds them (a choice's ``[0, 0.5]``
+    for a float setting: ``[0.0, 0.5]``)."""
     if spec["type"] == "choice":
         values = list(spec["values"])
     elif spec["type"] == "boolean":
         values = [False, True]
     else:
-        values = [spec["min"], spec["max"]]
+        values = [spec["min"], spec["max"]] + ([(spec["min"] + spec["max"]) / 2] if spec["type"] == "float" else [])
     trial = copy.deepcopy(schema)
+    held = []
     for value in values:
         try:
             OmegaConf.update(trial, path, value, merge=False)
         except Exception as e:  # noqa: BLE001 - OmegaConf's validation error, one line
             raise ConfigError(f"search_space.{path}: {shown(repr(value))} is not a valid {path}: {first_line(e)}") from None
+        got = OmegaConf.select(trial, path)
+        held.append(str(got) if isinstance(got, Enum) else got)
+    if len({type(v) for v in held}) > 1:
+        raise ConfigError(f"search_space.{path}: a choice's values must be of one type, got {shown(repr(values))}")
+    return held
 
 
 def _spec(path: str, raw: Any) -> Dict[str, Any]:
@@ -120,10 +129,12 @@ def _spec(path: str, raw: Any) -> Dict[str, Any]:
             raise ConfigError(f"{where}.sampling must be one of {', '.join(SAMPLINGS)}, got {shown(repr(spec['sampling']))}")
         if spec["sampling"] != "linear" and lo <= 0:
             raise ConfigError(f"{where}: {spec['sampling']} sampling needs min above 0")
-        if step is not None and (not isinstance(step, (int, float)) or step <= 0):
+        if step is not None and (isinstance(step, bool) or not isinstance(step, (int, float)) or not step > 0):
             raise ConfigError(f"{where}.step must be a number above 0")
-    if spec["type"] == "choice" and not spec["values"]:
-        raise ConfigError(f"{where}: a choice needs a non-empty list of values")
+        if step is not None and spec["type"] == "int" and step != int(step):
+            raise ConfigError(f"{where}.step must be a whole number for an int, got {step}")
+    if spec["type"] == "choice" and (not isinstance(spec["values"], (list, tuple)) or not spec["values"]):
+        raise ConfigError(f"{where}: a choice needs a non-empty list of values, got {shown(repr(spec['values']))}")
     return spec
 
 
@@ -137,24 +148,32 @@ def compile_space(space: Any) -> keras_tuner.HyperParameters:
     for path, raw in entries.items():
         _check_path(path, schema)
         spec = _spec(path, raw)
-        _check_values(path, spec, schema)
-        if spec["type"] == "int":
-            step = int(spec["step"]) if spec["step"] else None
-            hp.Int(path, int(spec["min"]), int(spec["max"]), step=step, sampling=spec["sampling"])
-        elif spec["type"] == "float":
-            low, high, step = float(spec["min"]), float(spec["max"]), spec["step"]
-            if step and spec["sampling"] == "linear":
-                # Keras Tuner counts int((max - min) / step) steps: 0.3..0.6 by 0.1 is 2.999... steps,
-                # and 0.6 would never be tried. Nudge max past the rounding so it is.
-                steps = round((high - low) / float(step))
-                if abs(low + steps * float(step) - high) < 1e-9 * max(1.0, abs(high)):
-                    high = low + (steps + 1e-6) * float(step)
-            hp.Float(path, low, high, step=step, sampling=spec["sampling"])
-        elif spec["type"] == "choice":
-            hp.Choice(path, list(spec["values"]))
-        else:
-            hp.Boolean(path)
+        held = _check_values(path, spec, schema)
+        try:
+            _declare(hp, path, spec, held)
+        except (ValueError, TypeError) as e:  # Keras Tuner's own refusal (e.g. a step for log sampling)
+            raise ConfigError(f"search_space.{shown(path)}: {shown(first_line(e))}") from None
     return hp
+
+
+def _declare(hp: keras_tuner.HyperParameters, path: str, spec: Dict[str, Any], held: List[Any]) -> None:
+    """One entry on ``hp``, named by its config path."""
+    if spec["type"] == "int":
+        step = int(spec["step"]) if spec["step"] else None
+        hp.Int(path, int(spec["min"]), int(spec["max"]), step=step, sampling=spec["sampling"])
+    elif spec["type"] == "float":
+        low, high, step = float(spec["min"]), float(spec["max"]), spec["step"]
+        if step and spec["sampling"] == "linear":
+            # Keras Tuner counts int((max - min) / step) steps: 0.3..0.6 by 0.1 is 2.999... steps,
+            # and 0.6 would never be tried. Nudge max past the rounding so it is.
+            steps = round((high - low) / float(step))
+            if abs(low + steps * float(step) - high) < 1e-9 * max(1.0, abs(high)):
+                high = low + (steps + 1e-6) * float(step)
+        hp.Float(path, low, high, step=step, sampling=spec["sampling"])
+    elif spec["type"] == "choice":
+        hp.Choice(path, held)
+    else:
+        hp.Boolean(path)
 
 
 def with_values(cfg: DictConfig, values: Mapping[str, Any]) -> DictConfig:

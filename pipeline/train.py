@@ -6,7 +6,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from omegaconf import DictConfig
 
-from pipeline import experiment, sweep, tracking
+from pipeline import experiment, sweep, tracking, validate
 from pipeline.baseline import beside
 from pipeline.config import to_container
 from pipeline.evaluate import with_interval
@@ -50,7 +50,7 @@ def train_and_record(
     run is opened; it raises to stop, or returns tags to add.
     """
     config = to_container(cfg)
-    experiment.check_training(cfg.training)
+    validate.check(cfg)  # every setting, before the store is opened (pipeline/validate.py)
     tracking.preflight(cfg.tracking)
     experiment.seed_everything(cfg.seed, cfg.training.deterministic)
     prepared = experiment.prepare(cfg)

@@ -14,7 +14,7 @@ from typing import Any, Dict
 
 from omegaconf import DictConfig
 
-from pipeline import evaluate, experiment, search_space, tracking
+from pipeline import evaluate, experiment, search_space, tracking, validate
 from pipeline.baseline import beside
 from pipeline.config import to_container
 from pipeline.errors import PipelineError
@@ -22,7 +22,7 @@ from pipeline.train import hydra_overrides
 from pipeline.tuning import distributed, final, folds, trials
 from pipeline.tuning.hypermodel import searched_values
 from pipeline.tuning.project import Project, resolve_project, search_identity
-from pipeline.tuning.tuners import make_tuner, validate
+from pipeline.tuning.tuners import make_tuner
 
 
 @dataclass
@@ -51,8 +51,7 @@ class Summary:
 def run(cfg: DictConfig) -> float:
     """Search, record every trial, evaluate and register the best model; returns its score."""
     config = to_container(cfg)
-    hp = validate(cfg)
-    experiment.check_training(cfg.training)
+    hp = validate.check(cfg)  # every setting, and a model at each end of the space, before the store or project
     tracking.preflight(cfg.tracking)
     experiment.seed_everything(cfg.seed, cfg.training.deterministic)
     prepared = experiment.prepare(cfg)

@@ -78,19 +78,25 @@ def test_unreachable_tracking_server_is_reported_before_any_data_is_read(tmp_pat
 TF_LINE = re.compile(r"^([IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\]|WARNING: All log messages before absl::InitializeLog)")
 
 
+#: Refused only once the data is read: after TensorFlow is imported and the tracking store created
+#: (each prints at start-up). A bad setting is refused before either (pipeline/validate.py).
+ONE_CLASS = ["dataset=files", "dataset.path=one_class.csv"]
+
+
 def test_an_error_is_the_only_line_on_stderr(tmp_path: Path) -> None:
-    # refused after TensorFlow is imported and the tracking store created (each prints at start-up)
-    result = run_cli(["train", "dataset.val_size=7"], cwd=tmp_path)
+    _files(tmp_path)
+    result = run_cli(["train", *ONE_CLASS], cwd=tmp_path)
     assert result.returncode == 2
-    assert result.stderr.splitlines() == ["error: dataset.val_size must be between 0 and 1, got 7.0"], result.stderr[-3000:]
+    assert result.stderr.splitlines() == ["error: only one class ('same') in the training data; need at least two"], result.stderr[-3000:]
 
 
 @pytest.mark.parametrize("switch", ["--verbose", "PIPELINE_TF_LOGS=1"])
 def test_verbose_shows_tensorflow_and_mlflow_start_up_lines(tmp_path: Path, switch: str) -> None:
     args, env = (["--verbose"], {}) if switch == "--verbose" else ([], {"PIPELINE_TF_LOGS": "1"})
-    result = run_cli(["train", *args, "dataset.val_size=7"], cwd=tmp_path, env=env)
+    _files(tmp_path)
+    result = run_cli(["train", *args, *ONE_CLASS], cwd=tmp_path, env=env)
     lines = result.stderr.splitlines()
-    assert_one_line_error(result, "dataset.val_size must be between 0 and 1")
+    assert_one_line_error(result, "only one class")
     assert lines[-1].startswith("error: ")  # still the last word
     assert any(TF_LINE.match(line) for line in lines), result.stderr[-3000:]
     assert any("INFO mlflow" in line for line in lines), result.stderr[-3000:]  # the new store's tables

@@ -61,6 +61,7 @@ def test_every_option_of_every_group_composes_into_a_search_that_validates(group
     overrides = [f"+{group}={option}" if group in OPTIONAL else f"{group}={option}"]
     if group == "dataset" and option == "files":
         overrides.append("dataset.path=x.csv")
+        Path("x.csv").write_text("text,label\n")  # the file must be there (read only by a run)
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("tune", overrides=overrides)
     resolved = to_container(cfg)

@@ -32,6 +32,18 @@ def test_csv_without_header_by_index(tmp_path: Path) -> None:
     assert texts == ["lovely film", "dull film"] and labels == ["pos", "neg"]
 
 
+def test_an_unterminated_quote_is_reported_on_the_line_it_opens(tmp_path: Path) -> None:
+    f = tmp_path / "d.csv"
+    f.write_text('text,label\ngood film,pos\n"bad film,neg\nok one,pos\nfine,neg\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"d\.csv: line 3: a quoted field runs on to line 5 \(a quote opened on this line is not closed\?\)"):
+        readers.read_file(f, ds())
+    f.write_text('text,label\ngood film,"pos\nok one,pos\nfine,neg\n', encoding="utf-8")  # in the label's column
+    with pytest.raises(DataError, match=r"line 2: a quoted field runs on to line 4"):
+        readers.read_file(f, ds())
+    f.write_text('text,label\n"a text\nover two lines",pos\nfine,neg\n', encoding="utf-8")  # closed: one text
+    assert readers.read_file(f, ds()) == (["a text\nover two lines", "fine"], ["pos", "neg"])
+
+
 def test_tsv_with_bom_and_windows_line_endings(tmp_path: Path) -> None:
     f = tmp_path / "d.tsv"
     f.write_bytes("\ufefftext\tlabel\r\nfirst one\ta\r\nsecond one\tb\r\n".encode("utf-8"))

@@ -24,27 +24,14 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 from omegaconf import DictConfig
 
 from pipeline import experiment, tracking
 from pipeline.errors import ConfigError
-
-
-def check(cfg: DictConfig) -> Optional[int]:
-    """``tuner.cv_folds`` and ``tuner.cv_auto`` as far as they can be checked before any data is
-    read; returns K, or None for ``auto``."""
-    spec = str(cfg.tuner.cv_folds).strip().lower()
-    auto = cfg.tuner.cv_auto
-    if auto.folds < 2 or auto.below < 0:
-        raise ConfigError(f"tuner.cv_auto needs folds >= 2 and below >= 0, got folds={auto.folds} below={auto.below}")
-    if spec == "auto":
-        return None
-    if not spec.lstrip("-").isdigit() or int(spec) < 1:
-        raise ConfigError(f"tuner.cv_folds must be auto, 1 (no folds) or at least 2, got {cfg.tuner.cv_folds}")
-    return int(spec)
+from pipeline.validate import cv_folds as check
 
 
 def resolve(cfg: DictConfig, prepared: experiment.Prepared) -> int:

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline import provenance, search_space
 from pipeline.errors import ConfigError
+from pipeline.validate import tuner_location
 
 STATE_FILE = "pipeline_search.json"
 
@@ -75,15 +76,8 @@ class Project:
 def resolve_project(cfg: DictConfig, identity: Dict[str, str]) -> Project:
     """The project this search continues or starts; never silently one made for another search."""
     t = cfg.tuner
-    directory = Path(t.directory)
-    if not directory.is_absolute():
-        raise ConfigError(f"tuner.directory must be an absolute path, got {t.directory!r}")
-    name = str(t.project_name)
-    if not name or name in (".", "..") or any(c in name for c in "/\\\0"):
-        raise ConfigError(
-            f"tuner.project_name must be one folder name inside tuner.directory, got {name!r} "
-            f"(it defaults to dataset.name-model.name-seedN: check those)"
-        )
+    tuner_location(t)
+    directory, name = Path(t.directory), str(t.project_name)
     project = Project(directory, name, identity)
     if t.overwrite:
         shutil.rmtree(project.path, ignore_errors=True)

@@ -1,8 +1,8 @@
 """Which tuner a search runs, checked and built: ``tuner.name`` -> a Keras Tuner over the pipeline's oracle.
 
-Owns the checks of every tuner setting a user can get wrong (before any data is read) and
-:func:`make_tuner`. A new tuner goes here: its oracle in ``compat.ORACLES`` (wrapped like the
-others), its settings in its ``conf/tuner/`` file and schema.
+Owns :func:`make_tuner`; the checks of every tuner setting are in pipeline/validate.py. A new
+tuner goes here: its oracle in ``compat.ORACLES`` (wrapped like the others), its settings in its
+``conf/tuner/`` file and schema, and its budget's checks in pipeline/validate.py.
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ from typing import Any, Dict, Optional
 import keras_tuner
 from omegaconf import DictConfig
 
-from pipeline import experiment, search_space
-from pipeline.errors import ConfigError
+from pipeline import experiment
 from pipeline.tuning import compat, folds
 from pipeline.tuning.hypermodel import LSTMHyperModel
 from pipeline.tuning.project import Project
@@ -21,35 +20,11 @@ from pipeline.tuning.trials import TrialTracking
 
 
 def validate(cfg: DictConfig) -> keras_tuner.HyperParameters:
-    """Every tuner setting a user can get wrong that its schema does not refuse when the config is
-    composed (the name, objective, direction and on_change are enums there), checked before any
-    data is read; returns the compiled space."""
-    t = cfg.tuner
-    if t.name != "hyperband" and t.max_trials < 1:
-        raise ConfigError(f"tuner.max_trials must be at least 1, got {t.max_trials}")
-    if t.name == "hyperband" and (not t.max_epochs or t.max_epochs < 1 or not t.factor or t.factor < 2):
-        raise ConfigError("hyperband needs tuner.max_epochs >= 1 and tuner.factor >= 2")
-    if t.executions_per_trial < 1:
-        raise ConfigError(f"tuner.executions_per_trial must be at least 1, got {t.executions_per_trial}")
-    if t.workers < 0:
-        raise ConfigError(f"tuner.workers must be 0 or more, got {t.workers}")
-    sv = t.final.seed_variance
-    if sv.top_k < 0 or (sv.top_k > 0 and len(set(sv.seeds)) < 2):
-        raise ConfigError(
-            f"tuner.final.seed_variance needs top_k >= 0 and, when on, at least two different seeds; got top_k={sv.top_k} seeds={list(sv.seeds)}"
-        )
-    folds.check(cfg)
-    if str(cfg.training.fit_on) != "train":
-        raise ConfigError(
-            "a search scores its trials on the validation split, so training.fit_on must be train "
-            "(the final model is trained on train+validation by tuner.final.refit=true)"
-        )
-    seeds = [int(s) for s in t.final.ensemble.seeds]
-    if len(set(seeds)) != len(seeds) or int(cfg.seed) in seeds:
-        raise ConfigError(
-            f"tuner.final.ensemble.seeds must be different seeds, none of them the search's seed ({cfg.seed}); got {seeds}"
-        )
-    return search_space.compile_space(cfg.search_space)
+    """The search's config checked (pipeline.validate: every setting, and a model built at each end
+    of the space) before any data is read; returns the compiled space."""
+    from pipeline.validate import check
+
+    return check(cfg)
 
 
 def make_tuner(cfg: DictConfig, prepared: experiment.Prepared, project: Project, parent_run_id: Optional[str], hp: keras_tuner.HyperParameters) -> Any:
