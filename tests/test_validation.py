@@ -426,6 +426,7 @@ CLI_CASES = [
 ]
 
 
+@pytest.mark.no_store  # the directory starts empty: nothing may appear in it
 @pytest.mark.parametrize("name, args, fragment", CLI_CASES, ids=[c[0] for c in CLI_CASES])
 def test_a_bad_setting_leaves_the_directory_as_it_was(tmp_path: Path, name: str, args: List[str], fragment: str) -> None:
     """No store, no tuner project, not even Hydra's outputs/ (a sweep: no parent run, no multirun/):
