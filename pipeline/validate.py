@@ -17,6 +17,7 @@ import difflib
 import hashlib
 import json
 import math
+import re
 import typing
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -28,6 +29,8 @@ from omegaconf.errors import OmegaConfBaseException
 from pipeline.config import TUNER_SCHEMAS, TrainConfig, TuneConfig, TunerConfig
 from pipeline.errors import ConfigError, first_line, shown
 
+#: What ``model.name`` may be: a Keras model's name is a TensorFlow scope name.
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 #: Keras, NumPy and Python seeds: 0 .. 2**32 - 1.
 MAX_SEED = 2**32 - 1
 #: Configs that passed, by content: the callback's and the entry point's pass run once.
@@ -225,7 +228,11 @@ def dataset(ds: Any) -> None:
 
 
 def model(m: Any) -> None:
-    """The sizes and rates a model is built from (``build_model`` refuses the same)."""
+    """The sizes and rates a model is built from (``build_model`` refuses the same), and its name."""
+    if not MODEL_NAME.fullmatch(str(m.name)):
+        # not echoed: a name may interpolate a secret (${oc.env:...}), and this line goes to the terminal
+        raise ConfigError("model.name may hold only letters, digits, '_', '.' and '-', starting with a letter or digit "
+                          "(it names the Keras model, whose scope names allow no more)")
     for what in ("embedding_dim", "units", "num_layers"):
         _at_least(f"model.{what}", m[what], 1)
     for what in ("dropout", "recurrent_dropout"):
@@ -289,6 +296,9 @@ def tuner(cfg: DictConfig) -> Any:
     if t.oracle_port is not None:
         _within("tuner.oracle_port", t.oracle_port, 1, 65535)
     tuner_location(t)
+    name = t.final.registered_model_name
+    if name is not None and (not str(name).strip() or any(c in str(name) for c in "/:")):
+        raise ConfigError("tuner.final.registered_model_name must be a name without '/' or ':' (MLflow's rule), or null for none")
     sv = t.final.seed_variance
     if sv.top_k < 0 or (sv.top_k > 0 and len(set(sv.seeds)) < 2):
         raise ConfigError(

@@ -422,6 +422,8 @@ CLI_CASES = [
     ("an unknown optimizer", ["train", "training.optimizer=adamz"], "Invalid value 'adamz'"),
     ("a percentile over 100", ["train", "dataset.length_percentile=150"], "dataset.length_percentile must be above 0 and at most 100"),
     ("an unterminated quote", ["train", 'tracking.run_name="my run'], "unterminated quote at column 19"),
+    ("a model name TensorFlow refuses", ["train", "model.name='my model'"], "model.name may hold only letters, digits"),
+    ("a registered name MLflow refuses", ["tune", "tuner.final.registered_model_name=team/lstm"], "registered_model_name must be a name without '/'"),
     ("a bad job in a sweep", ["train", "-m", "seed=1,2", "training.epochs=0"], "training.epochs must be at least 1, got 0 (job "),
 ]
 
