@@ -90,6 +90,7 @@ def test_an_error_is_the_only_line_on_stderr(tmp_path: Path) -> None:
     assert result.stderr.splitlines() == ["error: only one class ('same') in the training data; need at least two"], result.stderr[-3000:]
 
 
+@pytest.mark.no_store  # the new store's start-up lines
 @pytest.mark.parametrize("switch", ["--verbose", "PIPELINE_TF_LOGS=1"])
 def test_verbose_shows_tensorflow_and_mlflow_start_up_lines(tmp_path: Path, switch: str) -> None:
     args, env = (["--verbose"], {}) if switch == "--verbose" else ([], {"PIPELINE_TF_LOGS": "1"})

@@ -165,6 +165,7 @@ def test_hostile_files_train_or_fail_in_one_line_through_the_cli(tmp_path: Path,
     assert all(r.info.status == "FINISHED" for r in runs) and len(runs) == (result.returncode == 0)
 
 
+@pytest.mark.no_store  # checks everything the test directory holds
 def test_overrides_cannot_put_outputs_outside_the_configured_directories(tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()

@@ -433,7 +433,8 @@ CLI_CASES = [
 def test_a_bad_setting_leaves_the_directory_as_it_was(tmp_path: Path, name: str, args: List[str], fragment: str) -> None:
     """No store, no tuner project, not even Hydra's outputs/ (a sweep: no parent run, no multirun/):
     refused before any of them."""
-    result = run_cli([args[0], *SHRINK, "dataset.max_samples=100", *args[1:]], cwd=tmp_path)
+    flags, overrides = [a for a in args[1:] if a.startswith("-")], [a for a in args[1:] if not a.startswith("-")]
+    result = run_cli([args[0], *flags, *SHRINK, "dataset.max_samples=100", *overrides], cwd=tmp_path)
     assert_one_line_error(result, fragment)
     assert list(tmp_path.iterdir()) == []
 
