@@ -18,6 +18,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from pipeline import data, evaluate, provenance, tracking
+from pipeline.diskfull import writing
 from pipeline.errors import ConfigError
 from pipeline.model import DataShape, class_probabilities, text_model
 
@@ -238,7 +239,8 @@ def record_evaluation(
     if cfg.tracking.log_model:
         with tempfile.TemporaryDirectory() as tmp:
             path = str(Path(tmp) / "text_classifier.keras")
-            text_model(prepared.vectorizer, model).save(path)
+            with writing(f"the model, staged at {path}"):
+                text_model(prepared.vectorizer, model).save(path)
             tracking.log_text_model(
                 path, classes, _model_requirements(), prepared.splits.test.texts[:3], registered_model_name, version_tags
             )

@@ -1,6 +1,7 @@
 """Writing into the active run: params, metrics, tags, artifacts and every epoch's metrics.
 
-Owns the helpers every job logs through, each scrubbing secrets first, and the Keras callback
+Owns the helpers every job logs through, each scrubbing secrets first (and naming the artifact
+a full disk would not let be written), and the Keras callback
 that logs a model's per-epoch metrics (:func:`epoch_logger`). A new metric a job records goes
 through here.
 """
@@ -16,7 +17,9 @@ from typing import Any, Dict, List, Optional, Tuple
 import mlflow
 import mlflow.data
 
+from pipeline.diskfull import writing
 from pipeline.tracking.redact import scrub
+from pipeline.tracking.store import store_file
 
 _MAX_PARAMS_PER_BATCH = 100
 
@@ -64,26 +67,36 @@ def log_datasets(name: str, source: Optional[str], splits: Dict[str, Tuple[List[
         mlflow.log_input(dataset, context=DATASET_CONTEXTS.get(split, split))
 
 
+def _artifact(artifact_file: str) -> Any:
+    """A block that writes ``artifact_file`` into the active run: a full disk names it."""
+    active = mlflow.active_run()
+    run = f" of MLflow run {active.info.run_id}" if active is not None else ""
+    return writing(f"the artifact {artifact_file}{run}", store=store_file(mlflow.get_tracking_uri()))
+
+
 def log_dict(obj: Any, artifact_file: str) -> None:
-    mlflow.log_dict(scrub(obj), artifact_file)
+    with _artifact(artifact_file):
+        mlflow.log_dict(scrub(obj), artifact_file)
 
 
 def log_text(text: str, artifact_file: str) -> None:
-    mlflow.log_text(scrub(text), artifact_file)
+    with _artifact(artifact_file):
+        mlflow.log_text(scrub(text), artifact_file)
 
 
 def log_figure(figure: Any, artifact_file: str) -> None:
     import matplotlib.pyplot as plt
 
     try:
-        mlflow.log_figure(figure, artifact_file)
+        with _artifact(artifact_file):
+            mlflow.log_figure(figure, artifact_file)
     finally:
         plt.close(figure)
 
 
 def log_table(frame: Any, artifact_file: str) -> None:
     """A DataFrame as a CSV artifact."""
-    with tempfile.TemporaryDirectory() as tmp:
+    with _artifact(artifact_file), tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / Path(artifact_file).name
         frame.to_csv(path, index=False)
         parent = str(Path(artifact_file).parent)
@@ -94,7 +107,7 @@ def log_skops(obj: Any, artifact_file: str) -> None:
     """A scikit-learn object as a skops file (loadable without unpickling arbitrary code)."""
     import skops.io
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with _artifact(artifact_file), tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / Path(artifact_file).name
         skops.io.dump(obj, path)
         parent = str(Path(artifact_file).parent)
