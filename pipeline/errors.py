@@ -58,5 +58,5 @@ class DiskFull(PipelineError):
         text = f"could not write {self.what}: {self.why}; {self.remedy}, then run the same command again (a search goes on where it stopped)"
         if self.unclosed:
             runs = ", ".join(self.unclosed)
-            text += f"; the full store could not record the end of run(s) {runs} (a search run again closes them as KILLED)"
+            text += f"; the full store could not record the end of run(s) {runs}, left RUNNING (a search closes its own when it resumes)"
         return text
