@@ -18,16 +18,15 @@ import sqlite3
 import subprocess
 import sys
 from collections import Counter
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import List, Optional
 
 import mlflow
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from conftest import CLI_OWN_ENV, SHRINK, SPACE, runs_in, wait_for, write_sentiment_csv
+from conftest import CLI_OWN_ENV, SHRINK, SPACE, file_size_limit, runs_in, wait_for, write_sentiment_csv
 from pipeline.diskfull import full_disk
 from pipeline.errors import DiskFull
 
@@ -35,19 +34,6 @@ EXIT_DISK_FULL = 74
 
 
 # --- telling a full disk from other failures -----------------------------------------------------
-
-
-@contextmanager
-def file_size_limit(limit: int) -> Iterator[None]:
-    """This process's file size limit (soft) lowered for a block; Python ignores SIGXFSZ, so a
-    write past it fails with EFBIG."""
-    assert signal.getsignal(signal.SIGXFSZ) == signal.SIG_IGN
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
 
 
 def test_every_form_of_a_full_disk_is_told_and_nothing_else_is(tmp_path: Path) -> None:
