@@ -251,7 +251,7 @@ def _main(argv: Optional[List[str]] = None) -> int:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     sys.argv = [f"pipeline {name}", *_local_conf(rest)]
     from pipeline import sweep
-    from pipeline.errors import PipelineError
+    from pipeline.errors import DiskFull, PipelineError
 
     try:
         _hydra_app(command)()
@@ -267,7 +267,7 @@ def _main(argv: Optional[List[str]] = None) -> int:
         if full_error:
             raise
         print(f"error: {_hydra_message(e)}", file=sys.stderr)
-        return 2
+        return EXIT_DISK_FULL if isinstance(e, DiskFull) else 2
     except BaseException as e:  # a job's exit status (sys.exit), or a crash: the sweep's parent says so
         sweep.abandon("FAILED")
         full = _disk_full(e)

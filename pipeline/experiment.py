@@ -192,7 +192,7 @@ def fit(
             all_callbacks.append(
                 keras.callbacks.EarlyStopping(monitor=es.monitor, patience=es.patience, restore_best_weights=es.restore_best_weights)
             )
-    return model.fit(
+    history = model.fit(
         datasets["train"],
         validation_data=validation,
         epochs=int(epochs or training.epochs),
@@ -202,6 +202,8 @@ def fit(
         shuffle=False,  # the tf.data pipeline shuffles, seeded
         verbose=training.verbose,
     )
+    tracking.raise_stopped(all_callbacks)  # a full store stopped training: not a model trained to the end
+    return history
 
 
 def _model_requirements() -> List[str]:

@@ -106,6 +106,42 @@ def test_a_state_file_that_cannot_be_written_stays_as_it_was_with_nothing_beside
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == sorted(before)  # no temporary file left
 
 
+def test_a_store_that_fills_up_mid_training_stops_it_and_fit_says_so(tmp_path: Path) -> None:
+    """MLflow's Keras callback would log a warning and train on without the epoch; the pipeline's
+    stops training at the epoch the store could not record, and raises that after ``fit``."""
+    import keras
+    import numpy as np
+
+    from pipeline import tracking
+
+    db = new_store(tmp_path)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse", metrics=["mae", "mape", "msle", "cosine_similarity"])  # rows enough to fill a page soon
+
+    class StoreFillsUp(keras.callbacks.Callback):  # from the third epoch on, the store's file cannot grow
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                resource.setrlimit(resource.RLIMIT_FSIZE, (db.stat().st_size, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+    logger = tracking.epoch_logger(describe_model=False)
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    mlflow.set_tracking_uri(f"sqlite:///{db}")
+    try:
+        with mlflow.start_run() as run:
+            history = model.fit(np.ones((8, 4)), np.ones(8), validation_data=(np.ones((8, 4)), np.ones(8)), epochs=400, verbose=0,
+                                callbacks=[StoreFillsUp(), logger])
+            with pytest.raises(Exception) as stopped:
+                tracking.raise_stopped([logger])
+            assert full_disk(stopped.value, store=str(db)) is not None
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+        mlflow.set_tracking_uri(None)
+    trained = len(history.history["loss"])
+    assert 2 < trained < 400, trained  # stopped at the first epoch the store could not take
+    assert len(MlflowClient(f"sqlite:///{db}").get_metric_history(run.info.run_id, "loss")) == trained - 1
+
+
 # --- the real commands ----------------------------------------------------------------------------
 
 

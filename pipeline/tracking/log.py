@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import mlflow
 import mlflow.data
 
-from pipeline.diskfull import writing
+from pipeline.diskfull import full_disk, writing
 from pipeline.tracking.redact import scrub
 from pipeline.tracking.store import store_file
 
@@ -114,6 +114,14 @@ def log_skops(obj: Any, artifact_file: str) -> None:
         mlflow.log_artifact(str(path), artifact_path=None if parent == "." else parent)
 
 
+def raise_stopped(callbacks: List[Any]) -> None:
+    """After ``fit``: the full store that stopped an :func:`epoch_logger` among ``callbacks``, raised."""
+    for callback in callbacks:
+        stopped_by = getattr(callback, "stopped_by", None)
+        if stopped_by is not None:
+            raise stopped_by
+
+
 def epoch_logger(describe_model: bool = True) -> Any:
     """A Keras callback logging every epoch's metrics to the active run (:func:`_epoch_logger_class`)."""
     return _epoch_logger_class()(describe_model=describe_model)
@@ -148,7 +156,15 @@ def _epoch_logger_class() -> type:
 
         def on_epoch_end(self, epoch: int, logs: Optional[Dict[str, float]] = None) -> None:
             if logs:
-                mlflow.log_metrics({k: float(v) for k, v in logs.items()}, step=epoch, synchronous=True)
+                try:
+                    mlflow.log_metrics({k: float(v) for k, v in logs.items()}, step=epoch, synchronous=True)
+                except Exception as e:
+                    # MLflow's callbacks turn any error into a warning and train on without the
+                    # epoch; a full store stops training instead, and fit raises it (raise_stopped)
+                    if full_disk(e, store=store_file(mlflow.get_tracking_uri())) is None:
+                        raise
+                    self.stopped_by = e
+                    self.model.stop_training = True
 
         def on_test_end(self, logs: Optional[Dict[str, float]] = None) -> None:
             return None
