@@ -3,7 +3,8 @@
 Each command is a Hydra app over ``conf/``, so every Hydra feature works as documented:
 ``-m`` multirun, ``--cfg job``, ``--help``, ``--info``. A user mistake ends with one
 ``error:`` line and exit status 2; Ctrl-C with status 130, SIGTERM 143; a tracking server
-lost mid-run with status 75 (the same command resumes a search). TensorFlow's and MLflow's
+lost mid-run with status 75, a full disk (no space, a quota, the file size limit) with status 74
+(the same command resumes a search). TensorFlow's and MLflow's
 start-up lines are silenced (``pipeline.quiet``); ``--verbose`` anywhere on the line shows them.
 """
 
@@ -107,27 +108,34 @@ def _hydra_message(error: BaseException) -> str:
 
 #: A tracking server lost mid-run (sysexits' EX_TEMPFAIL): try again when it is back.
 EXIT_TRACKING_LOST = 75
+#: A write failed for want of space (sysexits' EX_IOERR; ``pipeline.diskfull``): run again once there is space.
+EXIT_DISK_FULL = 74
 
 
 def _guarded(job: Callable[[Any], Any], cfg: Any) -> Any:
     """Run a job; a user mistake becomes one line on stderr and exit status 2, a tracking
-    server lost mid-run one line and exit status 75."""
+    server lost mid-run one line and exit status 75, a full disk one line and exit status 74."""
     from omegaconf.errors import OmegaConfBaseException
 
-    from pipeline.errors import PipelineError, TrackingLost
+    from pipeline.diskfull import full_disk
+    from pipeline.errors import DiskFull, PipelineError, TrackingLost
 
     try:
         return job(cfg)
     except (PipelineError, OmegaConfBaseException) as e:
         print(f"error: {first_line(e)}", file=sys.stderr, flush=True)
-        sys.exit(EXIT_TRACKING_LOST if isinstance(e, TrackingLost) else 2)
+        sys.exit(EXIT_TRACKING_LOST if isinstance(e, TrackingLost) else EXIT_DISK_FULL if isinstance(e, DiskFull) else 2)
     except Exception as e:
         from pipeline import tracking
 
-        if not tracking.is_lost(e):
+        if tracking.is_lost(e):
+            print(f"error: {first_line(tracking.lost(e, str(cfg.tracking.uri)))}", file=sys.stderr, flush=True)
+            sys.exit(EXIT_TRACKING_LOST)
+        full = full_disk(e, store=tracking.store_file(str(cfg.tracking.uri)))
+        if full is None:
             raise
-        print(f"error: {first_line(tracking.lost(e, str(cfg.tracking.uri)))}", file=sys.stderr, flush=True)
-        sys.exit(EXIT_TRACKING_LOST)
+        print(f"error: {first_line(full)}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_DISK_FULL)
 
 
 def _hydra_app(command: Command) -> Callable[[], Any]:
@@ -155,7 +163,7 @@ def _plain_command(command: Command, rest: List[str]) -> int:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from pipeline.errors import PipelineError
+    from pipeline.errors import DiskFull, PipelineError
 
     try:
         return int(command.function()(rest) or 0)
@@ -164,7 +172,7 @@ def _plain_command(command: Command, rest: List[str]) -> int:
         return 2
     except (PipelineError, OmegaConfBaseException) as e:
         print(f"error: {first_line(e)}", file=sys.stderr, flush=True)
-        return 2
+        return EXIT_DISK_FULL if isinstance(e, DiskFull) else 2
     except KeyboardInterrupt as e:
         if isinstance(e, Terminated):
             raise
@@ -276,7 +284,7 @@ def _main(argv: Optional[List[str]] = None) -> int:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     sys.argv = [f"pipeline {name}", *_local_conf(rest)]
     from pipeline import sweep
-    from pipeline.errors import PipelineError
+    from pipeline.errors import DiskFull, PipelineError
     from pipeline.validate import Refused
 
     try:
@@ -298,11 +306,21 @@ def _main(argv: Optional[List[str]] = None) -> int:
         if full_error:
             raise
         print(f"error: {_hydra_message(e)}", file=sys.stderr)
-        return 2
-    except BaseException:  # a job's exit status (sys.exit), or a crash: the sweep's parent says so
+        return EXIT_DISK_FULL if isinstance(e, DiskFull) else 2
+    except BaseException as e:  # a job's exit status (sys.exit), or a crash: the sweep's parent says so
         sweep.abandon("FAILED")
-        raise
+        full = _disk_full(e)
+        if full is None or full_error:
+            raise
+        print(f"error: {first_line(full)}", file=sys.stderr)  # Hydra's own files (.hydra/, the job's log)
+        return EXIT_DISK_FULL
     return 0
+
+
+def _disk_full(error: BaseException) -> Any:
+    from pipeline.diskfull import full_disk
+
+    return full_disk(error) if isinstance(error, Exception) else None
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from pipeline import data, evaluate, provenance, tracking
+from pipeline.diskfull import writing
 from pipeline.errors import ConfigError
 from pipeline.model import DataShape, class_probabilities, text_model
 
@@ -185,7 +186,7 @@ def fit(
             all_callbacks.append(
                 keras.callbacks.EarlyStopping(monitor=es.monitor, patience=es.patience, restore_best_weights=es.restore_best_weights)
             )
-    return model.fit(
+    history = model.fit(
         datasets["train"],
         validation_data=validation,
         epochs=int(epochs or training.epochs),
@@ -195,6 +196,8 @@ def fit(
         shuffle=False,  # the tf.data pipeline shuffles, seeded
         verbose=training.verbose,
     )
+    tracking.raise_stopped(all_callbacks)  # a full store stopped training: not a model trained to the end
+    return history
 
 
 def _model_requirements() -> List[str]:
@@ -235,7 +238,8 @@ def record_evaluation(
             # the classifier keeps its name (model.name) inside the saved model, unless a secret is in it
             # (a TensorFlow scope name cannot hold the mark `***`)
             name = model.name if tracking.scrub(model.name) == model.name else "classifier_model"
-            text_model(prepared.vectorizer, model, name=name).save(path)
+            with writing(f"the model, staged at {path}"):
+                text_model(prepared.vectorizer, model, name=name).save(path)
             tracking.log_text_model(
                 path, classes, _model_requirements(), prepared.splits.test.texts[:3], registered_model_name, version_tags
             )

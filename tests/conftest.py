@@ -6,12 +6,15 @@ import atexit
 import contextlib
 import functools
 import os
+import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, Iterator, List, Optional
 
 import pytest
 
@@ -141,6 +144,19 @@ def runs_in(store_uri: str, experiment: str = EXPERIMENT) -> list:
     client = MlflowClient(store_uri)
     found = client.get_experiment_by_name(experiment)
     return client.search_runs([found.experiment_id], max_results=5000) if found else []
+
+
+@contextmanager
+def file_size_limit(limit: int) -> Iterator[None]:
+    """This process's file size limit (``ulimit -f``, soft) at ``limit`` bytes for a block: a write
+    past it fails with EFBIG, as on a full disk (Python ignores SIGXFSZ, which would kill it)."""
+    assert signal.getsignal(signal.SIGXFSZ) == signal.SIG_IGN
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
 
 
 def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> object:

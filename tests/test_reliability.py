@@ -4,6 +4,7 @@ mid-search (a real `mlflow server`)."""
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import pytest
 import pandas as pd
 from mlflow import MlflowClient
 
-from conftest import SHRINK, SPACE, MlflowServer, run_cli, runs_in, wait_for
+from conftest import SHRINK, SPACE, MlflowServer, file_size_limit, run_cli, runs_in, wait_for
 from pipeline import tracking
 from pipeline.tracking import artifacts
 
@@ -54,29 +55,41 @@ def _local_dir(model) -> Path:
 
 def test_a_model_uploaded_into_the_store_has_its_mlmodel_only_when_every_file_is_whole(tmp_path: Path, store_uri: str) -> None:
     source = _model_dir(tmp_path / "source")
+    whole = _tree(source)
     assert [p.name for p in artifacts.files_marker_last(str(source))][-1] == "MLmodel"
     client, first = _logged_model(store_uri, tmp_path)
-    for crash_after in range(len(_tree(source))):
-        model = first if crash_after == 0 else client.create_logged_model(first.experiment_id, name="model")
+    # the upload stops before file N (Ctrl-C), or halfway through writing it (the disk full there)
+    for crash_at, moment in [(n, m) for n in range(len(whole)) for m in ("before", "midway")]:
+        model = first if (crash_at, moment) == (0, "before") else client.create_logged_model(first.experiment_id, name="model")
         calls = []
 
-        class Dying:  # the process stops after ``crash_after`` whole files
-            def log_model_artifact(self, model_id, local_path, artifact_path=None, _n=crash_after):
+        class Dying:
+            def log_model_artifact(self, model_id, local_path, artifact_path=None, _n=crash_at, _moment=moment):
                 if len(calls) == _n:
-                    raise KeyboardInterrupt
+                    if _moment == "before":
+                        raise KeyboardInterrupt
+                    with file_size_limit(Path(local_path).stat().st_size // 2):
+                        client.log_model_artifact(model_id, local_path, artifact_path)
+                    raise AssertionError(f"{local_path} was written past the file size limit")
                 calls.append(local_path)
                 client.log_model_artifact(model_id, local_path, artifact_path)
 
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(KeyboardInterrupt if moment == "before" else OSError) as stopped:
             artifacts.upload_marker_last(Dying(), model.model_id, str(source))
+        assert moment == "before" or stopped.value.errno == errno.EFBIG
         stored = _local_dir(model)
         written = _tree(stored) if stored.exists() else {}
-        assert len(written) == crash_after and "MLmodel" not in written
-        assert all(written[name] == _tree(source)[name] for name in written), "a file was written in part"
+        assert all(written[name] == whole.get(name) for name in written), f"a file was written in part ({moment} file {crash_at})"
+        assert sorted(written) == sorted(calls_name(source, calls)) and "MLmodel" not in written
     model = client.create_logged_model(first.experiment_id, name="model")
     order = artifacts.upload_marker_last(client, model.model_id, str(source))
-    assert order[-1] == "MLmodel" and sorted(order) == sorted(_tree(source))
-    assert _tree(_local_dir(model)) == _tree(source)
+    assert order[-1] == "MLmodel" and sorted(order) == sorted(whole)
+    assert _tree(_local_dir(model)) == whole
+
+
+def calls_name(source: Path, calls: list) -> list:
+    """The model's names of the files uploaded whole (``calls``: their local paths)."""
+    return [Path(c).relative_to(source).as_posix() for c in calls]
 
 
 _KILLED_MID_FILE = """

@@ -14,7 +14,8 @@ The names below are the API the rest of the pipeline uses (``from pipeline impor
 """
 
 from pipeline.tracking.log import (
-    epoch_logger, log_data, log_datasets, log_dict, log_figure, log_metric_history, log_metrics, log_params, log_skops, log_table, log_text, set_tags,
+    epoch_logger, log_data, log_datasets, log_dict, log_figure, log_metric_history, log_metrics, log_params, log_skops, log_table, log_text,
+    raise_stopped, set_tags,
 )
 from pipeline.tracking.models import PYFUNC_MODEL_FILE, check_own_model, load_text_model, log_text_model, resolve_model
 from pipeline.tracking.records import RunRecord, attach, experiment_id_by_name, fetch_run, load_artifact, metric_history, search
@@ -38,7 +39,7 @@ __all__ = [
     "PYFUNC_MODEL_FILE", "RunRecord", "attach", "check_own_model", "check_server", "close_stale_runs", "close_sweep", "finished_job", "jobs_of", "open_sweep", "close_trial_runs",
     "configure", "epoch_logger", "experiment_id_by_name", "fetch_run", "folder_name", "is_lost", "load_artifact",
     "load_text_model", "log_data", "log_datasets", "log_dict", "log_figure", "log_metric_history", "log_metrics", "log_params", "log_skops", "log_table", "log_text", "log_text_model",
-    "lost", "metric_history", "preflight", "promote", "reconcile_children", "redact", "registered_for", "registered_name", "resolve_model",
+    "lost", "metric_history", "preflight", "promote", "raise_stopped", "reconcile_children", "redact", "registered_for", "registered_name", "resolve_model",
     "retries_spent", "retry_budget_s", "run_exists", "scrub", "search", "search_version", "set_tags", "tracked_run", "ui_hint",
     "wait_for_server",
 ]

@@ -2,9 +2,10 @@
 
 Owns the helpers every job logs through, each scrubbing secrets first (names, params, tags, metric
 keys, config and record artifacts, tables), except :func:`log_data`, which writes data as it is (a
-vocabulary, labels, texts: what the model itself holds), and the Keras callback that logs a model's
-per-epoch metrics and its description (:func:`epoch_logger`), through the same helpers. A new metric
-or artifact a job records goes through here.
+vocabulary, labels, texts: what the model itself holds), and each naming the artifact a full disk
+would not let be written; and the Keras callback that logs a model's per-epoch metrics and its
+description (:func:`epoch_logger`), through the same helpers. A new metric or artifact a job
+records goes through here.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from typing import Any, Dict, List, Optional, Tuple
 import mlflow
 import mlflow.data
 
+from pipeline.diskfull import full_disk, writing
 from pipeline.tracking.redact import scrub, scrub_text, secrets_from_environment
+from pipeline.tracking.store import store_file
 
 _MAX_PARAMS_PER_BATCH = 100
 
@@ -66,12 +69,21 @@ def log_datasets(name: str, source: Optional[str], splits: Dict[str, Tuple[List[
         mlflow.log_input(dataset, context=DATASET_CONTEXTS.get(split, split))
 
 
+def _artifact(artifact_file: str) -> Any:
+    """A block that writes ``artifact_file`` into the active run: a full disk names it."""
+    active = mlflow.active_run()
+    run = f" of MLflow run {active.info.run_id}" if active is not None else ""
+    return writing(f"the artifact {artifact_file}{run}", store=store_file(mlflow.get_tracking_uri()))
+
+
 def log_dict(obj: Any, artifact_file: str) -> None:
-    mlflow.log_dict(scrub(obj), artifact_file)
+    with _artifact(artifact_file):
+        mlflow.log_dict(scrub(obj), artifact_file)
 
 
 def log_text(text: str, artifact_file: str) -> None:
-    mlflow.log_text(scrub(text), artifact_file)
+    with _artifact(artifact_file):
+        mlflow.log_text(scrub(text), artifact_file)
 
 
 def log_data(obj: Any, artifact_file: str) -> None:
@@ -80,9 +92,11 @@ def log_data(obj: Any, artifact_file: str) -> None:
     texts): scrubbing a vocabulary token that equals a secret would only make the artifact
     disagree with the model, whose vocabulary has that token."""
     if isinstance(obj, str):
-        mlflow.log_text(obj, artifact_file)
+        with _artifact(artifact_file):
+            mlflow.log_text(obj, artifact_file)
     elif isinstance(obj, (dict, list)):
-        mlflow.log_dict(obj, artifact_file)
+        with _artifact(artifact_file):
+            mlflow.log_dict(obj, artifact_file)
     else:
         _log_csv(obj, artifact_file)
 
@@ -91,7 +105,8 @@ def log_figure(figure: Any, artifact_file: str) -> None:
     import matplotlib.pyplot as plt
 
     try:
-        mlflow.log_figure(figure, artifact_file)
+        with _artifact(artifact_file):
+            mlflow.log_figure(figure, artifact_file)
     finally:
         plt.close(figure)
 
@@ -107,7 +122,7 @@ def log_table(frame: Any, artifact_file: str) -> None:
 
 
 def _log_csv(frame: Any, artifact_file: str) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
+    with _artifact(artifact_file), tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / Path(artifact_file).name
         frame.to_csv(path, index=False)
         parent = str(Path(artifact_file).parent)
@@ -123,11 +138,19 @@ def log_skops(obj: Any, artifact_file: str) -> None:
 
     import skops.io
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with _artifact(artifact_file), tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / Path(artifact_file).name
         skops.io.dump(obj, path, compression=zipfile.ZIP_DEFLATED, compresslevel=1)
         parent = str(Path(artifact_file).parent)
         mlflow.log_artifact(str(path), artifact_path=None if parent == "." else parent)
+
+
+def raise_stopped(callbacks: List[Any]) -> None:
+    """After ``fit``: the full store that stopped an :func:`epoch_logger` among ``callbacks``, raised."""
+    for callback in callbacks:
+        stopped_by = getattr(callback, "stopped_by", None)
+        if stopped_by is not None:
+            raise stopped_by
 
 
 def epoch_logger(describe_model: bool = True) -> Any:
@@ -171,7 +194,15 @@ def _epoch_logger_class() -> type:
 
         def on_epoch_end(self, epoch: int, logs: Optional[Dict[str, float]] = None) -> None:
             if logs:
-                log_metrics({k: float(v) for k, v in logs.items()}, step=epoch, synchronous=True)
+                try:
+                    log_metrics({k: float(v) for k, v in logs.items()}, step=epoch, synchronous=True)
+                except Exception as e:
+                    # MLflow's callbacks turn any error into a warning and train on without the
+                    # epoch; a full store stops training instead, and fit raises it (raise_stopped)
+                    if full_disk(e, store=store_file(mlflow.get_tracking_uri())) is None:
+                        raise
+                    self.stopped_by = e
+                    self.model.stop_training = True
 
         def on_test_end(self, logs: Optional[Dict[str, float]] = None) -> None:
             return None

@@ -17,12 +17,13 @@ from typing import Any, Dict, List, Optional
 
 import mlflow
 
+from pipeline.diskfull import writing
 from pipeline.errors import TrackingError, first_line
 from pipeline.tracking.artifacts import upload_marker_last
 from pipeline.tracking.records import RunRecord, fetch_run
 from pipeline.tracking.registry import registered_name, served_version, tag_version
 from pipeline.tracking.runs import scrubbed_tags
-from pipeline.tracking.store import using_store
+from pipeline.tracking.store import store_file, using_store
 
 PYFUNC_MODEL_FILE = Path(__file__).resolve().parent.parent / "pyfunc_model.py"
 #: The name of every logged model, and its path in ``runs:/<run_id>/model``.
@@ -59,7 +60,8 @@ def log_text_model(
     try:
         client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
         _link_step_metrics(client, run_id, model.model_id, step=0)
-        with tempfile.TemporaryDirectory() as tmp:
+        with writing(f"the model of MLflow run {run_id} ({model.model_id})", store=store_file(mlflow.get_tracking_uri())), \
+                tempfile.TemporaryDirectory() as tmp:
             staged = _save_staged(tmp, model, run_id, keras_model_path, classes, requirements, example_texts)
             upload_marker_last(client, model.model_id, staged)
     except Exception:

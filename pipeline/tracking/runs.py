@@ -1,13 +1,16 @@
 """MLflow runs opened and always closed.
 
 Owns :func:`tracked_run`, the one way this project opens a run: FINISHED on success, KILLED on
-Ctrl-C or a lost server, FAILED on any other exception (its first line in the ``error`` tag), so
-no run is ever left RUNNING by this process; and the experiment a run goes to, created on first
+Ctrl-C, a lost server or a full disk (temporary failures: the same command goes on), FAILED on
+any other exception (its first line in the ``error`` tag), so no run is ever left RUNNING by this
+process, unless the store itself is too full to record its end (the error says so, and the same
+command closes it); and the experiment a run goes to, created on first
 use with its artifacts in one safe folder under ``tracking.artifact_location``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import urllib.parse
@@ -18,10 +21,11 @@ from typing import Any, Dict, Iterator, Optional
 import mlflow
 from mlflow.exceptions import MlflowException
 
-from pipeline.errors import TrackingError, first_line
+from pipeline.diskfull import full_disk
+from pipeline.errors import DiskFull, TrackingError, first_line
 from pipeline.tracking.redact import scrub
 from pipeline.tracking.resilience import end_quietly, is_lost, lost
-from pipeline.tracking.store import using_store
+from pipeline.tracking.store import store_file, using_store
 
 
 def folder_name(name: str) -> str:
@@ -87,7 +91,6 @@ def tracked_run(
     with using_store(str(tracking_cfg.uri)):
         if run_id is not None:
             active = mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None)
-            mlflow.set_tags(scrub(tags))
         else:
             active = mlflow.start_run(
                 experiment_id=_experiment_id(tracking_cfg),
@@ -97,7 +100,13 @@ def tracked_run(
                 nested=parent_run_id is not None,
             )
         status = "FAILED"
+        store = store_file(str(tracking_cfg.uri))
+        full: Optional[DiskFull] = None
         try:
+            if run_id is not None:  # inside: a failure to tag the re-opened run closes it too
+                mlflow.set_tags(scrub(tags))
+                if "error" in active.data.tags:  # what stopped it before (a full disk) is over: it goes on
+                    mlflow.MlflowClient().delete_tag(run_id, "error")
             yield active
             status = "FINISHED"
         except KeyboardInterrupt:
@@ -108,16 +117,31 @@ def tracked_run(
                 # KILLED if the server answers at once; else marked so when the search resumes.
                 end_quietly("KILLED")
                 raise lost(e, str(tracking_cfg.uri)) from None
+            full = full_disk(e, store=store, default=f"the artifacts of MLflow run {active.info.run_id}")
+            if full is not None:
+                # a temporary failure, as a lost server is: KILLED, and the same command goes on
+                status = "KILLED"
+                with contextlib.suppress(Exception):  # the store may be what is full
+                    mlflow.set_tag("error", scrub(f"{type(full).__name__}: {first_line(full)}")[:5000])
+                if full is e:
+                    raise
+                raise full from e
             mlflow.set_tag("error", scrub(f"{type(e).__name__}: {first_line(e)}")[:5000])
             raise
         finally:
             if mlflow.active_run() is not None and mlflow.active_run().info.run_id == active.info.run_id:
                 try:
-                    mlflow.end_run(status)
+                    mlflow.end_run(status)  # takes the run off this process's stack first, then records it
                 except Exception as e:
-                    if not is_lost(e):
+                    if is_lost(e):
+                        raise lost(e, str(tracking_cfg.uri)) from None
+                    closing = full or full_disk(e, store=store)
+                    if closing is None:
                         raise
-                    raise lost(e, str(tracking_cfg.uri)) from None
+                    # The store cannot record the run's end: it stays RUNNING there until the
+                    # same command runs again and closes it (a resumed search's reconciliation).
+                    closing.unclosed.append(active.info.run_id)
+                    raise closing from None
 
 
 def run_exists(tracking_cfg: Any, run_id: str) -> bool:

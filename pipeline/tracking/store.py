@@ -2,23 +2,27 @@
 
 Owns the retry policy handed to MLflow (``tracking.max_retries``, ``tracking.backoff_factor``),
 the health check of a tracking server, the preflight that opens a local store (one process at
-a time, so that schema migrations do not collide), and where to look at a run in the UI.
+a time, so that schema migrations do not collide; MLflow's traceback of a store too full to
+write left to the job's one-line error), and where to look at a run in the UI.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import mlflow
 
+from pipeline.diskfull import full_disk
 from pipeline.errors import TrackingError, first_line
+from pipeline.quiet import wants_logs
 from pipeline.tracking.redact import redact
 
 
@@ -47,9 +51,38 @@ def check_server(tracking_cfg: Any) -> bool:
     return True
 
 
+def store_file(uri: str) -> Optional[str]:
+    """The file of a SQLite store (``sqlite:///path``); None for any other store."""
+    if urllib.parse.urlsplit(uri).scheme != "sqlite":
+        return None
+    return str(Path(uri[len("sqlite:///") :]).resolve())
+
+
+class _FullStoreTold(logging.Filter):
+    """Drops MLflow's traceback of a SQLite store that could not be written for want of space:
+    the job says it in its one ``error:`` line (``--verbose`` keeps it)."""
+
+    def __init__(self, store: Optional[str]) -> None:
+        super().__init__()
+        self.store = store
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return error is None or full_disk(error, store=self.store) is None
+
+
+def _quiet_full_store(store: Optional[str]) -> None:
+    logger = logging.getLogger("mlflow.store.db.utils")
+    for old in [f for f in logger.filters if isinstance(f, _FullStoreTold)]:
+        logger.removeFilter(old)
+    if not wants_logs(os.environ):
+        logger.addFilter(_FullStoreTold(store))
+
+
 def preflight(tracking_cfg: Any) -> None:
     """Fail fast, before any data is read, if the tracking store cannot be used."""
     configure(tracking_cfg)
+    _quiet_full_store(store_file(str(tracking_cfg.uri)))
     if check_server(tracking_cfg):
         return
     uri = str(tracking_cfg.uri)

@@ -8,7 +8,8 @@ future Keras Tuner no longer needs one of them, or no longer calls the method it
 
 - **Whole state files** (:func:`write_json`): Keras Tuner rewrites ``oracle.json``, each
   ``trial.json`` and the tuner's file in place; a process killed mid-write left a truncated
-  file that no later run could reload. Written beside and renamed instead.
+  file that no later run could reload. Written beside and renamed instead; a write that fails
+  (a full disk) leaves the old file as it was and nothing beside it.
 - **Uncorrelated random draws** (:meth:`PipelineOracle._random_values`): Keras Tuner draws each
   value from ``random.Random(seed_state)`` with ``seed_state`` + 1 per value, so with four searched
   values one of them is drawn from seeds 4 apart, whose first Mersenne Twister outputs are far
@@ -27,6 +28,7 @@ future Keras Tuner no longer needs one of them, or no longer calls the method it
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -34,6 +36,8 @@ from typing import Any, Dict, Optional, Tuple
 
 import keras_tuner
 from keras_tuner.src.engine.trial import TrialStatus
+
+from pipeline.diskfull import writing
 
 #: The Keras Tuner release every workaround here was checked against.
 CHECKED_AGAINST = "1.4.8"
@@ -48,10 +52,15 @@ def write_json(path: Any, obj: Any) -> str:
 
         return utils.save_json(path, obj)
     tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with writing(path), open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:  # a full disk, a kill: the old file stays as it was, and nothing beside it
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
     os.replace(tmp, path)
     return text
 

@@ -20,6 +20,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from pipeline import experiment, tracking
+from pipeline.diskfull import writing
 from pipeline.model import build_model
 from pipeline.search_space import with_values
 from pipeline.tuning.hypermodel import searched_values
@@ -48,7 +49,12 @@ def _member_weights(cfg: DictConfig, project: Project, parent_run_id: str, best:
 def _save_whole(model: Any, path: Path) -> None:
     """A member's weights written beside ``path``, then renamed: whole or absent."""
     tmp = path.with_name(f".{os.getpid()}-{path.name}")
-    model.save_weights(str(tmp))
+    try:
+        with writing(str(path)):
+            model.save_weights(str(tmp))
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     tmp.replace(path)
 
 

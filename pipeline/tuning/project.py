@@ -20,6 +20,7 @@ from typing import Any, Dict
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import provenance, search_space
+from pipeline.diskfull import writing
 from pipeline.errors import ConfigError
 from pipeline.validate import tuner_location
 
@@ -69,7 +70,12 @@ class Project:
         self.path.mkdir(parents=True, exist_ok=True)
         state = {**self.state(), "identity": self.identity, **values}
         tmp = self.path / f".{STATE_FILE}.{os.getpid()}"
-        tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
+        try:
+            with writing(str(self.path / STATE_FILE)):
+                tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
+        except BaseException:  # a full disk: the old state stays, and nothing beside it
+            tmp.unlink(missing_ok=True)
+            raise
         tmp.replace(self.path / STATE_FILE)
 
 

@@ -5,7 +5,8 @@ Owns :class:`TrialTracking`, mixed into the tuner (Keras Tuner's ``run_trial`` a
 the trial's values as ``hp.*`` params, its per-epoch metrics and ``trial_score``; a line as each
 trial starts and ends (``pipeline.tuning.progress``), a failed one with its error; a tracking
 server lost mid-trial waited for (the trial run again) or stopping the search (exit 75,
-resumable). Also the table of trials, best first, and what each trial's status is for the resume
+resumable); a full disk mid-trial stopping the search (exit 74, resumable: the trial is not
+failed, it runs again). Also the table of trials, best first, and what each trial's status is for the resume
 reconciliation.
 """
 
@@ -21,7 +22,8 @@ import numpy as np
 from omegaconf import DictConfig
 
 from pipeline import tracking
-from pipeline.errors import TrackingLost, first_line
+from pipeline.diskfull import full_disk
+from pipeline.errors import DiskFull, TrackingLost, first_line
 from pipeline.tuning.hypermodel import searched_values
 from pipeline.tuning.progress import Progress
 
@@ -31,6 +33,17 @@ LOST_SERVER_TRIAL_RERUNS = 2
 
 class SearchStopped(keras_tuner.errors.FatalError, TrackingLost):
     """Raised through Keras Tuner, which passes FatalError on instead of failing the trial."""
+
+
+class OutOfSpace(keras_tuner.errors.FatalError, DiskFull):
+    """A full disk mid-trial, raised through Keras Tuner as :class:`SearchStopped` is: the trial
+    is not failed (it runs again when the same command resumes the search), the search stops."""
+
+    @classmethod
+    def stopping(cls, full: DiskFull) -> "OutOfSpace":
+        out = cls(full.what, full.why, full.remedy)
+        out.unclosed = full.unclosed
+        return out
 
 
 def best_of(values: List[float], direction: str) -> float:
@@ -95,6 +108,9 @@ class TrialTracking:
             try:
                 return self._tracked_trial(trial, *args, **kwargs)
             except Exception as e:
+                full = full_disk(e, default=f"trial {trial.trial_id}'s state in {self.project_dir}")  # type: ignore[attr-defined]
+                if full is not None:
+                    raise OutOfSpace.stopping(full) from e
                 if not tracking.is_lost(e):
                     raise self._failed(trial, e)
                 # Not a failed trial. A server that died while answering is waited for, and

@@ -1,7 +1,8 @@
 """Fault injection: `pipeline tune` killed with SIGKILL at random moments, 20 times, the same
-command rerun after each kill; then the search is whole.
+command rerun after each kill; then the search is whole, and at least half the kills landed inside
+a trial (a trial run the kill left RUNNING, marked KILLED when the search resumed).
 
-Slow (about 5 minutes): not in the default run. `python -m pytest -m stress -n 0 tests/stress`.
+Slow (about 7 minutes): not in the default run. `python -m pytest -m stress -n 0 tests/stress`.
 FAULT_SEED=N draws other kill moments.
 """
 
@@ -12,8 +13,10 @@ import random
 import sqlite3
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
+from typing import Set
 
 import mlflow
 import pandas as pd
@@ -33,6 +36,16 @@ def _statuses(store_uri: str):
     return MlflowClient(store_uri), runs_in(store_uri)
 
 
+def _running_trial_runs(store_uri: str) -> Set[str]:
+    return {r.info.run_id for r in runs_in(store_uri) if "tuner.trial_id" in r.data.tags and r.info.status == "RUNNING"}
+
+
+#: Three kills in four wait for a trial of the process to be training, then land up to TRIAL_WINDOW s
+#: later (in that trial, a later one, or between them); the others at any moment of the process
+#: (start-up, the search's end), as all of them did before, when fewer than half landed mid-trial.
+IN_TRIAL_SHARE, TRIAL_WINDOW, ANY_MOMENT = 0.75, 4.0, (0.5, 18.0)
+
+
 def test_twenty_sigkills_at_random_moments_lose_nothing(tmp_path: Path, store_uri: str) -> None:
     data = write_sentiment_csv(tmp_path / "reviews.csv", n=300)
     args = ["tune", *SHRINK, "dataset=files", f"dataset.path={data}", f"tuner.max_trials={TRIALS}", f"training.epochs={EPOCHS}",
@@ -42,22 +55,39 @@ def test_twenty_sigkills_at_random_moments_lose_nothing(tmp_path: Path, store_ur
     env.pop("HYDRA_FULL_ERROR", None)
     rng = random.Random(int(os.environ.get("FAULT_SEED", "0")))
     kills, log = 0, []
+    interrupted: Set[str] = set()  # trial runs a kill left RUNNING: the kill landed inside that trial
+    mid_trial = 0
+    (tmp_path / "mlruns").mkdir()
+    MlflowClient(store_uri).search_experiments()  # the store exists before the first poll
     while kills < KILLS:
-        delay = rng.uniform(0.5, 18.0)
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], cwd=tmp_path, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        in_trial = rng.random() < IN_TRIAL_SHARE
+        delay = rng.uniform(0.0, TRIAL_WINDOW) if in_trial else rng.uniform(*ANY_MOMENT)
+        before = _running_trial_runs(store_uri)
+        started = time.monotonic()
+        stderr = tmp_path / "stderr.txt"
+        with stderr.open("w") as err:
+            proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], cwd=tmp_path, env=env,
+                                    stdout=subprocess.DEVNULL, stderr=err)
         try:
-            _, err = proc.communicate(timeout=delay)
-            assert proc.returncode == 0, err[-3000:]  # a run that finished before its kill must have succeeded
-            log.append(f"finished before {delay:.1f} s")
+            if in_trial:  # a trial run of this process, training
+                while proc.poll() is None and not _running_trial_runs(store_uri) - before and time.monotonic() - started < 300:
+                    time.sleep(0.2)
+            proc.wait(timeout=delay)
+            assert proc.returncode == 0, stderr.read_text()[-3000:]  # a run that finished before its kill must have succeeded
+            log.append(f"finished before its kill ({time.monotonic() - started:.1f} s)")
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.communicate()
+            proc.wait()
             kills += 1
+            left = _running_trial_runs(store_uri) - before
+            interrupted |= left
+            mid_trial += bool(left)
             _, runs = _statuses(store_uri)
             trials_done = sum(1 for r in runs if "tuner.trial_id" in r.data.tags and r.info.status == "FINISHED")
-            log.append(f"SIGKILL at {delay:.1f} s ({trials_done} trial runs finished so far)")
+            where = f"mid-trial ({', '.join(sorted(left))[:12]}...)" if left else "outside a trial"
+            log.append(f"SIGKILL {kills} at {time.monotonic() - started:.1f} s, {where}; {trials_done} trial runs finished so far")
     print("\n".join(log))
+    print(f"{mid_trial} of {KILLS} kills landed mid-trial")
 
     final = run_cli(args, cwd=tmp_path, timeout=600)
     assert final.returncode == 0, final.stderr[-3000:]
@@ -70,6 +100,9 @@ def test_twenty_sigkills_at_random_moments_lose_nothing(tmp_path: Path, store_ur
     # MLflow: nothing RUNNING; one FINISHED run per trial, with every epoch; the parent whole
     client, runs = _statuses(store_uri)
     assert not [r.info.run_name for r in runs if r.info.status == "RUNNING"]
+    # at least half the kills landed inside a trial, and every trial run they cut off was marked KILLED
+    assert mid_trial >= KILLS / 2, f"only {mid_trial} of {KILLS} kills landed mid-trial"
+    assert {r.info.status for r in runs if r.info.run_id in interrupted} == {"KILLED"}
     finished = Counter(r.data.tags["tuner.trial_id"] for r in runs if "tuner.trial_id" in r.data.tags and r.info.status == "FINISHED")
     assert len(finished) == TRIALS and set(finished.values()) == {1}, finished
     for run in runs:
