@@ -157,6 +157,7 @@ class MlflowServer:
                 return self
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()  # or its process group outlives the test (a loaded machine: slow to start)
                     raise RuntimeError("mlflow server did not start")
                 time.sleep(0.3)
 
@@ -166,7 +167,11 @@ class MlflowServer:
 
         if self.proc is None:
             return
-        os.killpg(self.proc.pid, sig)
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:  # the whole group has exited already
+            self.proc = None
+            return
         try:
             self.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:

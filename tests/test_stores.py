@@ -285,6 +285,20 @@ def test_a_model_whose_mlmodel_points_outside_its_directory_is_refused(tmp_path:
             if label_map.is_symlink():
                 label_map.unlink()
                 label_map.write_text(json.dumps({"classes": ["neg", "pos"]}))
+    # inside the directory, but not what was checked: `data` names where MLflow finds the MLmodel and
+    # the code file it runs, so a model of ours on top and another's code below it must be refused too
+    marker = tmp_path / "ran.txt"
+    shutil.copytree(model_dir, model_dir / "sub", ignore=shutil.ignore_patterns("sub"))
+    code = model_dir / "sub" / "pyfunc_model.py"
+    code.write_text(code.read_text() + f"\nimport pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n")
+    _edit(model_dir, lambda m: m["flavors"]["python_function"].update(data="sub"))
+    try:
+        result = _predict(capsys, run_id, store_uri)
+        if marker.exists() or result.returncode != 2 or "refusing to load" not in result.stderr:
+            wrong["data: code below the model's own"] = (result.returncode, marker.exists(), result.stderr[-300:])
+    finally:
+        (model_dir / "MLmodel").write_text(original)
+        shutil.rmtree(model_dir / "sub")
     assert not wrong, wrong
     assert _predict(capsys, "tiny", store_uri).returncode == 0  # put back, it loads again
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import posixpath
-import re
 import tempfile
 import urllib.parse
 from pathlib import Path
@@ -53,7 +52,7 @@ def _named_paths(meta: Dict[str, Any]) -> Iterator[Tuple[str, str]]:
         if isinstance(conf.get("model_config"), str):
             yield f"flavors.{flavor}.model_config", conf["model_config"]
         if isinstance(conf.get("model_code_path"), str):  # MLflow reads only its name, in the model's directory
-            yield f"flavors.{flavor}.model_code_path", posixpath.basename(conf["model_code_path"].replace("\\", "/"))
+            yield f"flavors.{flavor}.model_code_path", os.path.basename(conf["model_code_path"])
     example = meta.get("saved_input_example_info")
     for key in ("artifact_path", "serving_input_path"):
         if isinstance(example, dict) and isinstance(example.get(key), str):
@@ -62,11 +61,8 @@ def _named_paths(meta: Dict[str, Any]) -> Iterator[Tuple[str, str]]:
 
 def _escapes(path: str) -> bool:
     """Whether a path as written leaves the directory it is joined to (absolute, or ``..`` out)."""
-    text = path.replace("\\", "/")
-    if text.startswith("/") or re.match(r"^[A-Za-z]:", text) or text.startswith("~"):
-        return True
-    normal = posixpath.normpath(text)
-    return normal == ".." or normal.startswith("../")
+    normal = posixpath.normpath(path)
+    return posixpath.isabs(normal) or normal == ".." or normal.startswith("../")
 
 
 def _outside(model_dir: Optional[Path], meta: Dict[str, Any]) -> Optional[str]:
@@ -98,9 +94,12 @@ def _code_file(meta: Dict[str, Any], model_uri: str) -> str:
     """The model's one code file, by name, if it is a model from code (else a refusal)."""
     flavors = meta.get("flavors") if isinstance(meta.get("flavors"), dict) else {}
     pyfunc = flavors.get("python_function") if isinstance(flavors.get("python_function"), dict) else {}
-    code = posixpath.basename(str(pyfunc.get("model_code_path") or "").replace("\\", "/"))
+    code = os.path.basename(str(pyfunc.get("model_code_path") or ""))  # as MLflow names it
     if pyfunc.get("loader_module") != "mlflow.pyfunc.loaders.code_model" or not code.endswith(".py") or pyfunc.get("code"):
         raise TrackingError(f"{_refused(model_uri)} (loading it would unpickle or run foreign code)")
+    if posixpath.normpath(str(pyfunc.get("data") or ".")) != ".":
+        # MLflow would load the MLmodel and code file there, not the ones checked here
+        raise TrackingError(f"{_refused(model_uri)} (its model is in {shown(pyfunc['data'])!r}, not where its MLmodel is)")
     return code
 
 
@@ -110,11 +109,10 @@ def _refused(model_uri: str) -> str:
 
 def _check(meta: Dict[str, Any], model_dir: Optional[Path], model_uri: str) -> str:
     """A model from code that stays inside its directory; returns the name of its code file."""
-    code = _code_file(meta, model_uri)
     outside = _outside(model_dir, meta)
     if outside:
         raise TrackingError(f"refusing to load {model_uri}: {outside}, outside the model's directory")
-    return code
+    return _code_file(meta, model_uri)
 
 
 def check_own_model(model_uri: str) -> Dict[str, Any]:

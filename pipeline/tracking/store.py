@@ -86,6 +86,9 @@ def check_server(tracking_cfg: Any) -> bool:
     try:
         urllib.request.urlopen(_server_request(uri, "/health"), timeout=tracking_cfg.connect_timeout).close()
     except urllib.error.HTTPError as e:  # it answered: not as MLflow's server does
+        if e.code >= 500:  # starting, or overloaded: as good as unreachable for now
+            raise TrackingError(f"MLflow tracking server {shown} is unreachable (HTTP {e.code} {e.reason}); "
+                                "start it, or set tracking.uri") from None
         if e.code in (401, 403):
             raise TrackingError(f"MLflow tracking server {shown} refused the credentials (HTTP {e.code}); "
                                 "check the user and password in tracking.uri or MLFLOW_TRACKING_USERNAME/PASSWORD") from None
@@ -101,8 +104,11 @@ def check_server(tracking_cfg: Any) -> bool:
         if getattr(e, "error_code", "") in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
             raise TrackingError(f"MLflow tracking server {shown} refused the credentials; check the user and password "
                                 "in tracking.uri or MLFLOW_TRACKING_USERNAME/PASSWORD") from None
-        raise TrackingError(f"{shown} answers, but it is not an MLflow tracking server ({scrub(first_line(e))[:200]}); "
-                            "check tracking.uri") from None
+        why = scrub(first_line(e))
+        password = urllib.parse.urlsplit(uri).password
+        if password:  # MLflow's message has the request's URL in it, credentials and all
+            why = why.replace(password, "***").replace(urllib.parse.unquote(password), "***")
+        raise TrackingError(f"{shown} answers, but it is not an MLflow tracking server ({why[:200]}); check tracking.uri") from None
     return True
 
 
