@@ -148,7 +148,7 @@ def _hydra_app(command: Command) -> Callable[[], Any]:
     def job(cfg: Any) -> Any:
         from pipeline import tracking
 
-        tracking.check_server(cfg.tracking)  # before TensorFlow is imported: an unreachable server is told in seconds
+        tracking.check_store(cfg.tracking)  # before TensorFlow is imported: an unreachable server is told in seconds
         return command.function()(cfg)
 
     @hydra.main(config_path=str(CONF_DIR), config_name=command.config_name, version_base="1.3")

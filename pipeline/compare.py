@@ -127,7 +127,7 @@ def main(argv: List[str]) -> int:
     args = _parse(argv)
     cfg = compose_train([o for o in args.overrides])
     uri = str(cfg.tracking.uri)
-    tracking.preflight(cfg.tracking)
+    tracking.preflight(cfg.tracking, create=False)  # reading creates no store
     runs, parent, metric, direction = _select(uri, args, str(cfg.tracking.experiment_name))
     if not runs:
         raise CompareError("no runs to compare")

@@ -51,7 +51,7 @@ def main(argv: List[str]) -> int:
     if not texts:
         raise DataError("no texts: give them as arguments or with --file PATH")
     cfg = compose_train(args.overrides)
-    tracking.preflight(cfg.tracking)
+    tracking.preflight(cfg.tracking, create=False)  # reading creates no store
     model = tracking.load_text_model(str(cfg.tracking.uri), args.model)
     predictions = model.predict(pd.DataFrame({"text": texts}))
     for text, row in zip(texts, predictions.itertuples(index=False)):

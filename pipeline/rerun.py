@@ -219,7 +219,9 @@ def run(run_id: str, overrides: List[str], force: bool = False, tracking_uri: Op
     """Rerun ``run_id``; returns the new run's id."""
     from pipeline import train
 
-    uri = tracking_uri or _default_uri(overrides)
+    store = _store(overrides, tracking_uri)
+    tracking.preflight(store, create=False)  # reading a run creates no store
+    uri = str(store.uri)
     asked, source, trial, refit = _source(uri, run_id)
     config = tracking.load_artifact(uri, source.run_id, "config/resolved_config.yaml")
     if not isinstance(config, dict):
@@ -251,9 +253,13 @@ def run(run_id: str, overrides: List[str], force: bool = False, tracking_uri: Op
     return new_id
 
 
-def _default_uri(overrides: List[str]) -> str:
-    """The store a plain `pipeline train` here would use, or ``tracking.uri=`` from the overrides."""
-    return str(compose_train([o for o in overrides if o.startswith(("tracking.uri=", "paths."))]).tracking.uri)
+def _store(overrides: List[str], tracking_uri: Optional[str]) -> DictConfig:
+    """The tracking settings of a plain `pipeline train` here: its store, ``tracking.*=`` from the
+    overrides, or ``tracking_uri``."""
+    store = compose_train([o for o in overrides if o.startswith(("tracking.", "paths."))]).tracking
+    if tracking_uri:
+        store.uri = tracking_uri
+    return store
 
 
 def main(argv: List[str]) -> int:

@@ -7,7 +7,8 @@
 - ``log``: params, metrics, tags, artifacts and the per-epoch Keras callback, into the active run.
 - ``records``: past runs read back as plain values (rerun, compare).
 - ``registry``: Model Registry queries.
-- ``models``: the raw-text pyfunc model, logged and safely loaded.
+- ``models``: the raw-text pyfunc model, logged, and found by run id or name.
+- ``loading``: loading it back: only this project's models, only from inside their directory.
 - ``artifacts``: a saved model uploaded file by file, ``MLmodel`` last, so no half-written model loads.
 
 The names below are the API the rest of the pipeline uses (``from pipeline import tracking``).
@@ -17,7 +18,8 @@ from pipeline.tracking.log import (
     epoch_logger, log_data, log_datasets, log_dict, log_figure, log_metric_history, log_metrics, log_params, log_skops, log_table, log_text,
     raise_stopped, set_tags,
 )
-from pipeline.tracking.models import PYFUNC_MODEL_FILE, check_own_model, load_text_model, log_text_model, resolve_model
+from pipeline.tracking.loading import check_own_model, load_text_model
+from pipeline.tracking.models import PYFUNC_MODEL_FILE, log_text_model, resolve_model
 from pipeline.tracking.records import RunRecord, attach, experiment_id_by_name, fetch_run, load_artifact, metric_history, search
 from pipeline.tracking.redact import redact, scrub
 from pipeline.tracking.registry import promote, registered_for, registered_name, search_version
@@ -32,11 +34,11 @@ from pipeline.tracking.resilience import (
     wait_for_server,
 )
 from pipeline.tracking.runs import folder_name, run_exists, tracked_run
-from pipeline.tracking.store import check_server, configure, preflight, ui_hint
+from pipeline.tracking.store import check_server, check_store, configure, preflight, ui_hint
 from pipeline.tracking.sweeps import close_sweep, finished_job, jobs_of, open_sweep
 
 __all__ = [
-    "PYFUNC_MODEL_FILE", "RunRecord", "attach", "check_own_model", "check_server", "close_stale_runs", "close_sweep", "finished_job", "jobs_of", "open_sweep", "close_trial_runs",
+    "PYFUNC_MODEL_FILE", "RunRecord", "attach", "check_own_model", "check_server", "check_store", "close_stale_runs", "close_sweep", "finished_job", "jobs_of", "open_sweep", "close_trial_runs",
     "configure", "epoch_logger", "experiment_id_by_name", "fetch_run", "folder_name", "is_lost", "load_artifact",
     "load_text_model", "log_data", "log_datasets", "log_dict", "log_figure", "log_metric_history", "log_metrics", "log_params", "log_skops", "log_table", "log_text", "log_text_model",
     "lost", "metric_history", "preflight", "promote", "raise_stopped", "reconcile_children", "redact", "registered_for", "registered_name", "resolve_model",

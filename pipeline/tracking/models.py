@@ -1,9 +1,8 @@
-"""The raw-text model as an MLflow pyfunc: logged whole, and loaded only if this project wrote it.
+"""The raw-text model as an MLflow pyfunc: logged whole, and found again by run id or name.
 
 Owns logging the end-to-end model (raw text -> TextVectorization -> classifier) with the
-project's ``pyfunc_model.py`` as its code, optionally registering it, and loading one back from
-a run id, a registered name or a URI after checking (before anything of it is loaded) that its
-code is exactly that file: loading a foreign pyfunc would run its code or unpickle its object.
+project's ``pyfunc_model.py`` as its code, optionally registering it, and the model URI of a run
+id, a registered name or a URI. Loading it back safely is :mod:`pipeline.tracking.loading`.
 """
 
 from __future__ import annotations
@@ -18,12 +17,12 @@ from typing import Any, Dict, List, Optional
 import mlflow
 
 from pipeline.diskfull import writing
-from pipeline.errors import TrackingError, first_line
+from pipeline.errors import TrackingError
 from pipeline.tracking.artifacts import upload_marker_last
 from pipeline.tracking.records import RunRecord, fetch_run
 from pipeline.tracking.registry import registered_name, served_version, tag_version
 from pipeline.tracking.runs import scrubbed_tags
-from pipeline.tracking.store import store_file, using_store
+from pipeline.tracking.store import store_file
 
 PYFUNC_MODEL_FILE = Path(__file__).resolve().parent.parent / "pyfunc_model.py"
 #: The name of every logged model, and its path in ``runs:/<run_id>/model``.
@@ -146,44 +145,3 @@ def _logged_models(client: Any, run: RunRecord) -> bool:
         return bool(client.search_logged_models(experiment_ids=[run.experiment_id], filter_string=f"source_run_id = '{run.run_id}'"))
     except Exception:  # noqa: BLE001 - older stores
         return False
-
-
-def check_own_model(model_uri: str) -> None:
-    """Refuse, before anything of it is loaded, a model this project did not write.
-
-    Loading an MLflow pyfunc model runs its code, or unpickles its object: only the raw-text
-    model of :func:`log_text_model` is loaded, a model from code whose one code file is exactly
-    this project's ``pyfunc_model.py`` (which loads the Keras model in Keras safe mode and the
-    label map as JSON).
-    """
-    import yaml
-
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            meta = yaml.safe_load(Path(mlflow.artifacts.download_artifacts(f"{model_uri.rstrip('/')}/MLmodel", dst_path=tmp)).read_text())
-        except Exception as e:  # noqa: BLE001 - gone, unreadable, not a model
-            raise TrackingError(f"cannot read model {model_uri}: {first_line(e)}") from None
-        pyfunc = (meta or {}).get("flavors", {}).get("python_function", {}) if isinstance(meta, dict) else {}
-        code = Path(str(pyfunc.get("model_code_path") or "")).name
-        refused = f"refusing to load {model_uri}: it is not a text model written by this pipeline"
-        if pyfunc.get("loader_module") != "mlflow.pyfunc.loaders.code_model" or not code.endswith(".py") or pyfunc.get("code"):
-            raise TrackingError(f"{refused} (loading it would unpickle or run foreign code)")
-        try:
-            theirs = Path(mlflow.artifacts.download_artifacts(f"{model_uri.rstrip('/')}/{code}", dst_path=tmp)).read_bytes()
-        except Exception:  # noqa: BLE001
-            raise TrackingError(f"{refused} (its code file {code} is missing)") from None
-        if theirs != PYFUNC_MODEL_FILE.read_bytes():
-            raise TrackingError(f"{refused} (its code differs from this version's pipeline/pyfunc_model.py)")
-
-
-def load_text_model(uri: str, ref: str) -> Any:
-    """The raw-text pyfunc model of a run or a registered model, if this project wrote it."""
-    model_uri = resolve_model(uri, ref)
-    with using_store(uri):
-        try:
-            check_own_model(model_uri)
-            return mlflow.pyfunc.load_model(model_uri)
-        except TrackingError:
-            raise
-        except Exception as e:  # noqa: BLE001 - deleted files, a foreign model
-            raise TrackingError(f"cannot load model {model_uri}: {first_line(e)}") from None

@@ -8,9 +8,11 @@ write left to the job's one-line error), and where to look at a run in the UI.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import logging
+import math
 import os
 import urllib.error
 import urllib.parse
@@ -19,35 +21,98 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import mlflow
+from mlflow.environment_variables import MLFLOW_TRACKING_PASSWORD, MLFLOW_TRACKING_TOKEN, MLFLOW_TRACKING_USERNAME
 
 from pipeline.diskfull import full_disk
 from pipeline.errors import TrackingError, first_line
 from pipeline.quiet import wants_logs
-from pipeline.tracking.redact import redact
+from pipeline.tracking.redact import redact, scrub
 
 
 def configure(tracking_cfg: Any) -> None:
-    """Retry policy for a tracking server (MLflow's own retries with backoff, from the config)."""
+    """Retry policy for a tracking server (MLflow's own retries with backoff, from the config); no
+    run URL printed by MLflow when the URI has credentials in it."""
     for name, value in (("max_retries", tracking_cfg.max_retries), ("backoff_factor", tracking_cfg.backoff_factor)):
         if value is None or int(value) < 0:
             raise TrackingError(f"tracking.{name} must be 0 or more, got {value}")
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(int(tracking_cfg.max_retries))
     os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = str(int(tracking_cfg.backoff_factor))
+    if "@" in urllib.parse.urlsplit(str(tracking_cfg.uri)).netloc:
+        # MLflow prints each run's URL as the store's URI has it, password and all; the job prints its own, redacted
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+
+
+def _server_request(uri: str, path: str) -> urllib.request.Request:
+    """A GET of ``path`` on the server, authenticated as MLflow's client would be: the URI's
+    ``user:password@`` (taken out of the address, which ``urllib`` would read as a host name)
+    as HTTP basic auth; else ``MLFLOW_TRACKING_USERNAME`` and ``MLFLOW_TRACKING_PASSWORD``;
+    else ``MLFLOW_TRACKING_TOKEN`` as a bearer token."""
+    parts = urllib.parse.urlsplit(uri)
+    host = parts.netloc.rpartition("@")[2]
+    url = urllib.parse.urlunsplit(parts._replace(netloc=host, query="", fragment="")).rstrip("/") + path
+    request = urllib.request.Request(url)
+    user, password = parts.username, parts.password
+    if user is None and password is None:
+        user, password = MLFLOW_TRACKING_USERNAME.get(), MLFLOW_TRACKING_PASSWORD.get()
+    if user or password:
+        pair = f"{urllib.parse.unquote(user or '')}:{urllib.parse.unquote(password or '')}"
+        request.add_header("Authorization", "Basic " + base64.b64encode(pair.encode()).decode())
+    elif MLFLOW_TRACKING_TOKEN.get():
+        request.add_header("Authorization", f"Bearer {MLFLOW_TRACKING_TOKEN.get()}")
+    return request
+
+
+@contextlib.contextmanager
+def _at_once(timeout: float) -> Iterator[None]:
+    """MLflow's REST calls in this block: no retries, at most ``timeout`` s each."""
+    saved = {name: os.environ.get(name) for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+    os.environ.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT=str(max(1, math.ceil(timeout))))
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def check_server(tracking_cfg: Any) -> bool:
-    """For a tracking server (http, https): whether it answers within ``tracking.connect_timeout``,
-    else a one-line error. False for a local store, which :func:`preflight` opens."""
+    """For a tracking server (http, https): whether it answers within ``tracking.connect_timeout``
+    as an MLflow tracking server does (``/health``, then one REST call of MLflow's client), else a
+    one-line error. False for a local store, which :func:`preflight` opens."""
     uri = str(tracking_cfg.uri)
     if not uri.strip():
         raise TrackingError("tracking.uri is empty; give a store (sqlite:///path/mlflow.db, http://host:5000) or leave it out")
     if urllib.parse.urlsplit(uri).scheme not in ("http", "https"):
         return False
+    shown = redact(uri)
     try:
-        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=tracking_cfg.connect_timeout).close()
+        urllib.request.urlopen(_server_request(uri, "/health"), timeout=tracking_cfg.connect_timeout).close()
+    except urllib.error.HTTPError as e:  # it answered: not as MLflow's server does
+        if e.code >= 500:  # starting, or overloaded: as good as unreachable for now
+            raise TrackingError(f"MLflow tracking server {shown} is unreachable (HTTP {e.code} {e.reason}); "
+                                "start it, or set tracking.uri") from None
+        if e.code in (401, 403):
+            raise TrackingError(f"MLflow tracking server {shown} refused the credentials (HTTP {e.code}); "
+                                "check the user and password in tracking.uri or MLFLOW_TRACKING_USERNAME/PASSWORD") from None
+        raise TrackingError(f"{shown} answers, but it is not an MLflow tracking server (GET /health: HTTP {e.code} {e.reason}); "
+                            "check tracking.uri") from None
     except (urllib.error.URLError, OSError, ValueError) as e:
         reason = getattr(e, "reason", e)
-        raise TrackingError(f"MLflow tracking server {redact(uri)} is unreachable ({reason}); start it, or set tracking.uri") from None
+        raise TrackingError(f"MLflow tracking server {shown} is unreachable ({reason}); start it, or set tracking.uri") from None
+    try:
+        with _at_once(float(tracking_cfg.connect_timeout)):
+            mlflow.MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as e:  # noqa: BLE001 - whatever it answered, it is not a usable MLflow server
+        if getattr(e, "error_code", "") in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+            raise TrackingError(f"MLflow tracking server {shown} refused the credentials; check the user and password "
+                                "in tracking.uri or MLFLOW_TRACKING_USERNAME/PASSWORD") from None
+        why = scrub(first_line(e))
+        password = urllib.parse.urlsplit(uri).password
+        if password:  # MLflow's message has the request's URL in it, credentials and all
+            why = why.replace(password, "***").replace(urllib.parse.unquote(password), "***")
+        raise TrackingError(f"{shown} answers, but it is not an MLflow tracking server ({why[:200]}); check tracking.uri") from None
     return True
 
 
@@ -79,17 +144,91 @@ def _quiet_full_store(store: Optional[str]) -> None:
         logger.addFilter(_FullStoreTold(store))
 
 
-def preflight(tracking_cfg: Any) -> None:
-    """Fail fast, before any data is read, if the tracking store cannot be used."""
+#: The first bytes of every SQLite 3 database file.
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _sqlite_path(uri: str) -> Optional[Path]:
+    """The database file of a ``sqlite:`` URI, as SQLAlchemy reads it; None for an in-memory one."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        database = make_url(uri).database
+    except Exception as e:  # noqa: BLE001 - SQLAlchemy's parse error, one line
+        raise TrackingError(f"cannot read tracking.uri {redact(uri)}: {first_line(e)}") from None
+    return None if not database or database == ":memory:" else Path(database)
+
+
+def _check_sqlite_path(db: Path, create: bool) -> None:
+    """What MLflow would otherwise retry for minutes before failing: a directory, a special file,
+    a store that is not there (for a command that only reads)."""
+    if db.is_dir():
+        raise TrackingError(f"tracking.uri names a directory, {db}, not a SQLite file; name the file: sqlite:///{db / 'mlflow.db'}")
+    if db.exists() and not db.is_file():
+        raise TrackingError(f"tracking.uri names {db}, which is not a regular file; name a SQLite file (sqlite:///path/mlflow.db)")
+    if not create and (not db.exists() or db.stat().st_size == 0):
+        raise TrackingError(
+            f"no MLflow store at {db} (nothing was tracked there); point at one with tracking.uri=sqlite:////path/to/mlflow.db "
+            "or tracking.uri=http://host:5000 (or MLFLOW_TRACKING_URI)"
+        )
+
+
+def _check_sqlite_file(db: Path, create: bool) -> None:
+    """An existing file must be a readable (and, to write, writable) SQLite database with MLflow's
+    tables, or empty: MLflow would retry a file it cannot open, and add its tables to another
+    program's database."""
+    import sqlite3
+
+    if not db.exists():
+        return
+    try:
+        with open(db, "rb") as f:
+            header = f.read(len(SQLITE_HEADER))
+    except OSError as e:
+        raise TrackingError(f"cannot read the MLflow store {db}: {e.strerror}") from None
+    if not header:
+        return
+    if header != SQLITE_HEADER:
+        raise TrackingError(f"{db} is not a SQLite database (tracking.uri); name an MLflow store, or a new file to create one")
+    if create and not (os.access(db, os.R_OK | os.W_OK) and os.access(db.parent, os.W_OK)):
+        raise TrackingError(f"cannot write the MLflow store {db} (permission denied): it and its directory must be writable")
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=30)) as con:
+            tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as e:
+        raise TrackingError(f"cannot read the MLflow store {db}: {first_line(e)}") from None
+    if tables and "experiments" not in tables:
+        raise TrackingError(f"{db} is a SQLite database of something else, not an MLflow store (no experiments table); "
+                            "name another file in tracking.uri")
+
+
+def check_store(tracking_cfg: Any) -> None:
+    """What :func:`preflight` checks without opening a store, cheap enough to run before anything
+    heavy is imported: a server answers as MLflow's, a SQLite path is not a directory."""
+    if check_server(tracking_cfg):
+        return
+    uri = str(tracking_cfg.uri)
+    if urllib.parse.urlsplit(uri).scheme == "sqlite":
+        db = _sqlite_path(uri)
+        if db is not None:
+            _check_sqlite_path(db, create=True)
+
+
+def preflight(tracking_cfg: Any, create: bool = True) -> None:
+    """Fail fast, before any data is read, if the tracking store cannot be used. ``create=False``
+    (commands that only read: rerun, compare, predict): a SQLite store that is not there is an
+    error, and nothing is created."""
     configure(tracking_cfg)
     _quiet_full_store(store_file(str(tracking_cfg.uri)))
     if check_server(tracking_cfg):
         return
     uri = str(tracking_cfg.uri)
     scheme = urllib.parse.urlsplit(uri).scheme
+    db = _sqlite_path(uri) if scheme == "sqlite" else None
     lock = None
-    if scheme == "sqlite":
-        db = Path(uri[len("sqlite:///") :])
+    if db is not None:
+        _check_sqlite_path(db, create)
+    if db is not None and create:
         try:
             db.parent.mkdir(parents=True, exist_ok=True)
             lock = open(db.parent / f".{db.name}.init.lock", "w")  # noqa: SIM115 - closed below
@@ -100,7 +239,11 @@ def preflight(tracking_cfg: Any) -> None:
             # Processes starting together (sweep jobs, tuner workers) would each run MLflow's
             # schema migrations on a new store at once, and collide; one at a time they don't.
             fcntl.flock(lock, fcntl.LOCK_EX)
+        if db is not None:
+            _check_sqlite_file(db, create)
         mlflow.MlflowClient(uri).search_experiments(max_results=1)
+    except TrackingError:
+        raise
     except Exception as e:  # noqa: BLE001 - any store failure means the same to the user
         raise TrackingError(f"cannot use MLflow tracking store {redact(uri)}: {first_line(e)}") from None
     finally:
