@@ -145,6 +145,7 @@ def test_a_tracking_uri_with_credentials_trains_against_a_real_server(tmp_path: 
     _no_password_in(server.root)
 
 
+@pytest.mark.no_store  # asserts what the command leaves in the directory
 @pytest.mark.parametrize("status, body", [(200, b"OK"), (404, b"<h1>Not Found</h1>")], ids=["200 to everything", "404 to everything"])
 def test_a_server_that_is_not_mlflow_is_refused_before_any_data_is_read(tmp_path: Path, status: int, body: bytes) -> None:
     with _http_server(lambda handler: (status, body)) as (url, seen):
@@ -157,6 +158,7 @@ def test_a_server_that_is_not_mlflow_is_refused_before_any_data_is_read(tmp_path
 # --- SQLite paths that cannot be a store -------------------------------------------------------
 
 
+@pytest.mark.no_store  # asserts what the command leaves in the directory
 def test_a_directory_as_the_sqlite_store_fails_at_once_in_one_line(tmp_path: Path) -> None:
     (tmp_path / "somedir").mkdir()
     result = run_cli(["train", *SHRINK, f"tracking.uri=sqlite:///{tmp_path / 'somedir'}"], cwd=tmp_path)
