@@ -30,6 +30,9 @@ from conftest import CLI_OWN_ENV, SHRINK, SPACE, file_size_limit, runs_in, wait_
 from pipeline.diskfull import full_disk
 from pipeline.errors import DiskFull
 
+#: Each test sizes its file limit by what is already written: it starts without the seeded store.
+pytestmark = pytest.mark.no_store
+
 EXIT_DISK_FULL = 74
 
 

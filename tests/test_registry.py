@@ -14,7 +14,7 @@ from pipeline.tracking.models import resolve_model
 @pytest.fixture
 def registered(tmp_path: Path, store_uri: str):
     """A real SQLite registry; ``add(score, fingerprint)`` registers a version tagged as a search's."""
-    (tmp_path / "mlruns").mkdir()
+    (tmp_path / "mlruns").mkdir(exist_ok=True)
     client = MlflowClient(store_uri)
     client.create_registered_model("m")
 

@@ -334,7 +334,7 @@ def test_the_seed_noise_warning_compares_the_gap_with_the_spread() -> None:
 
 def test_sigterm_mid_trial_marks_the_runs_killed_and_exits_143(tmp_path: Path, store_uri: str) -> None:
     args = ["tune", *SMALL, "tuner.max_trials=2", "training.epochs=15", "training.early_stopping.enabled=false", "tracking.log_model=false"]
-    (tmp_path / "mlruns").mkdir()
+    (tmp_path / "mlruns").mkdir(exist_ok=True)
     MlflowClient(store_uri).search_experiments()
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], cwd=tmp_path, env=env,
@@ -364,7 +364,7 @@ def test_kill_9_mid_trial_then_the_same_command_resumes(tmp_path: Path, store_ur
     # long enough trials (15 epochs) that the kill lands mid-trial
     args = ["tune", *SMALL, "tuner.max_trials=3", "training.epochs=15", "training.early_stopping.enabled=false", "tracking.log_model=false"]
     # create the store first: two processes migrating a new SQLite store at once collide
-    (tmp_path / "mlruns").mkdir()
+    (tmp_path / "mlruns").mkdir(exist_ok=True)
     MlflowClient(store_uri).search_experiments()
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -592,7 +592,7 @@ def test_hyperband_ranks_fold_scored_trials_by_their_mean(make_cfg, store_uri: s
 @pytest.mark.stress  # 80-130 s: with -m stress, to keep the default suite within 15 minutes
 def test_a_search_killed_mid_trial_keeps_the_folds_it_had_finished(tmp_path: Path, store_uri: str) -> None:
     args = ["tune", *FOLDS, "tuner.max_trials=1", "training.epochs=6", "training.early_stopping.enabled=false", "tracking.log_model=false"]
-    (tmp_path / "mlruns").mkdir()
+    (tmp_path / "mlruns").mkdir(exist_ok=True)
     MlflowClient(store_uri).search_experiments()
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
