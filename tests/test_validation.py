@@ -270,7 +270,7 @@ def check_accepted(cfg: Any, tune: bool, hp: Any) -> None:
 
     found = set(_leaves(OmegaConf.to_container(cfg, resolve=False)))
     assert found <= set(keys), f"accepted keys that are not settings: {sorted(found - set(keys))}"
-    build_model(cfg, DataShape(int(cfg.dataset.vocab_size), 2))
+    build_model(cfg, DataShape(min(int(cfg.dataset.vocab_size), 1000), 2))  # the data's vocabulary is at most that
     keras.utils.set_random_seed(int(cfg.seed))
     assert data.sequence_length(cfg.dataset, ["a b c", "d e"]) >= 1
     if str(cfg.dataset.source) == "files" and cfg.dataset.path and not cfg.dataset.class_files:
@@ -299,7 +299,7 @@ def draws_build(cfg: Any, hp: Any, draws: int = 2, ends: bool = True) -> None:
     from pipeline.model import DataShape, build_model
     from pipeline.search_space import with_values
 
-    shape = DataShape(int(cfg.dataset.vocab_size), 2)
+    shape = DataShape(min(int(cfg.dataset.vocab_size), 1000), 2)
     for param in hp.space if ends else []:
         values = list(getattr(param, "values", None) or [v for v in (getattr(param, "min_value", None), getattr(param, "max_value", None))
                                                          if v is not None] or [False, True])
@@ -346,6 +346,8 @@ def _keys_property(tmp_path: Path, tune: bool, groups: Tuple[str, ...], override
 @example(case=((), ["+training.epochz=1"], ["training.epochz"]))  # once accepted and silently ignored
 @example(case=((), ["training.optimizer='adamz'"], ["training.optimizer"]))  # once refused only after the store was created
 @example(case=(("dataset=files",), ["dataset.delimiter=';;'", "dataset.path='x.csv'"], ["dataset.delimiter"]))
+@example(case=((), ["model.embedding_dim=4294967296"], ["model.embedding_dim"]))  # once an out-of-memory traceback (found by -m stress)
+@example(case=((), ["model.num_layers=4294967296"], ["model.num_layers"]))  # would build layers until memory ran out
 def test_any_value_of_any_train_key_is_valid_or_refused_in_one_line(tmp_path: Path, case) -> None:
     _keys_property(tmp_path, False, *case)
 
