@@ -118,6 +118,9 @@ def dataset(ds: Any) -> None:
         for what in ("path", "val_path", "test_path"):
             if getattr(ds, what) and not (what == "path" and ds.class_files):
                 _existing_file(getattr(ds, what), f"dataset.{what}")
+        if ds.class_files is not None and not (OmegaConf.is_dict(ds.class_files) and all(
+                isinstance(v, str) and v.strip() for v in ds.class_files.values())):
+            raise ConfigError("dataset.class_files must be {label: file, ...}, e.g. dataset.class_files='{pos: a.txt, neg: b.txt}'")
         for label, path in (ds.class_files or {}).items():
             _existing_file(path, f"dataset.class_files.{label}")
     for what in ("text", "label"):

@@ -70,6 +70,8 @@ def values_for(kind: Any) -> st.SearchStrategy:
         return st.one_of(st.none(), values_for(next(a for a in args if a is not type(None))))
     if origin in (list, List):
         return st.one_of(st.lists(values_for(args[0]), max_size=4), WRONG)
+    if kind is Any:  # dataset.class_files: {label: file}, of any shape
+        return st.one_of(st.dictionaries(st.sampled_from(["pos", "neg", "a"]), TEXT, max_size=3), WRONG, TEXT)
     if origin in (dict, Dict):
         return st.one_of(st.dictionaries(st.sampled_from(["pos", "neg", "a"]), TEXT, max_size=3), WRONG)
     if isinstance(kind, type) and issubclass(kind, Enum):
@@ -427,6 +429,8 @@ CLI_CASES = [
     ("a model name TensorFlow refuses", ["train", "model.name='my model'"], "model.name may hold only letters, digits"),
     ("a registered name MLflow refuses", ["tune", "tuner.final.registered_model_name=team/lstm"], "registered_model_name must be a name without '/'"),
     ("a bad job in a sweep", ["train", "-m", "seed=1,2", "training.epochs=0"], "training.epochs must be at least 1, got 0 (job "),
+    ("class files as the README writes them", ["train", "dataset=files", "dataset.format=lines", "dataset.class_files={pos: a.txt, neg: b.txt}"],
+     "data file not found: a.txt (dataset.class_files.pos)"),  # once a traceback from OmegaConf (found by -m stress)
 ]
 
 
