@@ -80,8 +80,10 @@ class DatasetConfig:
     path: Optional[str] = None
     val_path: Optional[str] = None
     test_path: Optional[str] = None
-    #: ``files``: one file per class, ``{label: path}``, one text per line (e.g. MR).
-    class_files: Optional[Dict[str, str]] = None
+    #: ``files``: one file per class, ``{label: path}``, one text per line (e.g. MR). Untyped, so
+    #: that ``dataset.class_files='{pos: a.txt, neg: b.txt}'`` merges into its null (OmegaConf
+    #: cannot merge into a null typed mapping); pipeline/limits.py checks its shape.
+    class_files: Any = None
     #: ``auto`` (from the extension), ``csv``, ``tsv``, ``jsonl``, ``label_text`` or ``lines``.
     format: DataFormat = MISSING
     #: Column name, or 0-based index when the file has no header.

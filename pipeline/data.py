@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from pipeline import readers, validate
+from pipeline import limits, readers
 from pipeline.errors import ConfigError, DataError, shown
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ def load_splits(ds: Any, seed: int) -> Splits:
     Exact duplicates are removed before splitting, and a text in the test (or validation)
     file is removed from the splits before it, so no text is ever in two splits.
     """
-    validate.split_sizes(ds)  # checked before reading, and as given (not rescaled)
+    limits.split_sizes(ds)  # checked before reading, and as given (not rescaled)
     main, val, test = _read_sources(ds)
     removed = 0
     if test is not None:
@@ -173,7 +173,7 @@ def load_splits(ds: Any, seed: int) -> Splits:
 
 def sequence_length(ds: Any, train_texts: List[str]) -> int:
     """The padded length: a fixed integer, or ``auto`` = a percentile of train lengths, capped."""
-    fixed = validate.sequence_settings(ds)
+    fixed = limits.sequence_settings(ds)
     if fixed is not None:
         return fixed
     lengths = [len(t.split()) for t in train_texts]

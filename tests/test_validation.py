@@ -70,6 +70,8 @@ def values_for(kind: Any) -> st.SearchStrategy:
         return st.one_of(st.none(), values_for(next(a for a in args if a is not type(None))))
     if origin in (list, List):
         return st.one_of(st.lists(values_for(args[0]), max_size=4), WRONG)
+    if kind is Any:  # dataset.class_files: {label: file}, of any shape
+        return st.one_of(st.dictionaries(st.sampled_from(["pos", "neg", "a"]), TEXT, max_size=3), WRONG, TEXT)
     if origin in (dict, Dict):
         return st.one_of(st.dictionaries(st.sampled_from(["pos", "neg", "a"]), TEXT, max_size=3), WRONG)
     if isinstance(kind, type) and issubclass(kind, Enum):
@@ -270,7 +272,7 @@ def check_accepted(cfg: Any, tune: bool, hp: Any) -> None:
 
     found = set(_leaves(OmegaConf.to_container(cfg, resolve=False)))
     assert found <= set(keys), f"accepted keys that are not settings: {sorted(found - set(keys))}"
-    build_model(cfg, DataShape(int(cfg.dataset.vocab_size), 2))
+    build_model(cfg, DataShape(min(int(cfg.dataset.vocab_size), 1000), 2))  # the data's vocabulary is at most that
     keras.utils.set_random_seed(int(cfg.seed))
     assert data.sequence_length(cfg.dataset, ["a b c", "d e"]) >= 1
     if str(cfg.dataset.source) == "files" and cfg.dataset.path and not cfg.dataset.class_files:
@@ -299,7 +301,7 @@ def draws_build(cfg: Any, hp: Any, draws: int = 2, ends: bool = True) -> None:
     from pipeline.model import DataShape, build_model
     from pipeline.search_space import with_values
 
-    shape = DataShape(int(cfg.dataset.vocab_size), 2)
+    shape = DataShape(min(int(cfg.dataset.vocab_size), 1000), 2)
     for param in hp.space if ends else []:
         values = list(getattr(param, "values", None) or [v for v in (getattr(param, "min_value", None), getattr(param, "max_value", None))
                                                          if v is not None] or [False, True])
@@ -346,6 +348,8 @@ def _keys_property(tmp_path: Path, tune: bool, groups: Tuple[str, ...], override
 @example(case=((), ["+training.epochz=1"], ["training.epochz"]))  # once accepted and silently ignored
 @example(case=((), ["training.optimizer='adamz'"], ["training.optimizer"]))  # once refused only after the store was created
 @example(case=(("dataset=files",), ["dataset.delimiter=';;'", "dataset.path='x.csv'"], ["dataset.delimiter"]))
+@example(case=((), ["model.embedding_dim=4294967296"], ["model.embedding_dim"]))  # once an out-of-memory traceback (found by -m stress)
+@example(case=((), ["model.num_layers=4294967296"], ["model.num_layers"]))  # would build layers until memory ran out
 def test_any_value_of_any_train_key_is_valid_or_refused_in_one_line(tmp_path: Path, case) -> None:
     _keys_property(tmp_path, False, *case)
 
@@ -425,6 +429,8 @@ CLI_CASES = [
     ("a model name TensorFlow refuses", ["train", "model.name='my model'"], "model.name may hold only letters, digits"),
     ("a registered name MLflow refuses", ["tune", "tuner.final.registered_model_name=team/lstm"], "registered_model_name must be a name without '/'"),
     ("a bad job in a sweep", ["train", "-m", "seed=1,2", "training.epochs=0"], "training.epochs must be at least 1, got 0 (job "),
+    ("class files as the README writes them", ["train", "dataset=files", "dataset.format=lines", "dataset.class_files={pos: a.txt, neg: b.txt}"],
+     "data file not found: a.txt (dataset.class_files.pos)"),  # once a traceback from OmegaConf (found by -m stress)
 ]
 
 

@@ -31,7 +31,7 @@ from omegaconf import DictConfig
 
 from pipeline import experiment, tracking
 from pipeline.errors import ConfigError
-from pipeline.validate import cv_folds as check
+from pipeline.limits import cv_folds as check
 
 
 def resolve(cfg: DictConfig, prepared: experiment.Prepared) -> int:

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline import provenance, search_space
 from pipeline.diskfull import writing
 from pipeline.errors import ConfigError
-from pipeline.validate import tuner_location
+from pipeline.limits import tuner_location
 
 STATE_FILE = "pipeline_search.json"
 

@@ -1,8 +1,8 @@
 """Which tuner a search runs, checked and built: ``tuner.name`` -> a Keras Tuner over the pipeline's oracle.
 
-Owns :func:`make_tuner`; the checks of every tuner setting are in pipeline/validate.py. A new
+Owns :func:`make_tuner`; the checks of every tuner setting are in pipeline/limits.py. A new
 tuner goes here: its oracle in ``compat.ORACLES`` (wrapped like the others), its settings in its
-``conf/tuner/`` file and schema, and its budget's checks in pipeline/validate.py.
+``conf/tuner/`` file and schema, and its budget's checks in pipeline/limits.py.
 """
 
 from __future__ import annotations
