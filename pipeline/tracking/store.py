@@ -117,10 +117,15 @@ def check_server(tracking_cfg: Any) -> bool:
 
 
 def store_file(uri: str) -> Optional[str]:
-    """The file of a SQLite store (``sqlite:///path``); None for any other store."""
+    """The file of a SQLite store (``sqlite:///path``), as :func:`_sqlite_path` reads it; None for
+    any other store (and for a URI that does not parse: this names a file in an error, never fails)."""
     if urllib.parse.urlsplit(uri).scheme != "sqlite":
         return None
-    return str(Path(uri[len("sqlite:///") :]).resolve())
+    try:
+        db = _sqlite_path(uri)
+    except TrackingError:
+        return None
+    return None if db is None else str(db.resolve())
 
 
 class _FullStoreTold(logging.Filter):
