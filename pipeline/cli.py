@@ -222,6 +222,37 @@ def _local_conf(rest: List[str]) -> List[str]:
 
 
 SHELL_COMPLETION = ("-sc", "--shell-completion")
+#: Hydra's own command-line flags (``pipeline train --help`` lists them); those without a value
+#: may stand anywhere on the line: ``pipeline train seed=1,2 -m`` is a multirun.
+HYDRA_SWITCHES = ("-m", "--multirun", "-r", "--run", "--resolve")
+HYDRA_FLAGS = (*HYDRA_SWITCHES, "-h", "--help", "--hydra-help", "--version", "-c", "--cfg", "-p", "--package",
+               *SHELL_COMPLETION, "-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir",
+               "--experimental-rerun", "-i", "--info")
+
+#: What Hydra does with the line, one at a time.
+MODES = {"--run": ("-r", "--run"), "--multirun": ("-m", "--multirun"), "--cfg": ("-c", "--cfg"), "--info": ("-i", "--info"),
+         "--shell-completion": SHELL_COMPLETION}
+
+
+def _hydra_line(name: str, rest: List[str]) -> List[str]:
+    """The arguments as Hydra's parser takes them: its switches first (argparse refuses an
+    override after one), and an option it does not have refused in one line."""
+    import difflib
+
+    for arg in rest:
+        flag = arg.split("=")[0]
+        if arg.startswith("-") and flag not in HYDRA_FLAGS:
+            near = difflib.get_close_matches(flag, HYDRA_FLAGS, n=1, cutoff=0.6)
+            hint = f"did you mean {near[0]}?" if near else f"`pipeline {name} --help` lists them"
+            raise UsageError(f"pipeline {name} has no option {flag!r}; {hint}")
+    modes = {m for arg in rest for m in MODES if arg.split("=")[0] in MODES[m]}
+    if len(modes) > 1:  # else a ValueError out of Hydra
+        raise UsageError(f"pipeline {name} takes one of {', '.join(MODES)}, not {' and '.join(m for m in MODES if m in modes)}")
+    return [*(a for a in rest if a in HYDRA_SWITCHES), *(a for a in rest if a not in HYDRA_SWITCHES)]
+
+
+class UsageError(Exception):
+    """A command line Hydra's parser would refuse with its usage text: told in one line instead."""
 
 
 def _completion(args: List[str]) -> int:
@@ -282,6 +313,11 @@ def _main(argv: Optional[List[str]] = None) -> int:
     # Hydra then raises instead of printing; a user's own setting keeps the full trace.
     full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        rest = _hydra_line(name, rest)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     sys.argv = [f"pipeline {name}", *_local_conf(rest)]
     from pipeline import sweep
     from pipeline.errors import DiskFull, PipelineError
@@ -292,7 +328,10 @@ def _main(argv: Optional[List[str]] = None) -> int:
     except Refused as e:  # refused before the job's directory, store or project was created
         if full_error:
             raise e.error from None
-        print(f"error: {first_line(e.error)}", file=sys.stderr)
+        from pipeline.errors import ConfigError
+
+        told = first_line(e.error) if isinstance(e.error, ConfigError) else _hydra_message(e.error)
+        print(f"error: {told}" + (f" (job {' '.join(e.job)})" if e.job else ""), file=sys.stderr)
         return 2
     except Terminated:
         sweep.abandon("KILLED")

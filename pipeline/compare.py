@@ -152,7 +152,7 @@ def main(argv: List[str]) -> int:
         tracking.attach(uri, parent.run_id, frame, "compare/runs.csv", figure, "compare/comparison.png")
         print(f"logged compare/runs.csv and compare/comparison.png to {'sweep' if 'sweep.id' in parent.tags else 'search'} {parent.run_id}")
         return 0
-    tags = {"pipeline.command": "compare", "compared_runs": ",".join(frame["run_id"])[:5000], "compare.metric": metric}
+    tags = {"pipeline.command": "compare", **tracking.process_tag(), "compared_runs": ",".join(frame["run_id"])[:5000], "compare.metric": metric}
     with tracking.tracked_run(cfg.tracking, f"compare-{time.strftime('%Y%m%d-%H%M%S')}", tags) as active:
         tracking.log_table(frame, "compare/runs.csv")
         tracking.log_figure(figure, "compare/comparison.png")

@@ -47,7 +47,7 @@ class DiskFull(PipelineError):
     """A write that failed for want of space: a full disk, a used-up quota or the file size limit
     (``pipeline.diskfull`` tells them from other failures). Exit status 74; what finished is kept,
     and the same command goes on once there is space. ``unclosed``: runs the full store would not
-    let be closed (a search's resume closes them)."""
+    let be closed (the next run on this machine, in the same experiment, closes them)."""
 
     def __init__(self, what: str, why: str, remedy: str = "free some space") -> None:
         super().__init__(what, why)
@@ -58,5 +58,5 @@ class DiskFull(PipelineError):
         text = f"could not write {self.what}: {self.why}; {self.remedy}, then run the same command again (a search goes on where it stopped)"
         if self.unclosed:
             runs = ", ".join(self.unclosed)
-            text += f"; the full store could not record the end of run(s) {runs}, left RUNNING (a search closes its own when it resumes)"
+            text += f"; the full store could not record the end of run(s) {runs}, left RUNNING until the same command runs again here, which closes them"
         return text

@@ -83,6 +83,7 @@ def run_tags(cfg: DictConfig, config: Dict[str, Any], prepared: Prepared, comman
         "dataset": str(cfg.dataset.name),
         "model": str(cfg.model.name),
         "pipeline.command": command,
+        **tracking.process_tag(),  # a run its process leaves open when it dies is closed by the next one
         "config_hash": provenance.config_hash(config),
         "data_fingerprint": fingerprint["all"],
         **{f"data_fingerprint.{k}": v for k, v in fingerprint.items() if k != "all"},

@@ -14,7 +14,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -55,6 +55,17 @@ def _at_least(path: str, value: Any, low: int) -> None:
 def _within(path: str, value: Any, low: float, high: float) -> None:
     if not low <= _number(path, value) <= high:
         raise ConfigError(f"{path} must be between {low:g} and {high:g}, got {value}")
+
+
+def _seeds(path: str, values: Any) -> List[int]:
+    """A list of seeds, each a whole number in range (OmegaConf lets a list of lists into a
+    ``List[int]`` through an override: ``[[1]]``)."""
+    seeds = list(values)
+    for seed in seeds:
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ConfigError(f"{path} must be a list of whole numbers, got {OmegaConf.to_container(values) if OmegaConf.is_config(values) else values}")
+        _within(path, seed, 0, MAX_SEED)
+    return seeds
 
 
 def _size(path: str, value: Any, low: int = 1) -> None:
@@ -220,7 +231,7 @@ def tuner(cfg: DictConfig) -> None:
     if name is not None and (not str(name).strip() or any(c in str(name) for c in "/:")):
         raise ConfigError("tuner.final.registered_model_name must be a name without '/' or ':' (MLflow's rule), or null for none")
     sv = t.final.seed_variance
-    if sv.top_k < 0 or (sv.top_k > 0 and len(set(sv.seeds)) < 2):
+    if sv.top_k < 0 or len(set(_seeds("tuner.final.seed_variance.seeds", sv.seeds))) < 2 and sv.top_k > 0:
         raise ConfigError(
             f"tuner.final.seed_variance needs top_k >= 0 and, when on, at least two different seeds; got top_k={sv.top_k} seeds={list(sv.seeds)}"
         )
@@ -230,7 +241,7 @@ def tuner(cfg: DictConfig) -> None:
             "a search scores its trials on the validation split, so training.fit_on must be train "
             "(the final model is trained on train+validation by tuner.final.refit=true)"
         )
-    seeds = [int(s) for s in t.final.ensemble.seeds]
+    seeds = _seeds("tuner.final.ensemble.seeds", t.final.ensemble.seeds)
     if len(set(seeds)) != len(seeds) or int(cfg.seed) in seeds:
         raise ConfigError(
             f"tuner.final.ensemble.seeds must be different seeds, none of them the search's seed ({cfg.seed}); got {seeds}"

@@ -64,7 +64,7 @@ class MlflowSweep(Callback):
             run_name=f"sweep-{command}-" + "-".join(o.split("=")[0].split(".")[-1] for o in overrides if "," in o)[:40],
             params={"sweep.overrides": " ".join(overrides)[:6000], "sweep.command": f"pipeline {command}",
                     "sweep.sweeper": str(hydra.sweeper.get("_target_", "")), "sweep.launcher": str(hydra.launcher.get("_target_", ""))},
-            tags={"pipeline.command": f"{command} -m", "mlflow.note.content": " ".join(["pipeline", command, "-m", *overrides]),
+            tags={"pipeline.command": f"{command} -m", **tracking.process_tag(), "mlflow.note.content": " ".join(["pipeline", command, "-m", *overrides]),
                   "sweep.dir": str(directory.resolve())},  # this run's directory: a resumed sweep has a new one
         )
         directory.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,7 @@ import json
 import typing
 from typing import Any, Dict, List, Optional
 
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -33,17 +34,19 @@ _PASSED: Dict[str, Any] = {}
 
 class Refused(BaseException):
     """A config refused by :class:`Validate`. A BaseException, because Hydra turns an Exception
-    raised by a callback into a warning and runs the job anyway; ``pipeline.cli`` prints ``error``."""
+    raised by a callback into a warning and runs the job anyway; ``pipeline.cli`` prints ``error``
+    (a :class:`ConfigError`, or what Hydra or OmegaConf raised composing a sweep's ``job``)."""
 
-    def __init__(self, error: ConfigError) -> None:
+    def __init__(self, error: Exception, job: Optional[List[str]] = None) -> None:
         super().__init__(str(error))
-        self.error = error
+        self.error, self.job = error, job
 
 
 class Validate(Callback):
     """``hydra.callbacks.validate``: the pass, before Hydra creates the job's output directory;
-    for a multirun of Hydra's basic sweeper, over every job before the sweep's parent run opens
-    (other sweepers choose values as they go: each job is checked by its entry point)."""
+    for a multirun, over its jobs before the sweep's parent run or directory is made: every job of
+    Hydra's basic sweeper, and for a sweeper that chooses values as it goes (Optuna, Nevergrad),
+    each value it can draw at the ends of its ranges (:func:`sweep_jobs`)."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
@@ -53,18 +56,48 @@ class Validate(Callback):
 
     def on_multirun_start(self, config: DictConfig, config_name: Optional[str] = None, **kwargs: Any) -> None:
         from hydra import compose
-        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-        from hydra.core.override_parser.overrides_parser import OverridesParser
 
-        if not str(config.hydra.sweeper.get("_target_", "")).endswith(".BasicSweeper"):
-            return
-        params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
-        parsed = OverridesParser.create().parse_overrides([*params, *config.hydra.overrides.task])
-        for job in (job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch):
+        basic = str(config.hydra.sweeper.get("_target_", "")).endswith(".BasicSweeper")
+        for job in sweep_jobs(config, every=basic):
             try:
                 check(compose(config_name, overrides=job))
-            except ConfigError as e:
-                raise Refused(ConfigError(f"{e} (job {' '.join(job)})")) from None
+            except (ConfigError, HydraException, OmegaConfBaseException) as e:  # a value the job's key does not take
+                raise Refused(e, job) from None
+
+
+#: Jobs checked for a sweeper that draws its values: the product of the ends, at most this many.
+ENDS_CHECKED = 256
+
+
+def sweep_jobs(config: DictConfig, every: bool) -> List[List[str]]:
+    """The jobs of a multirun as override lists, from its command-line overrides and the sweeper's
+    own ``params`` (Hydra's override grammar, read with its public parser): with ``every``, each
+    job the basic sweeper runs (the product of every list, choice and range); otherwise the values
+    a sweeper that draws can reach at their ends: each choice, a range's first and last value, an
+    interval's two ends and a fraction between them (as a sweeper draws: a float where the
+    setting may need an integer)."""
+    import itertools
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import IntervalSweep
+
+    params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
+    axes: List[List[str]] = []
+    for override in OverridesParser.create().parse_overrides([*params, *config.hydra.overrides.task]):
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            axes.append([override.input_line])
+            continue
+        value = override.value()
+        if isinstance(value, IntervalSweep):
+            # its ends, and a draw from inside: a fraction, as the floats Optuna draws are
+            values = [value.start, value.end, value.start + (value.end - value.start) * 0.318]
+            axes.append([f"{key}={v!r}" for v in dict.fromkeys(values)])
+            continue
+        values = [f"{key}={v}" for v in override.sweep_string_iterator()]
+        axes.append(values if every else list(dict.fromkeys([values[0], values[-1]] if override.is_range_sweep() else values)))
+    jobs = itertools.product(*axes)
+    return [list(job) for job in (jobs if every else itertools.islice(jobs, ENDS_CHECKED))]
 
 
 def check(cfg: DictConfig) -> Any:

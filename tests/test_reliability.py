@@ -302,3 +302,49 @@ def test_a_server_gone_for_longer_stops_the_search_in_one_line_and_the_same_comm
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resuming search" in result.stdout
     _assert_complete(server.store_uri, TRIALS, EPOCHS)
+
+
+def _process_of_a_finished_child() -> str:
+    """The ``pipeline.process`` tag of a process of this machine that has ended."""
+    child = subprocess.run([sys.executable, "-c", "from pipeline.tracking.resilience import process_tag, PROCESS; "
+                            "print(process_tag()[PROCESS])"], capture_output=True, text=True, timeout=120)
+    assert child.returncode == 0, child.stderr[-2000:]
+    return child.stdout.strip()
+
+
+def test_runs_whose_process_died_are_closed_by_the_next_run_on_this_machine_and_no_others(tmp_path: Path, store_uri: str) -> None:
+    """A `pipeline train` killed with SIGKILL (or whose end a full store could not record) leaves
+    its run RUNNING: the next run in the experiment closes it KILLED, naming the process; runs of
+    live processes, of another machine, or without an owner (a search's trial runs, closed by
+    its own resume) stay as they are."""
+    killed = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "train", *SHRINK, "dataset.max_samples=300", "training.epochs=50",
+                               "training.early_stopping.patience=50"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: any(r.info.status == "RUNNING" for r in runs_in(store_uri)), 180, "the train run to open")
+    finally:
+        killed.kill()
+        killed.wait()
+    (dead_train,) = runs_in(store_uri)
+    assert dead_train.info.status == "RUNNING" and dead_train.data.tags[tracking.resilience.PROCESS].split(":")[1] == str(killed.pid)
+
+    client = MlflowClient(store_uri)
+    experiment_id = dead_train.info.experiment_id
+    own = tracking.process_tag()[tracking.resilience.PROCESS]
+    machine, pid, started = own.split(":")
+    owners = {
+        "dead": _process_of_a_finished_child(),
+        "alive": own,  # this test's process
+        "pid used again": f"{machine}:{pid}:{int(started or 0) + 1}",  # this pid, started at another time
+        "another machine": f"{'0' * 16}:1:1",
+    }
+    made = {name: client.create_run(experiment_id, run_name=name, tags={tracking.resilience.PROCESS: owner}).info.run_id
+            for name, owner in owners.items()}
+    made["no owner"] = client.create_run(experiment_id, run_name="no owner").info.run_id
+
+    result = run_cli(["train", *SHRINK, "dataset.max_samples=100"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    status = {name: client.get_run(run_id).info.status for name, run_id in made.items()}
+    assert status == {"dead": "KILLED", "alive": "RUNNING", "pid used again": "KILLED", "another machine": "RUNNING", "no owner": "RUNNING"}
+    closed = client.get_run(dead_train.info.run_id)
+    assert closed.info.status == "KILLED" and f"(pid {killed.pid}) ended without closing it" in closed.data.tags["error"]
+    assert sorted(r.info.status for r in runs_in(store_uri)) == ["FINISHED", "KILLED", "KILLED", "KILLED", "RUNNING", "RUNNING", "RUNNING"]

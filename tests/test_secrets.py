@@ -264,7 +264,8 @@ def test_no_planted_secret_reaches_the_store_from_any_field_of_a_train_run(tmp_p
     name (also inside URIs of every form), the experiment name, the model's name (in the Keras
     model's summary and its saved config), the dataset's name (tags, dataset inputs), one typed on
     the command line (the run's description), URI passwords typed there and one in MLflow's own
-    run context; then every table row and every file of the store is read."""
+    run context; then every table row and every file of the store is read, and every file Hydra
+    wrote beside the job (its .hydra/ records and log)."""
     env = {**PLANTED, **DATA_WORD, **CONTEXT, "TOKENIZERS_PARALLELISM": "false"}
     assert len(PLANTED) == 10 and min(map(len, PLANTED.values())) == 1 and max(map(len, PLANTED.values())) == 40
     data = write_sentiment_csv(tmp_path / "reviews.csv", n=120)
@@ -304,6 +305,11 @@ def test_no_planted_secret_reaches_the_store_from_any_field_of_a_train_run(tmp_p
 
     assert run.data.tags["deployed.from"] == "https://:***@h.example"  # a tag of MLflow's own
     leaks = leaks_in_store(artifacts, [*PLANTED.values(), *LITERAL.values(), "CtxPw0rd9"])
+    assert not leaks, leaks[:20]
+    # Hydra's own records of the job (.hydra/overrides.yaml holds the command line as typed)
+    (overrides,) = (tmp_path / "outputs").rglob("overrides.yaml")
+    assert "tracking.run_name=" in overrides.read_text() and "https://:***@h.example/x" in overrides.read_text()
+    leaks = leaks_in_store(tmp_path / "outputs", [*PLANTED.values(), *LITERAL.values()])
     assert not leaks, leaks[:20]
 
     # a vocabulary is data: the token that equals a secret stays, and the artifact is the model's vocabulary
@@ -372,3 +378,30 @@ def test_no_planted_secret_reaches_the_store_from_a_search(tmp_path: Path, store
     assert [m.name for m in client.search_registered_models()] == ["lstm-reviews-***.***"]
     leaks = leaks_in_store(tmp_path / "mlruns", [*PLANTED.values(), "CtxPw0rd9"])
     assert not leaks, leaks[:20]
+
+
+@pytest.mark.no_store
+def test_hydra_records_of_a_multirun_job_are_scrubbed_before_the_job_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The callback on Hydra's own files (each job's .hydra/*.yaml, the sweep's multirun.yaml, the
+    job's log): the files as Hydra wrote them, each with a URI password and an environment secret."""
+    from omegaconf import OmegaConf
+    from hydra.types import RunMode
+
+    from pipeline.tracking.redact import ScrubOutputs
+
+    monkeypatch.setenv("F_TOKEN", PLANTED["F_TOKEN"])
+    sweep, job = tmp_path / "multirun", tmp_path / "multirun" / "0"
+    (job / ".hydra").mkdir(parents=True)
+    secret_text = f"uri: https://u:LitPw0rd1@h.example/x\nname: a-{PLANTED['F_TOKEN']}\n"
+    files = [job / ".hydra" / n for n in ("config.yaml", "overrides.yaml", "hydra.yaml")] + [sweep / "multirun.yaml", job / "train.log"]
+    for path in files:
+        path.write_text(secret_text)
+    config = OmegaConf.create({"hydra": {"output_subdir": ".hydra", "mode": RunMode.MULTIRUN, "runtime": {"output_dir": str(job)},
+                                         "sweep": {"dir": str(sweep)}, "job": {"name": "train"}}})
+    callback = ScrubOutputs()
+    callback.on_job_start(config)
+    assert [p.read_text() for p in files[:4]] == ["uri: https://u:***@h.example/x\nname: a-***\n"] * 4
+    assert files[4].read_text() == secret_text  # the log: once the job has written it
+    callback.on_job_end(config)
+    assert files[4].read_text() == "uri: https://u:***@h.example/x\nname: a-***\n"
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == sorted(p.name for p in files)  # nothing beside them

@@ -336,6 +336,8 @@ def _keys_property(tmp_path: Path, tune: bool, groups: Tuple[str, ...], override
             line = cli._hydra_message(result)
             given = [*keys, *(g.split("=")[0] for g in groups)]
             named = [k for k in given if k.split(".")[-1] in line] or [o for o in overrides if o.split("=", 1)[1].strip("'") in line]
+            # an interpolation of an unset variable, met where another key uses the value: the variable
+            named += [v for o in overrides for v in re.findall(r"oc\.env:([^,}]+)", o) if f"'{v}'" in line]
             assert named, (line, groups, overrides)
         else:
             event("accepted")
@@ -350,6 +352,7 @@ def _keys_property(tmp_path: Path, tune: bool, groups: Tuple[str, ...], override
 @example(case=(("dataset=files",), ["dataset.delimiter=';;'", "dataset.path='x.csv'"], ["dataset.delimiter"]))
 @example(case=((), ["model.embedding_dim=4294967296"], ["model.embedding_dim"]))  # once an out-of-memory traceback (found by -m stress)
 @example(case=((), ["model.num_layers=4294967296"], ["model.num_layers"]))  # would build layers until memory ran out
+@example(case=((), ["paths.mlruns_dir='${oc.env:PIPELINE_NO_SUCH_VARIABLE}'"], ["paths.mlruns_dir"]))  # met as tracking.uri
 def test_any_value_of_any_train_key_is_valid_or_refused_in_one_line(tmp_path: Path, case) -> None:
     _keys_property(tmp_path, False, *case)
 
@@ -358,6 +361,8 @@ def test_any_value_of_any_train_key_is_valid_or_refused_in_one_line(tmp_path: Pa
 @given(case=config_overrides(tune=True))
 @example(case=((), ["+tuner.max_trialz=3"], ["tuner.max_trialz"]))
 @example(case=((), ["tuner.name=hyperband"], ["tuner.name"]))  # the name of a tuner its section is not
+@example(case=((), ["tuner.final.ensemble.seeds=[[1]]"], ["tuner.final.ensemble.seeds"]))  # a TypeError (OmegaConf lets it in)
+@example(case=((), ["tuner.final.seed_variance.seeds=[[1],[2]]"], ["tuner.final.seed_variance.seeds"]))
 def test_any_value_of_any_tune_key_is_valid_or_refused_in_one_line(tmp_path: Path, case) -> None:
     _keys_property(tmp_path, True, *case)
 
@@ -429,6 +434,10 @@ CLI_CASES = [
     ("a model name TensorFlow refuses", ["train", "model.name='my model'"], "model.name may hold only letters, digits"),
     ("a registered name MLflow refuses", ["tune", "tuner.final.registered_model_name=team/lstm"], "registered_model_name must be a name without '/'"),
     ("a bad job in a sweep", ["train", "-m", "seed=1,2", "training.epochs=0"], "training.epochs must be at least 1, got 0 (job "),
+    ("a value an Optuna sweep can draw", ["train", "-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=2", "training.epochs=choice(2,0)"],
+     "training.epochs must be at least 1, got 0 (job "),  # once checked by the job, after the sweep's parent opened
+    ("an interval an Optuna sweep draws floats from", ["train", "-m", "hydra/sweeper=optuna", "model.units=interval(8,64)"],
+     "model.units"),
     ("class files as the README writes them", ["train", "dataset=files", "dataset.format=lines", "dataset.class_files={pos: a.txt, neg: b.txt}"],
      "data file not found: a.txt (dataset.class_files.pos)"),  # once a traceback from OmegaConf (found by -m stress)
 ]
@@ -442,6 +451,17 @@ def test_a_bad_setting_leaves_the_directory_as_it_was(tmp_path: Path, name: str,
     flags, overrides = [a for a in args[1:] if a.startswith("-")], [a for a in args[1:] if not a.startswith("-")]
     result = run_cli([args[0], *flags, *SHRINK, "dataset.max_samples=100", *overrides], cwd=tmp_path)
     assert_one_line_error(result, fragment)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.no_store
+def test_hydra_flags_stand_anywhere_and_a_wrong_one_is_one_line(tmp_path: Path) -> None:
+    """`-m` after the overrides is a multirun (argparse refused it with its usage text); an option
+    Hydra does not have, or two modes at once, are one line (were argparse's usage, and a traceback)."""
+    assert_one_line_error(run_cli(["train", *SHRINK, "seed=1,2", "-m", "training.epochs=0"], cwd=tmp_path),
+                          "training.epochs must be at least 1, got 0 (job +debug=fast seed=1 ")
+    assert_one_line_error(run_cli(["train", "--multirn"], cwd=tmp_path), "pipeline train has no option '--multirn'; did you mean --multirun?")
+    assert_one_line_error(run_cli(["tune", "--cfg", "job", "-m"], cwd=tmp_path), "pipeline tune takes one of --run, --multirun, --cfg")
     assert list(tmp_path.iterdir()) == []
 
 

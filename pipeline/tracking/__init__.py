@@ -2,7 +2,7 @@
 
 - ``redact``: what a secret is, and scrubbing it from everything written.
 - ``store``: which store, its retry policy, the preflight before any data is read, UI links.
-- ``resilience``: a server lost mid-run, and a resumed search's runs made to agree with its trials.
+- ``resilience``: a server lost mid-run, a resumed search's runs made to agree with its trials, and runs a dead process left open closed.
 - ``runs``: :func:`tracked_run`, the one way a run is opened, and always closed.
 - ``log``: params, metrics, tags, artifacts and the per-epoch Keras callback, into the active run.
 - ``records``: past runs read back as plain values (rerun, compare).
@@ -21,13 +21,14 @@ from pipeline.tracking.log import (
 from pipeline.tracking.loading import check_own_model, load_text_model
 from pipeline.tracking.models import PYFUNC_MODEL_FILE, log_text_model, resolve_model
 from pipeline.tracking.records import RunRecord, attach, experiment_id_by_name, fetch_run, load_artifact, metric_history, search
-from pipeline.tracking.redact import redact, scrub
+from pipeline.tracking.redact import ScrubOutputs, redact, scrub
 from pipeline.tracking.registry import promote, registered_for, registered_name, search_version
 from pipeline.tracking.resilience import (
     close_stale_runs,
     close_trial_runs,
     is_lost,
     lost,
+    process_tag,
     reconcile_children,
     retries_spent,
     retry_budget_s,
@@ -38,10 +39,10 @@ from pipeline.tracking.store import check_server, check_store, configure, prefli
 from pipeline.tracking.sweeps import close_sweep, finished_job, jobs_of, open_sweep
 
 __all__ = [
-    "PYFUNC_MODEL_FILE", "RunRecord", "attach", "check_own_model", "check_server", "check_store", "close_stale_runs", "close_sweep", "finished_job", "jobs_of", "open_sweep", "close_trial_runs",
+    "PYFUNC_MODEL_FILE", "RunRecord", "ScrubOutputs", "attach", "check_own_model", "check_server", "check_store", "close_stale_runs", "close_sweep", "finished_job", "jobs_of", "open_sweep", "close_trial_runs",
     "configure", "epoch_logger", "experiment_id_by_name", "fetch_run", "folder_name", "is_lost", "load_artifact",
     "load_text_model", "log_data", "log_datasets", "log_dict", "log_figure", "log_metric_history", "log_metrics", "log_params", "log_skops", "log_table", "log_text", "log_text_model",
-    "lost", "metric_history", "preflight", "promote", "raise_stopped", "reconcile_children", "redact", "registered_for", "registered_name", "resolve_model",
+    "lost", "metric_history", "preflight", "process_tag", "promote", "raise_stopped", "reconcile_children", "redact", "registered_for", "registered_name", "resolve_model",
     "retries_spent", "retry_budget_s", "run_exists", "scrub", "search", "search_version", "set_tags", "tracked_run", "ui_hint",
     "wait_for_server",
 ]

@@ -3,13 +3,18 @@
 Owns telling a lost server from other failures (:func:`is_lost`), the one-line error that stops
 a job (exit 75), waiting for a server to come back, and making a resumed search's child runs
 agree with its tuner's trials (a trial has at most one FINISHED run; a run a dead process left
-RUNNING is closed).
+RUNNING is closed), and closing the runs of a train, compare or sweep command whose process died
+with them open (:func:`close_dead_runs`: ``kill -9``, a power cut, a store too full to record the end).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
+import socket
 import time
+from pathlib import Path
 from typing import Any, Callable, Dict, List
 
 import mlflow
@@ -152,3 +157,66 @@ def close_stale_runs(tracking_cfg: Any, parent_run_id: str, tag: str, completed:
             client.set_terminated(run.info.run_id, status="FINISHED")
         else:
             _kill(client, run.info.run_id, "the process running this died; it was run again")
+
+
+#: The process that holds a run open, ``<machine>:<pid>:<start>``: the machine a digest of the host
+#: name, the boot and the PID namespace (two containers on one host are two machines), ``start`` the
+#: process's start time (a PID used again is another process).
+PROCESS = "pipeline.process"
+
+
+@contextlib.contextmanager
+def _quiet_os() -> Any:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        yield
+
+
+def _machine() -> str:
+    parts = [socket.gethostname()]
+    with _quiet_os():
+        parts.append(Path("/proc/sys/kernel/random/boot_id").read_text().strip())
+    with _quiet_os():
+        parts.append(os.readlink("/proc/self/ns/pid"))
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+
+def _started(pid: int) -> str:
+    """When process ``pid`` started, in clock ticks since boot (Linux); "" where that cannot be read."""
+    with _quiet_os():
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat[stat.rindex(")") + 2:].split()[19]  # field 22; the command before it may hold spaces
+    return ""
+
+
+def process_tag() -> Dict[str, str]:
+    """The :data:`PROCESS` tag of this process, for the runs it opens and must close itself."""
+    return {PROCESS: f"{_machine()}:{os.getpid()}:{_started(os.getpid())}"}
+
+
+def _alive(pid: int, started: str) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # there, another user's
+        pass
+    now = _started(pid)
+    return not (now and started and now != started)
+
+
+def close_dead_runs(client: Any, experiment_id: str) -> List[str]:
+    """Mark KILLED the runs of ``experiment_id`` left RUNNING by a process of this machine that is
+    gone; returns their ids. Runs of another machine are left alone: their process cannot be seen.
+    Best effort: a store that cannot answer is told by the run being opened, not here."""
+    closed: List[str] = []
+    try:
+        runs = client.search_runs([experiment_id], f"attributes.status = 'RUNNING' and tags.`{PROCESS}` LIKE '{_machine()}:%'",
+                                  max_results=1000)
+        for run in runs:
+            _, pid, started = run.data.tags[PROCESS].split(":")
+            if not _alive(int(pid), started):
+                _kill(client, run.info.run_id, f"its process (pid {pid}) ended without closing it; closed by a later run")
+                closed.append(run.info.run_id)
+    except Exception:  # noqa: BLE001 - see above
+        pass
+    return closed

@@ -24,7 +24,7 @@ from mlflow.exceptions import MlflowException
 from pipeline.diskfull import full_disk
 from pipeline.errors import DiskFull, TrackingError, first_line
 from pipeline.tracking.redact import scrub
-from pipeline.tracking.resilience import end_quietly, is_lost, lost
+from pipeline.tracking.resilience import close_dead_runs, end_quietly, is_lost, lost
 from pipeline.tracking.store import store_file, using_store
 
 
@@ -86,14 +86,20 @@ def tracked_run(
 
     ``parent_run_id`` nests the run under another (also from another process, as a tuner
     worker does); ``run_id`` re-opens an existing run (a search's parent, on resume).
-    A failure's first line is kept in the run's ``error`` tag.
+    A failure's first line is kept in the run's ``error`` tag. ``tags`` with
+    :func:`~pipeline.tracking.resilience.process_tag` in them name this process as the run's
+    owner: if it dies with the run open, the next top-level run in the experiment on this
+    machine closes it KILLED (opening one closes those first).
     """
     with using_store(str(tracking_cfg.uri)):
         if run_id is not None:
             active = mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None)
         else:
+            experiment_id = _experiment_id(tracking_cfg)
+            if parent_run_id is None:
+                close_dead_runs(mlflow.MlflowClient(), experiment_id)
             active = mlflow.start_run(
-                experiment_id=_experiment_id(tracking_cfg),
+                experiment_id=experiment_id,
                 run_name=scrub(run_name),
                 tags=scrubbed_tags(tags),
                 parent_run_id=parent_run_id,
