@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import copy
 from enum import Enum
-from typing import Any, Dict, List, Mapping
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Tuple
 
-import keras_tuner
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.errors import ConfigError, first_line, shown
+
+if TYPE_CHECKING:
+    import keras_tuner
 
 TYPES = ("int", "float", "choice", "boolean")
 SAMPLINGS = ("linear", "log", "reverse_log")
@@ -138,17 +140,28 @@ def _spec(path: str, raw: Any) -> Dict[str, Any]:
     return spec
 
 
-def compile_space(space: Any) -> keras_tuner.HyperParameters:
-    """Validate the YAML space and declare each entry, named by its config path, on a fresh HyperParameters."""
+def check_space(space: Any) -> List[Tuple[str, Dict[str, Any], List[Any]]]:
+    """Validate the YAML space (paths, fields, every value it can draw), before Keras Tuner or
+    TensorFlow is imported; returns each entry as (path, spec, the values it draws as held)."""
     entries = flatten(space)
     if not entries:
         raise ConfigError("the search space is empty; declare at least one setting, e.g. search_space.model.units={type:int,min:32,max:256}")
     schema = _schema()
-    hp = keras_tuner.HyperParameters()
+    checked = []
     for path, raw in entries.items():
         _check_path(path, schema)
         spec = _spec(path, raw)
-        held = _check_values(path, spec, schema)
+        checked.append((path, spec, _check_values(path, spec, schema)))
+    return checked
+
+
+def compile_space(space: Any) -> keras_tuner.HyperParameters:
+    """Validate the YAML space and declare each entry, named by its config path, on a fresh HyperParameters."""
+    checked = check_space(space)
+    import keras_tuner
+
+    hp = keras_tuner.HyperParameters()
+    for path, spec, held in checked:
         try:
             _declare(hp, path, spec, held)
         except (ValueError, TypeError) as e:  # Keras Tuner's own refusal (e.g. a step for log sampling)
