@@ -271,4 +271,6 @@ def cv_folds(cfg: DictConfig) -> Optional[int]:
         return None
     if not spec.lstrip("-").isdigit() or int(spec) < 1:
         raise ConfigError(f"tuner.cv_folds must be auto, 1 (no folds) or at least 2, got {cfg.tuner.cv_folds}")
+    if int(spec) > 1 and not cfg.tuner.final.refit:
+        raise ConfigError("a trial scored on folds has no single model: tuner.cv_folds needs tuner.final.refit=true")
     return int(spec)

@@ -23,6 +23,7 @@ def _sweep_runs(store_uri: str):
     return parents, jobs
 
 
+@pytest.mark.stress  # 80-130 s: with -m stress, to keep the default suite within 15 minutes (a sweep: tests/test_train_e2e.py)
 def test_a_killed_sweep_resumes_into_the_same_parent_without_running_a_job_twice(tmp_path: Path, store_uri: str) -> None:
     exe = Path(os.environ.get("VIRTUAL_ENV", "")) / "bin" / "pipeline"
     cmd = [str(exe)] if exe.exists() else ["pipeline"]
