@@ -37,7 +37,7 @@ def test_mlflow_registry_uri_holds_the_registered_model_and_predict_finds_it(tmp
     tracking_uri = f"sqlite:///{tmp_path / 'runs.db'}"
     registry_uri = f"sqlite:///{tmp_path / 'registry.db'}"
     env = {"MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_REGISTRY_URI": registry_uri}
-    result = run_cli(["tune", *SHRINK, *SPACE, "tuner.max_trials=1", "tuner.final.refit=false", "dataset=files",
+    result = run_cli(["tune", *SHRINK, *SPACE, "tuner.max_trials=1", "tuner.final.refit=false", "baseline.enabled=false", "dataset=files",
                       f"dataset.path={data}", "tuner.final.registered_model_name=reviews"], cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert {r.info.status for r in runs_in(tracking_uri)} == {"FINISHED"}

@@ -86,7 +86,7 @@ def test_a_search_reruns_its_best_trial_and_a_trial_reruns_itself(tmp_path: Path
     data = write_sentiment_csv(tmp_path / "reviews.csv")
     search = run_cli(
         ["tune", *SHRINK, *SPACE, "dataset=files", f"dataset.path={data}", "training.epochs=2", "tuner.max_trials=2",
-         "tracking.log_model=false"],
+         "tracking.log_model=false", "baseline.enabled=false"],
         cwd=tmp_path,
     )
     assert search.returncode == 0, search.stderr[-3000:]

@@ -54,7 +54,7 @@ def test_the_registered_best_model_predicts_from_the_cli_and_over_http(tmp_path:
     data = write_sentiment_csv(tmp_path / "reviews.csv", n=400)
     search = run_cli(
         ["tune", *SHRINK, *SPACE, "dataset=files", f"dataset.path={data}", "training.epochs=4", "tuner.max_trials=2",
-         "tuner.final.registered_model_name=sentiment"],
+         "tuner.final.registered_model_name=sentiment", "baseline.enabled=false"],
         cwd=tmp_path,
     )
     assert search.returncode == 0, search.stderr[-3000:]
@@ -72,13 +72,14 @@ def test_the_registered_best_model_predicts_from_the_cli_and_over_http(tmp_path:
     for answer in answers:
         assert set(answer["probabilities"]) == {"negative", "positive"}
         assert abs(sum(answer["probabilities"].values()) - 1.0) < 1e-5
-    (tmp_path / "texts.txt").write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
-    by_run = run_cli(["predict", version.run_id, "--file", "texts.txt"], cwd=tmp_path)
-    assert by_run.returncode == 0, by_run.stderr[-3000:]
-    assert [json.loads(line) for line in by_run.stdout.splitlines() if line.startswith("{")] == answers
-
-    # bad input: one line each (through the CLI's entry point in this process: no TF start-up per case)
+    # by the search's run id, from a file, and bad input (one line each): through the CLI's entry
+    # point in this process, with no TensorFlow start-up per call
     from pipeline import cli
+
+    (tmp_path / "texts.txt").write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    capsys.readouterr()
+    assert cli.main(["predict", version.run_id, "--file", str(tmp_path / "texts.txt")]) == 0
+    assert [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")] == answers
 
     client.create_registered_model("empty")  # a name with no versions
     cases = {
