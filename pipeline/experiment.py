@@ -12,7 +12,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 import numpy as np
 from omegaconf import DictConfig
@@ -20,7 +20,10 @@ from omegaconf import DictConfig
 from pipeline import data, evaluate, provenance, tracking
 from pipeline.diskfull import writing
 from pipeline.errors import ConfigError
-from pipeline.model import DataShape, class_probabilities, text_model
+
+if TYPE_CHECKING:
+    from pipeline.data import Splits
+    from pipeline.model import DataShape
 
 
 @dataclass
@@ -60,9 +63,12 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def prepare(cfg: DictConfig) -> Prepared:
-    """Read, dedupe and split the dataset; adapt the vectorizer on train; encode every split."""
-    splits = data.load_splits(cfg.dataset, cfg.seed)
+def prepare(cfg: DictConfig, splits: Optional[Splits] = None) -> Prepared:
+    """Read, dedupe and split the dataset (unless given ``splits``, read already); adapt the
+    vectorizer on train; encode every split."""
+    from pipeline.model import DataShape  # TensorFlow: imported once the data is known to be usable
+
+    splits = data.load_splits(cfg.dataset, cfg.seed) if splits is None else splits
     vectorizer = data.build_vectorizer(cfg.dataset, splits.train.texts)
     vocabulary = vectorizer.get_vocabulary()
     encoded = {name: (data.vectorize(vectorizer, s.texts), splits.label_ids(s)) for name, s in splits.items()}
@@ -218,6 +224,8 @@ def record_evaluation(
     x_test, y_test = prepared.encoded["test"]
     classes = prepared.splits.classes
     test_loss = float(model.evaluate(x_test, y_test, batch_size=256, verbose=0, return_dict=True)["loss"])
+    from pipeline.model import class_probabilities, text_model
+
     probs = class_probabilities(model, x_test)
     metrics = {"loss": test_loss, **evaluate.classification_metrics(y_test, probs)}
     tracking.log_metrics({f"test_{k}": v for k, v in metrics.items()})

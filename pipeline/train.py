@@ -6,11 +6,10 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from omegaconf import DictConfig
 
-from pipeline import experiment, sweep, tracking, validate
+from pipeline import data, experiment, sweep, tracking, validate
 from pipeline.baseline import beside
 from pipeline.config import to_container
 from pipeline.evaluate import with_interval
-from pipeline.model import build_model
 
 
 def _run_name(cfg: DictConfig) -> str:
@@ -52,8 +51,9 @@ def train_and_record(
     config = to_container(cfg)
     validate.check(cfg)  # every setting, before the store is opened (pipeline/validate.py)
     tracking.preflight(cfg.tracking)
+    splits = data.load_splits(cfg.dataset, cfg.seed)  # a data error: one line, before TensorFlow is imported
     experiment.seed_everything(cfg.seed, cfg.training.deterministic)
-    prepared = experiment.prepare(cfg)
+    prepared = experiment.prepare(cfg, splits)
     tags = {**experiment.run_tags(cfg, config, prepared, "train"), **(extra_tags or {})}
     if check is not None:
         tags.update(check(prepared))
@@ -63,6 +63,8 @@ def train_and_record(
         if done is not None:
             print(f"run {done.run_id} ({cfg.dataset.name}, {cfg.model.name}): this job of sweep {parent} FINISHED before; not run again", flush=True)
             return done.run_id, {k.removeprefix("test_"): v for k, v in done.metrics.items() if k.startswith("test_")}
+    from pipeline.model import build_model
+
     model = build_model(cfg, prepared.shape, embedding_matrix=prepared.embedding_matrix)
     fitted = experiment.fit_baseline(cfg, prepared)
 

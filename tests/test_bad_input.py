@@ -78,8 +78,10 @@ def test_unreachable_tracking_server_is_reported_before_any_data_is_read(tmp_pat
 TF_LINE = re.compile(r"^([IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\]|WARNING: All log messages before absl::InitializeLog)")
 
 
-#: Refused only once the data is read: after TensorFlow is imported and the tracking store created
-#: (each prints at start-up). A bad setting is refused before either (pipeline/validate.py).
+#: Refused only once the data is read: after the tracking store is created (it prints at start-up),
+#: and for a search after TensorFlow is imported (the search space's models are built first). A bad
+#: setting is refused before either (pipeline/validate.py); `pipeline train` reads the data before
+#: it imports TensorFlow.
 ONE_CLASS = ["dataset=files", "dataset.path=one_class.csv"]
 
 
@@ -95,7 +97,7 @@ def test_an_error_is_the_only_line_on_stderr(tmp_path: Path) -> None:
 def test_verbose_shows_tensorflow_and_mlflow_start_up_lines(tmp_path: Path, switch: str) -> None:
     args, env = (["--verbose"], {}) if switch == "--verbose" else ([], {"PIPELINE_TF_LOGS": "1"})
     _files(tmp_path)
-    result = run_cli(["train", *args, *ONE_CLASS], cwd=tmp_path, env=env)
+    result = run_cli(["tune", *args, *ONE_CLASS, "search_space=tiny"], cwd=tmp_path, env=env)
     lines = result.stderr.splitlines()
     assert_one_line_error(result, "only one class")
     assert lines[-1].startswith("error: ")  # still the last word
