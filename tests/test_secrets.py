@@ -387,7 +387,7 @@ def test_hydra_records_of_a_multirun_job_are_scrubbed_before_the_job_runs(tmp_pa
     from omegaconf import OmegaConf
     from hydra.types import RunMode
 
-    from pipeline.tracking.redact import ScrubOutputs
+    from pipeline.hydra_files import ScrubOutputs
 
     monkeypatch.setenv("F_TOKEN", PLANTED["F_TOKEN"])
     sweep, job = tmp_path / "multirun", tmp_path / "multirun" / "0"

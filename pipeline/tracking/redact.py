@@ -22,11 +22,7 @@ import functools
 import os
 import re
 import urllib.parse
-from pathlib import Path
 from typing import Any, Iterable, Optional, Pattern, Tuple
-
-from hydra.experimental.callback import Callback
-from hydra.types import RunMode
 
 #: What a secret is written as.
 MARK = "***"
@@ -134,34 +130,3 @@ def scrub(value: Any) -> Any:
         return scrub_text(item, secrets) if isinstance(item, str) else item
 
     return one(value)
-
-
-def scrub_file(path: Path) -> None:
-    """The text file at ``path`` scrubbed in place, replaced whole (a reader sees the old file or
-    the new one); left as it is when it holds no secret or is gone."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (FileNotFoundError, UnicodeDecodeError):
-        return
-    scrubbed = scrub(text)
-    if scrubbed != text:
-        partial = path.with_name(f".{path.name}.partial")
-        partial.write_text(scrubbed, encoding="utf-8")
-        os.replace(partial, path)
-
-
-class ScrubOutputs(Callback):
-    """``hydra.callbacks.scrub_outputs``: the files Hydra writes beside a job (``.hydra/config.yaml``,
-    ``overrides.yaml``, ``hydra.yaml``; a multirun's ``multirun.yaml``) scrubbed as the store is,
-    as soon as Hydra has written them (before the job runs), and the job's log when it ends."""
-
-    def on_job_start(self, config: Any, **kwargs: Any) -> None:
-        hydra = config.hydra
-        if hydra.output_subdir is not None:
-            for name in ("config.yaml", "overrides.yaml", "hydra.yaml"):
-                scrub_file(Path(str(hydra.runtime.output_dir)) / str(hydra.output_subdir) / name)
-        if hydra.mode == RunMode.MULTIRUN:
-            scrub_file(Path(str(hydra.sweep.dir)) / "multirun.yaml")
-
-    def on_job_end(self, config: Any, **kwargs: Any) -> None:
-        scrub_file(Path(str(config.hydra.runtime.output_dir)) / f"{config.hydra.job.name}.log")
