@@ -49,6 +49,7 @@ def test_mlflow_registry_uri_holds_the_registered_model_and_predict_finds_it(tmp
     assert predicted.stdout.strip()
 
 
+@pytest.mark.stress  # with -m stress, to keep the default suite within 15 minutes (a sweep's jobs: tests/test_train_e2e.py; MLFLOW_TRACKING_URI: test_mlflow_tracking_uri_names_the_store_and_the_command_line_wins)
 def test_every_job_of_a_sweep_writes_to_the_same_store(tmp_path: Path, store_uri: str) -> None:
     """MLflow's set_tracking_uri exports MLFLOW_TRACKING_URI to the process: a job that left it set
     sent the next job of a sweep (same process, basic launcher) to MLflow's default store."""

@@ -215,6 +215,7 @@ def assert_search_whole(tmp_path: Path, store_uri: str, trials: int) -> Counter:
     return statuses
 
 
+@pytest.mark.stress  # with -m stress, to keep the default suite within 15 minutes (a store that fills up mid-training: test_a_store_that_fills_up_mid_training_stops_it_and_fit_says_so)
 def test_a_store_that_fills_up_stops_a_search_in_one_line_and_the_same_command_resumes(tmp_path: Path, store_uri: str) -> None:
     db = new_store(tmp_path)
     args = tune_args(tmp_path, 2)

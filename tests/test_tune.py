@@ -442,6 +442,7 @@ def test_chief_and_two_workers_share_one_parent(tmp_path: Path, store_uri: str) 
     assert said == [f"{i}/6" for i in range(1, 7)] and "Search: Running Trial" not in result.stdout, result.stdout[-3000:]
 
 
+@pytest.mark.stress  # with -m stress, to keep the default suite within 15 minutes (a multirun: tests/test_train_e2e.py)
 def test_multirun_gives_each_job_its_own_search(tmp_path: Path, store_uri: str) -> None:
     result = run_cli(["tune", "-m", *SMALL, "tuner.max_trials=1", "tracking.log_model=false", "seed=1,2"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
