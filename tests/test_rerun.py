@@ -127,14 +127,23 @@ def test_a_search_reruns_its_best_trial_and_a_trial_reruns_itself(tmp_path: Path
     assert client.get_run(parent.info.run_id).info.status == "FINISHED"
 
 
-def test_rerun_and_compare_bad_input_is_one_line(tmp_path: Path, store_uri: str, capsys: pytest.CaptureFixture) -> None:
-    original = _train(tmp_path, "training.epochs=1")
+def _train_here(make_cfg, tmp_path: Path, *extra: str) -> str:
+    """A train run recorded in this process (no TensorFlow start-up): for what reads its record."""
+    from pipeline import train
+
+    data = write_sentiment_csv(tmp_path / "reviews.csv")
+    run_id, _ = train.train_and_record(make_cfg("dataset=files", f"dataset.path={data}", "tracking.log_model=false", *extra))
+    return run_id
+
+
+def test_rerun_and_compare_bad_input_is_one_line(tmp_path: Path, store_uri: str, make_cfg, capsys: pytest.CaptureFixture) -> None:
+    original = _train_here(make_cfg, tmp_path, "training.epochs=1")
     client = MlflowClient(store_uri)
     mlflow.set_tracking_uri(store_uri)
     with mlflow.start_run(experiment_id=client.get_experiment_by_name(EXPERIMENT).experiment_id) as foreign:
         mlflow.log_param("lr", 0.1)
     mlflow.set_tracking_uri(None)
-    deleted = _train(tmp_path, "training.epochs=1", "seed=7")
+    deleted = _train_here(make_cfg, tmp_path, "training.epochs=1", "seed=7")
     artifacts = Path(urlparse(client.get_run(deleted).info.artifact_uri).path)
     shutil.rmtree(artifacts / "config")
     count = len(_runs(client))
