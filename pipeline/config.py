@@ -35,6 +35,9 @@ Pooling = Choice("Pooling", {v: v for v in ("last", "max", "mean")})
 ClassWeight = Choice("ClassWeight", {v: v for v in ("none", "balanced")})
 #: What a model trains on: the training split (validated on the validation split), or both.
 FitOn = Choice("FitOn", {v: v for v in ("train", "train_val")})
+#: The learning rate over a run's epochs: ``constant``, or ``cosine`` (from ``learning_rate`` at
+#: the first epoch down towards 0 at ``epochs``, a cosine over the epoch index).
+LrSchedule = Choice("LrSchedule", {v: v for v in ("constant", "cosine")})
 #: What a model logs every epoch: what early stopping may watch and a search may optimise.
 Metric = Choice("Metric", {v: v for v in ("loss", "accuracy", "val_loss", "val_accuracy")})
 Direction = Choice("Direction", {v: v for v in ("max", "min")})
@@ -159,6 +162,7 @@ class TrainingConfig:
     #: ``adam`` (the pipeline's fused Adam), or another of Keras's optimizers by name.
     optimizer: Optimizer = MISSING
     learning_rate: float = MISSING
+    lr_schedule: LrSchedule = MISSING
     #: Gradient clipping by global norm; ``null`` turns it off.
     clipnorm: Optional[float] = MISSING
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)

@@ -9,6 +9,8 @@ into the active MLflow run.
 
 from __future__ import annotations
 
+import math
+
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,6 +162,21 @@ def class_weight(prepared: Prepared, mode: str, y: Optional[np.ndarray] = None) 
     return {i: float(w) for i, w in enumerate(weights)}
 
 
+def cosine_schedule(learning_rate: float, epochs: int) -> Any:
+    """Keras's ``LearningRateScheduler``: epoch e of ``epochs`` trains at lr x (1 + cos(pi e / epochs)) / 2.
+
+    The horizon is ``training.epochs`` whatever stops the run earlier (early stopping, a Hyperband
+    round), so a trial and its rerun follow the same rates; a refit, whose ``epochs`` is its trial's
+    best epoch, decays over its own epochs and ends at a low rate instead of mid-step.
+    """
+    import keras
+
+    def rate(epoch: int, _current: float) -> float:
+        return learning_rate * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+
+    return keras.callbacks.LearningRateScheduler(rate)
+
+
 def fit(
     model: Any,
     prepared: Prepared,
@@ -180,6 +197,9 @@ def fit(
 
     batch = _batch_size(training.batch_size)
     all_callbacks = list(callbacks or [])
+    if str(training.lr_schedule) == "cosine":
+        # first, so that the rate it writes into each epoch's logs is there when the run records them
+        all_callbacks.insert(0, cosine_schedule(float(training.learning_rate), int(training.epochs)))
     if str(training.fit_on) == "train_val":
         ids, labels = (np.concatenate(parts) for parts in zip(prepared.encoded["train"], prepared.encoded["val"]))
         datasets = data.make_datasets({"train": (ids, labels)}, batch, seed, bool(training.bucket_by_length))

@@ -26,7 +26,8 @@ KEY_PACKAGES = ("tensorflow", "keras", "keras-tuner", "numpy", "scikit-learn")
 TOLERANCE = 1e-6
 #: Settings added after runs were recorded whose default has changed since: what a record without
 #: them had (the behaviour before the setting existed), not today's default.
-WHEN_ABSENT = {"model.pooling": "last", "dataset.split_punctuation": False, "training.fit_on": "train"}
+WHEN_ABSENT = {"model.pooling": "last", "dataset.split_punctuation": False, "training.fit_on": "train",
+               "training.lr_schedule": "constant"}
 
 
 class RerunError(PipelineError):

@@ -161,3 +161,15 @@ def test_pretrained_vectors_coverage_is_logged(tmp_path: Path, make_cfg, store_u
     run = runs_in(store_uri)[0]
     vocabulary_size = int(run.data.params["data.vocabulary_size"]) - 2  # less padding and [UNK]
     assert run.data.metrics["pretrained_coverage"] == pytest.approx(5 / vocabulary_size)
+
+
+def test_a_cosine_schedule_lowers_the_rate_every_epoch_and_records_it(make_cfg, store_uri: str) -> None:
+    # training.lr_schedule=cosine: epoch e of training.epochs trains at lr x (1 + cos(pi e / epochs)) / 2,
+    # and the rate of each epoch is on the run beside its loss (constant, the default, is one rate)
+    cfg = make_cfg("dataset.max_samples=200", "training.epochs=3", "training.learning_rate=0.004",
+                   "training.lr_schedule=cosine", "training.early_stopping.enabled=false", "tracking.log_model=false")
+    train.run(cfg)
+    (run,) = runs_in(store_uri)
+    rates = [m.value for m in sorted(MlflowClient(store_uri).get_metric_history(run.info.run_id, "learning_rate"), key=lambda m: m.step)]
+    assert rates == pytest.approx([0.004, 0.003, 0.001])
+    assert run.data.params["training.lr_schedule"] == "cosine"
