@@ -10,7 +10,6 @@ into the active MLflow run.
 from __future__ import annotations
 
 import math
-
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import signal
@@ -225,8 +226,13 @@ def test_an_ensemble_averages_the_best_trial_with_its_configuration_retrained_pe
     assert (folder / f"trial{best}-seed2.weights.h5").is_file()
 
 
+def _rates(client: MlflowClient, run) -> list:
+    return [m.value for m in sorted(client.get_metric_history(run.info.run_id, "learning_rate"), key=lambda m: m.step)]
+
+
 def test_the_final_model_is_the_best_configuration_refit_on_train_and_validation(make_cfg, store_uri: str, tmp_path: Path, capsys) -> None:
-    cfg = make_cfg(*SMALL, "tuner.max_trials=2", "training.epochs=3", "tuner.final.ensemble.seeds=[1]", config_name="tune")
+    cfg = make_cfg(*SMALL, "tuner.max_trials=2", "training.epochs=3", "tuner.final.ensemble.seeds=[1]",
+                   "training.lr_schedule=cosine", config_name="tune")
     tune.run(cfg)
     client, (parent,), children = _runs(store_uri, refits=True)
     best = parent.data.tags["best_trial_id"]
@@ -235,6 +241,7 @@ def test_the_final_model_is_the_best_configuration_refit_on_train_and_validation
     history = [m.value for m in sorted(client.get_metric_history(trial.info.run_id, "val_accuracy"), key=lambda m: m.step)]
     epochs = history.index(max(history)) + 1
     refits = {c.data.tags["refit.seed"]: c for c in children if "refit.seed" in c.data.tags}
+    lr = float(cfg.training.learning_rate)
     assert sorted(refits) == ["1", "42"]  # the search's seed, and each ensemble seed
     for run in refits.values():
         assert run.info.status == "FINISHED" and run.data.tags["refit.trial_id"] == best
@@ -242,6 +249,10 @@ def test_the_final_model_is_the_best_configuration_refit_on_train_and_validation
         assert run.data.params["hp.model.units"] == parent.data.tags["best.model.units"]
         assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == list(range(epochs))
         assert "val_loss" not in run.data.metrics  # nothing held out: validation is trained on
+        # the cosine schedule spans the refit's own epochs: it ends at a low rate, not mid-step
+        assert _rates(client, run) == pytest.approx([lr * (1 + math.cos(math.pi * e / epochs)) / 2 for e in range(epochs)])
+    # a trial's spans training.epochs, whenever early stopping ends it
+    assert _rates(client, trial) == pytest.approx([lr * (1 + math.cos(math.pi * e / 3)) / 2 for e in range(len(history))])
     metrics = parent.data.metrics
     assert metrics["refit.epochs"] == epochs and metrics["refit.members"] == 2
     assert 0.0 <= metrics["best_trial.test_accuracy"] <= 1.0  # the search's own best model stays on record
