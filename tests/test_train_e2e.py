@@ -165,7 +165,7 @@ def test_pretrained_vectors_coverage_is_logged(tmp_path: Path, make_cfg, store_u
 
 def test_a_cosine_schedule_lowers_the_rate_every_epoch_and_records_it(make_cfg, store_uri: str) -> None:
     # training.lr_schedule=cosine: epoch e of training.epochs trains at lr x (1 + cos(pi e / epochs)) / 2,
-    # and the rate of each epoch is on the run beside its loss (constant, the default, is one rate)
+    # and the rate of each epoch is on the run beside its loss (constant, the default, records none)
     cfg = make_cfg("dataset.max_samples=200", "training.epochs=3", "training.learning_rate=0.004",
                    "training.lr_schedule=cosine", "training.early_stopping.enabled=false", "tracking.log_model=false")
     train.run(cfg)
