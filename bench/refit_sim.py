@@ -65,8 +65,9 @@ def main() -> None:
                     model = build_model(cfg, prepared.shape, embedding_matrix=prepared.embedding_matrix)
                     history = experiment.fit(model, prepared, cfg.training, seed)
                     scores.append(float(history.history["val_accuracy"][-1]))
-                    x_val, y_val = prepared.encoded["val"]
-                    probabilities.append(class_probabilities(model, x_val))
+                    if args.split_seed is not None:  # one split: the seeds' models can be averaged
+                        x_val, y_val = prepared.encoded["val"]
+                        probabilities.append(class_probabilities(model, x_val))
                     seconds.append(time.perf_counter() - start)
                 print(f"| {dataset} | {epochs} | {schedule} | {statistics.median(scores):.4f} | {min(scores):.4f} - {max(scores):.4f} "
                       f"| {' / '.join(f'{s:.4f}' for s in scores)} | {'-' if args.split_seed is None else averaged(probabilities, y_val)} "

@@ -9,7 +9,6 @@ into the active MLflow run.
 
 from __future__ import annotations
 
-import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,7 +161,8 @@ def class_weight(prepared: Prepared, mode: str, y: Optional[np.ndarray] = None) 
 
 
 def cosine_schedule(learning_rate: float, epochs: int) -> Any:
-    """Keras's ``LearningRateScheduler``: epoch e of ``epochs`` trains at lr x (1 + cos(pi e / epochs)) / 2.
+    """Keras's ``CosineDecay`` read per epoch by its ``LearningRateScheduler``: epoch e of ``epochs``
+    trains at lr x (1 + cos(pi e / epochs)) / 2.
 
     The horizon is ``training.epochs`` whatever stops the run earlier (early stopping, a Hyperband
     round), so a trial and its rerun follow the same rates; a refit, whose ``epochs`` is its trial's
@@ -170,10 +170,8 @@ def cosine_schedule(learning_rate: float, epochs: int) -> Any:
     """
     import keras
 
-    def rate(epoch: int, _current: float) -> float:
-        return learning_rate * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
-
-    return keras.callbacks.LearningRateScheduler(rate)
+    decay = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=epochs)
+    return keras.callbacks.LearningRateScheduler(lambda epoch: float(decay(epoch)))
 
 
 def fit(
