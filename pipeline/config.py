@@ -362,6 +362,15 @@ def _files_name(path: Any, text_column: Any, label_column: Any) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", "-".join(p for p in parts if p)).strip("._")[:80] or "files"
 
 
+def seeds_after(seed: Any, count: Any) -> List[int]:
+    """The ``count`` seeds after ``seed`` (``${seeds_after:${seed},2}``: 43 and 44 for seed 42),
+    wrapping past the largest seed to 0: seeds that differ from the job's whatever it is, so a
+    ``-m seed=1,2,3`` sweep can keep a default derived from each job's seed."""
+    from pipeline.limits import MAX_SEED
+
+    return [(int(seed) + k) % (MAX_SEED + 1) for k in range(1, int(count) + 1)]
+
+
 def register_configs() -> None:
     """Register the schemas so that ``conf/`` YAML files are validated against them."""
     if not OmegaConf.has_resolver("abspath"):
@@ -371,6 +380,8 @@ def register_configs() -> None:
     if not OmegaConf.has_resolver("project_root"):
         # the checkout (whose ../shared/data is the default data directory), else the working directory
         OmegaConf.register_new_resolver("project_root", lambda: str(CHECKOUT or Path.cwd()))
+    if not OmegaConf.has_resolver("seeds_after"):
+        OmegaConf.register_new_resolver("seeds_after", seeds_after)
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="tune_schema", node=TuneConfig)

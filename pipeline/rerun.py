@@ -233,6 +233,12 @@ def run(run_id: str, overrides: List[str], force: bool = False, tracking_uri: Op
     shown = refit or trial or source
     replayed = shown.run_id
     cfg.tracking.run_name = f"rerun-{shown.name}"
+    members = int(asked.metrics.get("refit.members", 1)) if refit is not None and asked is source else 1
+    if members > 1:
+        notes.append(
+            f"search {run_id}'s final model averaged {members} refits; this reruns the one with the search's "
+            f"seed ({refit.tags.get('refit.seed')}), whose test accuracy is its own, not the average's"
+        )
     for note in notes:
         print(f"warning: {note}", flush=True)
 
@@ -249,7 +255,8 @@ def run(run_id: str, overrides: List[str], force: bool = False, tracking_uri: Op
     original = tracking.fetch_run(uri, replayed)
     before = original.metrics.get("test_accuracy", asked.metrics.get("test_accuracy"))
     comparison = _compare_losses(uri, replayed, new_id)
-    accuracy = f"test_accuracy {metrics['accuracy']:.4f}" + ("" if before is None or math.isnan(before) else f" (original {before:.4f})")
+    original_is = f"original, averaged over {members} refits" if members > 1 else "original"
+    accuracy = f"test_accuracy {metrics['accuracy']:.4f}" + ("" if before is None or math.isnan(before) else f" ({original_is} {before:.4f})")
     print(f"rerun of {run_id}: {comparison}; {accuracy}", flush=True)
     return new_id
 

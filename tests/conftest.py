@@ -35,7 +35,8 @@ DATA_DIR = Path(os.environ.get("PIPELINE_DATA_DIR", REPO.parent / "shared" / "da
 SHRINK = ["+debug=fast"]
 #: The shared small search space (conf/search_space/tiny.yaml): six models, each trial scored on
 #: the validation split (folds, on by default for data this small, have their own tests).
-SPACE = ["search_space=tiny", "tuner.cv_folds=1"]
+#: One final model (the default averages three refits: the tests named for the ensemble cover it).
+SPACE = ["search_space=tiny", "tuner.cv_folds=1", "tuner.final.ensemble.seeds=[]"]
 
 register_configs()
 

@@ -164,10 +164,11 @@ def test_pretrained_vectors_coverage_is_logged(tmp_path: Path, make_cfg, store_u
 
 
 def test_a_cosine_schedule_lowers_the_rate_every_epoch_and_records_it(make_cfg, store_uri: str) -> None:
-    # training.lr_schedule=cosine: epoch e of training.epochs trains at lr x (1 + cos(pi e / epochs)) / 2,
-    # and the rate of each epoch is on the run beside its loss (constant, the default, records none)
+    # training.lr_schedule=cosine (the default): epoch e of training.epochs trains at
+    # lr x (1 + cos(pi e / epochs)) / 2, and the rate of each epoch is on the run beside its loss
+    # (constant records none)
     cfg = make_cfg("dataset.max_samples=200", "training.epochs=3", "training.learning_rate=0.004",
-                   "training.lr_schedule=cosine", "training.early_stopping.enabled=false", "tracking.log_model=false")
+                   "training.early_stopping.enabled=false", "tracking.log_model=false")
     train.run(cfg)
     (run,) = runs_in(store_uri)
     rates = [m.value for m in sorted(MlflowClient(store_uri).get_metric_history(run.info.run_id, "learning_rate"), key=lambda m: m.step)]

@@ -18,7 +18,7 @@ import pytest
 from mlflow import MlflowClient
 
 from conftest import SHRINK, SPACE, run_cli, runs_in, wait_for, write_sentiment_csv
-from pipeline import compare, tracking, tune
+from pipeline import compare, limits, rerun, tracking, tune
 from pipeline.errors import ConfigError
 
 #: The baseline off: it has its own tests (tests/test_baseline.py), and the first search here keeps it on.
@@ -41,7 +41,8 @@ def _versions(client: MlflowClient, name: str) -> List[str]:
 #: conf/debug/fast.yaml less its `training.verbose: 0`, so a search's own default for Keras's
 #: per-epoch lines is what runs, and with two epochs (Keras has no `Epoch 1/1` line).
 SMALL_AS_IS = ["dataset.max_samples=200", "training.epochs=2", "training.batch_size=32", "model.units=8", "model.embedding_dim=8",
-               "dataset.vocab_size=2000", "baseline.C=[1.0]", "baseline.char_ngrams=[3,3]", *SPACE]
+               "dataset.vocab_size=2000", "baseline.C=[1.0]", "baseline.char_ngrams=[3,3]",
+               "search_space=tiny", "tuner.cv_folds=1"]  # and the default final model (three refits averaged)
 START = re.compile(r"trial (\d+)/(\d+) (units=\d+ embedding_dim=\d+) \.\.\.")
 END = re.compile(r"trial (\d+)/(\d+) (units=\d+ embedding_dim=\d+) val_accuracy=(\d\.\d{4}) \(best (\d\.\d{4}), trial (\d+)\) "
                  r"\d+ s(, about \d+ (s|min) left)?")
@@ -54,7 +55,10 @@ def test_search_is_a_parent_run_with_a_child_per_trial_and_says_each_trial(tmp_p
 
     client, parents, children = _runs(store_uri)
     assert len(parents) == 1 and len(children) == 3
-    assert len(_runs(store_uri, refits=True)[2]) == 4  # and the final model's refit
+    # and the final model: the best configuration refit with the search's seed and the two after it
+    refit_seeds = sorted(r.data.tags["refit.seed"] for r in _runs(store_uri, refits=True)[2] if "refit.seed" in r.data.tags)
+    assert refit_seeds == ["42", "43", "44"]
+    assert ", averaged over 3 seeds" in result.stdout
     parent = parents[0]
     assert parent.info.status == "FINISHED"
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
@@ -278,6 +282,15 @@ def test_the_final_model_is_the_best_configuration_refit_on_train_and_validation
         runs.setdefault(run.data.tags["refit.seed"], []).append(run.info.status)
     assert runs == {"42": ["FINISHED"], "1": ["FINISHED", "KILLED"]}, runs
 
+    # a rerun of the search replays its refit with the search's seed, and says it is one member
+    capsys.readouterr()
+    rerun.run(parent.info.run_id, [], tracking_uri=store_uri)
+    out = capsys.readouterr().out
+    assert "final model averaged 2 refits; this reruns the one with the search's seed (42)" in out
+    again = [r for r in runs_in(store_uri) if r.data.tags.get("rerun_of") == parent.info.run_id]
+    assert len(again) == 1 and again[0].data.tags["rerun_of_run"] == refits["42"].info.run_id
+    assert f"(original, averaged over 2 refits {parent.data.metrics['test_accuracy']:.4f})" in out
+
 
 def test_training_on_train_and_validation_never_reaches_the_test_split(make_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every text of train and validation is trained on, once per epoch, and no test text ever."""
@@ -313,6 +326,14 @@ def test_training_on_train_and_validation_never_reaches_the_test_split(make_cfg,
 def test_a_search_cannot_score_trials_it_trains_on_validation(make_cfg) -> None:
     with pytest.raises(ConfigError, match="training.fit_on must be train"):
         tune.run(make_cfg(*SMALL, "training.fit_on=train_val", config_name="tune"))
+
+
+@pytest.mark.parametrize("seed, expected", [(42, [43, 44]), (1, [2, 3]), (2**32 - 1, [0, 1])])
+def test_the_default_ensemble_takes_the_two_seeds_after_the_search_s(make_cfg, seed: int, expected: list) -> None:
+    # so that `-m seed=1,2,3` composes a valid search for every job, none of them refused
+    cfg = make_cfg(f"seed={seed}", config_name="tune")
+    assert list(cfg.tuner.final.ensemble.seeds) == expected
+    limits.tuner(cfg)  # and it is a valid search
 
 
 @pytest.mark.parametrize("seeds", ["[1,1]", "[42]"])
