@@ -202,16 +202,19 @@ def build_vectorizer(ds: Any, train_texts: List[str]) -> Any:
 
     if ds.vocab_size < 3:
         raise ConfigError(f"dataset.vocab_size must be at least 3, got {ds.vocab_size}")
-    standardize = _standardize(ds)
-    layer = keras.layers.TextVectorization(
-        max_tokens=ds.vocab_size,
-        standardize=standardize,
-        output_mode="int",
-        output_sequence_length=sequence_length(ds, train_texts),
-        name="vectorizer",
-    )
-    layer.adapt(np.array(train_texts, dtype=object), batch_size=1024)
-    return layer
+    settings = dict(max_tokens=ds.vocab_size, standardize=_standardize(ds), output_mode="int",
+                    output_sequence_length=sequence_length(ds, train_texts), name="vectorizer")
+    adapted = keras.layers.TextVectorization(**settings)
+    adapted.adapt(np.array(train_texts, dtype=object), batch_size=1024)
+    # The same vocabulary, given to the constructor: Keras saves it in the layer's config then.
+    # An adapted vocabulary is saved as the lines of a text file and read back with splitlines(),
+    # which also breaks lines at \x1c-\x1e, \x85, \u2028 and \u2029: a token holding one (MR's
+    # latin-1 reviews have \x85) came back as two, and the saved model could not be loaded.
+    vocabulary = [str(token) for token in adapted.get_vocabulary()]
+    if len(vocabulary) <= 2:  # padding and [UNK] only: nothing to learn from, and a model Keras cannot load
+        raise DataError(f"the {len(train_texts)} training texts have no word left after standardisation "
+                        "(dataset.lowercase / strip_punctuation / split_punctuation): nothing to train on")
+    return keras.layers.TextVectorization(**settings, vocabulary=vocabulary)
 
 
 def vectorize(vectorizer: Any, texts: List[str], batch_size: int = 4096) -> np.ndarray:

@@ -198,7 +198,7 @@ def concurrent_search(data: Path, seed: int, trials: int, *extra: str) -> List[s
     (tests/stress): each its own seed, so its own tuner project; every final model registered as
     `concurrent`."""
     return ["tune", *SHRINK, "dataset=files", f"dataset.path={data}", f"seed={seed}", f"tuner.max_trials={trials}",
-            "training.epochs=2", "tuner.final.registered_model_name=concurrent", "tuner.cv_folds=1",
+            "training.epochs=2", "tuner.final.registered_model_name=concurrent", "tuner.cv_folds=1", "tuner.final.ensemble.seeds=[]",
             "search_space.model.units={type:int,min:8,max:32,step:8}", *extra]
 
 

@@ -178,3 +178,15 @@ def test_reader_and_split_settings_are_refused_as_given(tmp_path: Path, make_cfg
     with pytest.raises(PipelineError) as raised:
         data.load_splits(cfg.dataset, 0)
     assert message in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_an_unexpected_error_is_raised_as_itself_not_as_a_bug_in_the_error_handler(make_cfg) -> None:
+    """A bug's traceback must show the bug: the handler that turns a full disk or a lost server into
+    one line re-raises anything else unchanged (it once raised an AttributeError of its own)."""
+    from pipeline import cli
+
+    def job(cfg):
+        raise ValueError("a bug in a job")
+
+    with pytest.raises(ValueError, match="a bug in a job"):
+        cli._guarded(job, make_cfg())

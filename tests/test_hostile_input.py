@@ -192,3 +192,23 @@ def test_overrides_cannot_put_outputs_outside_the_configured_directories(tmp_pat
     escaped = [p for p in work.rglob("*escaped*")]
     assert escaped and all((work / "mlruns" / "artifacts") in p.parents for p in escaped)
     assert not list(Path("/tmp").glob("escaped*"))
+
+
+def test_words_holding_line_boundaries_train_into_a_model_that_loads_and_predicts(make_cfg, tmp_path: Path, store_uri: str) -> None:
+    """MR's latin-1 reviews hold \\x85 (NEL) inside words; so may any corpus \\u2028 or \\x1c. The run's
+    end-to-end model must load and read those words as training did (Keras splits a saved
+    vocabulary at them: the MR search ended in a traceback after all its trials)."""
+    import pandas as pd
+
+    from pipeline import tracking, train
+
+    words = ["and\x85of", "film\u2028here", "x\x1cy", "par\u2029a", "gs\x1dend"]
+    rows = [(f"{w} great good {i}", "pos") for i, w in enumerate(words * 8)] + [(f"{w} bad awful {i}", "neg") for i, w in enumerate(words * 8)]
+    pd.DataFrame(rows, columns=["text", "label"]).to_csv(tmp_path / "reviews.csv", index=False, encoding="utf-8")
+    train.run(make_cfg("dataset=files", f"dataset.path={tmp_path / 'reviews.csv'}", "dataset.strip_punctuation=false",
+                       "training.epochs=1", "tracking.log_model=true"))
+    (run,) = MlflowClient(store_uri).search_runs([e.experiment_id for e in MlflowClient(store_uri).search_experiments()])
+    assert run.info.status == "FINISHED"
+    model = tracking.load_text_model(store_uri, run.info.run_id)
+    predicted = model.predict(pd.DataFrame({"text": ["and\x85of great good", "film\u2028here bad awful"]}))
+    assert len(predicted) == 2 and set(predicted["label"]) <= {"pos", "neg"}

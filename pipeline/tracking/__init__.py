@@ -35,7 +35,7 @@ from pipeline.tracking.resilience import (
     wait_for_server,
 )
 from pipeline.tracking.runs import folder_name, run_exists, tracked_run
-from pipeline.tracking.store import check_server, check_store, configure, preflight, ui_hint
+from pipeline.tracking.store import check_server, check_store, configure, preflight, store_file, ui_hint
 from pipeline.tracking.sweeps import close_sweep, finished_job, jobs_of, open_sweep
 
 __all__ = [
@@ -43,6 +43,6 @@ __all__ = [
     "configure", "epoch_logger", "experiment_id_by_name", "fetch_run", "folder_name", "is_lost", "load_artifact",
     "load_text_model", "log_data", "log_datasets", "log_dict", "log_figure", "log_metric_history", "log_metrics", "log_params", "log_skops", "log_table", "log_text", "log_text_model",
     "lost", "metric_history", "preflight", "process_tag", "promote", "raise_stopped", "reconcile_children", "redact", "registered_for", "registered_name", "resolve_model",
-    "retries_spent", "retry_budget_s", "run_exists", "scrub", "search", "search_version", "set_tags", "tracked_run", "ui_hint",
+    "retries_spent", "retry_budget_s", "run_exists", "scrub", "search", "search_version", "set_tags", "store_file", "tracked_run", "ui_hint",
     "wait_for_server",
 ]
