@@ -93,7 +93,7 @@ def test_an_error_is_the_only_line_on_stderr(tmp_path: Path) -> None:
 
 
 @pytest.mark.no_store  # the new store's start-up lines
-@pytest.mark.parametrize("switch", ["--verbose", "PIPELINE_TF_LOGS=1"])
+@pytest.mark.parametrize("switch", ["--verbose", pytest.param("PIPELINE_TF_LOGS=1", marks=pytest.mark.stress)])  # (the same switch, by environment)
 def test_verbose_shows_tensorflow_and_mlflow_start_up_lines(tmp_path: Path, switch: str) -> None:
     args, env = (["--verbose"], {}) if switch == "--verbose" else ([], {"PIPELINE_TF_LOGS": "1"})
     _files(tmp_path)

@@ -211,7 +211,7 @@ def test_punctuation_is_stripped_kept_or_split_into_tokens(make_cfg, overrides, 
 WORD = st.text(st.one_of(st.characters(), st.sampled_from(["\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"])), min_size=1, max_size=8)
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(texts=st.lists(st.lists(WORD, min_size=1, max_size=4).map(" ".join), min_size=1, max_size=6))
 @example(texts=["and\x85of fun", "film\u2028here", "x\x1cy"])  # MR's reviews (latin-1) have \x85
 def test_a_saved_vectorizer_loads_with_the_vocabulary_it_was_adapted_to(make_cfg, tmp_path: Path, texts) -> None:

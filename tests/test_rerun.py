@@ -14,6 +14,8 @@ import pytest
 from mlflow import MlflowClient
 
 from conftest import EXPERIMENT, SHRINK, SPACE, assert_one_line_error, run_cli, runs_in, write_sentiment_csv
+from pipeline import rerun
+from pipeline.rerun import RerunError
 
 
 
@@ -71,12 +73,13 @@ def test_a_rerun_of_a_train_run_reproduces_every_epoch_and_compares(tmp_path: Pa
     # what another machine or a changed data file would have recorded: refused, unless --force
     client.set_tag(original, "data_fingerprint", "0" * 16)
     client.set_tag(original, "version.tensorflow", "2.0.0")
+    # (in this process, to keep the suite's time: the CLI tells any refusal in one line, as
+    # test_rerun_and_compare_bad_input_is_one_line checks)
     count = len(_runs(client))
-    result = run_cli(["rerun", original], cwd=tmp_path)
-    assert_one_line_error(result, "data_fingerprint 0000000000000000 ->", "version.tensorflow 2.0.0 ->", "--force")
+    with pytest.raises(RerunError, match=r"data_fingerprint 0000000000000000 ->.*version.tensorflow 2.0.0 ->.*--force"):
+        rerun.run(original, [], tracking_uri=store_uri)
     assert len(_runs(client)) == count, "a refused rerun records nothing"
-    forced = run_cli(["rerun", original, "--force"], cwd=tmp_path)
-    assert forced.returncode == 0, forced.stderr[-3000:]
+    rerun.run(original, [], force=True, tracking_uri=store_uri)
     (_, forced_run) = sorted((r for r in _runs(client) if r.data.tags.get("rerun_of") == original), key=lambda r: r.info.start_time)
     assert "data_fingerprint" in forced_run.data.tags["rerun_differences"]
     assert "version.tensorflow" in forced_run.data.tags["rerun_differences"]
@@ -100,19 +103,18 @@ def test_a_search_reruns_its_best_trial_and_a_trial_reruns_itself(tmp_path: Path
     (refit,) = [r for r in _runs(client) if "refit.seed" in r.data.tags]
     result = run_cli(["rerun", parent.info.run_id], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    (rerun,) = [r for r in _runs(client) if r.data.tags.get("rerun_of") == parent.info.run_id]
-    assert rerun.data.tags["rerun_of_run"] == refit.info.run_id
-    assert rerun.data.params["model.units"] == best.data.params["hp.model.units"]
-    assert rerun.data.params["training.fit_on"] == "train_val" and rerun.data.params["training.epochs"] == refit.data.tags["refit.epochs"]
-    assert _losses(client, rerun.info.run_id) == pytest.approx(_losses(client, refit.info.run_id), abs=1e-6)
-    assert rerun.data.metrics["test_accuracy"] == pytest.approx(client.get_run(parent.info.run_id).data.metrics["test_accuracy"])
+    (replayed,) = [r for r in _runs(client) if r.data.tags.get("rerun_of") == parent.info.run_id]
+    assert replayed.data.tags["rerun_of_run"] == refit.info.run_id
+    assert replayed.data.params["model.units"] == best.data.params["hp.model.units"]
+    assert replayed.data.params["training.fit_on"] == "train_val" and replayed.data.params["training.epochs"] == refit.data.tags["refit.epochs"]
+    assert _losses(client, replayed.info.run_id) == pytest.approx(_losses(client, refit.info.run_id), abs=1e-6)
+    assert replayed.data.metrics["test_accuracy"] == pytest.approx(client.get_run(parent.info.run_id).data.metrics["test_accuracy"])
     assert "per-epoch loss reproduced" in result.stdout
 
-    result = run_cli(["rerun", other.info.run_id], cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    (rerun,) = [r for r in _runs(client) if r.data.tags.get("rerun_of") == other.info.run_id]
-    assert rerun.data.params["model.embedding_dim"] == other.data.params["hp.model.embedding_dim"]
-    assert _losses(client, rerun.info.run_id, "val_loss") == pytest.approx(_losses(client, other.info.run_id, "val_loss"), abs=1e-6)
+    rerun.run(other.info.run_id, [], tracking_uri=store_uri)  # (in this process: the CLI's path is the search's, above)
+    (again,) = [r for r in _runs(client) if r.data.tags.get("rerun_of") == other.info.run_id]
+    assert again.data.params["model.embedding_dim"] == other.data.params["hp.model.embedding_dim"]
+    assert _losses(client, again.info.run_id, "val_loss") == pytest.approx(_losses(client, other.info.run_id, "val_loss"), abs=1e-6)
 
     # compare the search: its trials ranked by their best-epoch objective, logged to the parent
     compared = run_cli(["compare", parent.info.run_id], cwd=tmp_path)
