@@ -210,7 +210,9 @@ def build_vectorizer(ds: Any, train_texts: List[str]) -> Any:
     # An adapted vocabulary is saved as the lines of a text file and read back with splitlines(),
     # which also breaks lines at \x1c-\x1e, \x85, \u2028 and \u2029: a token holding one (MR's
     # latin-1 reviews have \x85) came back as two, and the saved model could not be loaded.
-    vocabulary = [str(token) for token in adapted.get_vocabulary()]
+    # numpy drops a string's trailing NULs, so a token ending in \x00 comes back as another token (or
+    # as the padding ''): the first of each string is kept, and such a token reads as [UNK]
+    vocabulary = list(dict.fromkeys(str(token) for token in adapted.get_vocabulary()))
     if len(vocabulary) <= 2:  # padding and [UNK] only: nothing to learn from, and a model Keras cannot load
         raise DataError(f"the {len(train_texts)} training texts have no word left after standardisation "
                         "(dataset.lowercase / strip_punctuation / split_punctuation): nothing to train on")
