@@ -101,6 +101,10 @@ class DatasetConfig:
     url: Optional[str] = None
     #: Stratified subsample of the whole corpus before splitting (quick runs, tests).
     max_samples: Optional[int] = None
+    #: The seed of the split (and of ``max_samples``'s subsample); ``null``: the run's ``seed``.
+    #: Fixed, ``-m seed=1,2,3`` varies only the training (initial weights, batch order, the tuner's
+    #: draws), so the runs are scored on the same test texts.
+    split_seed: Optional[int] = None
     val_size: float = MISSING
     test_size: float = MISSING
     #: Tokenization and padding (Keras TextVectorization, adapted on the train split).

@@ -127,10 +127,13 @@ def _read_sources(ds: Any) -> Tuple[Split, Optional[Split], Optional[Split]]:
 def load_splits(ds: Any, seed: int) -> Splits:
     """Read the dataset, drop duplicate texts, and split it (seeded, stratified) as configured.
 
-    Exact duplicates are removed before splitting, and a text in the test (or validation)
-    file is removed from the splits before it, so no text is ever in two splits.
+    The split's seed is ``dataset.split_seed``, else ``seed`` (the run's). Exact duplicates are
+    removed before splitting, and a text in the test (or validation) file is removed from the
+    splits before it, so no text is ever in two splits.
     """
     limits.split_sizes(ds)  # checked before reading, and as given (not rescaled)
+    if ds.get("split_seed") is not None:
+        seed = int(ds.split_seed)
     main, val, test = _read_sources(ds)
     removed = 0
     if test is not None:

@@ -54,7 +54,7 @@ def _at_least(path: str, value: Any, low: int) -> None:
 
 def _within(path: str, value: Any, low: float, high: float) -> None:
     if not low <= _number(path, value) <= high:
-        raise ConfigError(f"{path} must be between {low:g} and {high:g}, got {value}")
+        raise ConfigError(f"{path} must be between {low:g} and {high if isinstance(high, int) else f'{high:g}'}, got {value}")
 
 
 def _seeds(path: str, values: Any) -> List[int]:
@@ -96,7 +96,9 @@ def _existing_file(path: Any, what: str) -> None:
 
 
 def split_sizes(ds: Any) -> None:
-    """``val_size`` and ``test_size``, as given (not rescaled), and their sum where both are cut."""
+    """``val_size`` and ``test_size``, as given (not rescaled), their sum where both are cut, and the seed."""
+    if ds.get("split_seed") is not None:
+        _within("dataset.split_seed", ds.split_seed, 0, MAX_SEED)
     for what in ("val", "test"):
         if not 0.0 < _number(f"dataset.{what}_size", getattr(ds, f"{what}_size")) < 1.0:
             raise ConfigError(f"dataset.{what}_size must be between 0 and 1, got {getattr(ds, f'{what}_size')}")

@@ -165,6 +165,7 @@ def test_a_failing_run_is_marked_failed_and_ctrl_c_killed(store_uri: str, make_c
         (["dataset.val_size=1.5"], "dataset.val_size must be between 0 and 1, got 1.5"),
         (["dataset.test_size=0"], "dataset.test_size must be between 0 and 1, got 0"),
         (["dataset.val_size=0.5", "dataset.test_size=0.5"], "dataset.val_size + dataset.test_size must be below 1"),
+        (["dataset.split_seed=-1"], "dataset.split_seed must be between 0 and 4294967295, got -1"),  # once scikit-learn's words
     ],
 )
 def test_reader_and_split_settings_are_refused_as_given(tmp_path: Path, make_cfg, overrides: List[str], message: str) -> None:

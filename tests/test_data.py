@@ -59,6 +59,18 @@ def test_splits_are_stratified_and_seeded(tmp_path: Path, make_cfg) -> None:
         assert Counter(split.labels)["rare"] / len(split) == pytest.approx(0.2, abs=0.01)
 
 
+def test_a_fixed_split_seed_keeps_the_split_whatever_the_run_s_seed(tmp_path: Path, make_cfg) -> None:
+    f = write_sentiment_csv(tmp_path / "d.csv", n=200)
+    cfg = make_cfg("dataset=files", f"dataset.path={f}", "dataset.max_samples=150", "dataset.split_seed=7")
+    a, b = data.load_splits(cfg.dataset, seed=1), data.load_splits(cfg.dataset, seed=2)
+    for name in ("train", "val", "test"):  # `-m seed=1,2` scores both runs on the same test texts
+        assert getattr(a, name).texts == getattr(b, name).texts
+    assert a.fingerprint() == b.fingerprint()
+    unset = make_cfg("dataset=files", f"dataset.path={f}", "dataset.max_samples=150")
+    assert data.load_splits(unset.dataset, seed=7).fingerprint() == a.fingerprint()  # null: the run's seed
+    assert data.load_splits(unset.dataset, seed=1).test.texts != a.test.texts
+
+
 def test_max_samples_keeps_classes_balanced(make_cfg) -> None:
     cfg = make_cfg("dataset.max_samples=250")
     splits = data.load_splits(cfg.dataset, seed=0)
