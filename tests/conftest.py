@@ -14,7 +14,7 @@ import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional
+from typing import Any, Callable, Iterator, List, Optional
 
 import pytest
 
@@ -145,6 +145,11 @@ def runs_in(store_uri: str, experiment: str = EXPERIMENT) -> list:
     client = MlflowClient(store_uri)
     found = client.get_experiment_by_name(experiment)
     return client.search_runs([found.experiment_id], max_results=5000) if found else []
+
+
+def curve(client: Any, run_id: str, key: str) -> List[float]:
+    """A metric's values on a run, in step order (the UI's chart; MLflow's history is unordered)."""
+    return [m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
 
 
 @contextmanager

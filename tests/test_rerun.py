@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from conftest import EXPERIMENT, SHRINK, SPACE, assert_one_line_error, run_cli, runs_in, write_sentiment_csv
+from conftest import EXPERIMENT, SHRINK, SPACE, assert_one_line_error, curve, run_cli, runs_in, write_sentiment_csv
 from pipeline import rerun
 from pipeline.rerun import RerunError
 
@@ -24,7 +24,7 @@ def _runs(client: MlflowClient):
 
 
 def _losses(client: MlflowClient, run_id: str, key: str = "loss"):
-    return [m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
+    return curve(client, run_id, key)
 
 
 def _train(tmp_path: Path, *extra: str) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from conftest import SHRINK, run_cli, runs_in
+from conftest import SHRINK, curve, run_cli, runs_in
 from pipeline import train
 
 SWEEP = ["train", "-m", *SHRINK, "dataset.max_samples=200", "seed=1,2,3,4"]
@@ -79,7 +79,7 @@ def test_the_objective_a_sweeper_sees_is_the_validation_metric_named_in_the_conf
     cfg = make_cfg("dataset.max_samples=200", "training.epochs=2", "training.objective=val_loss")
     value = train.run(cfg)
     (run,) = runs_in(store_uri)
-    history = [m.value for m in MlflowClient(store_uri).get_metric_history(run.info.run_id, "val_loss")]
+    history = curve(MlflowClient(store_uri), run.info.run_id, "val_loss")
     assert value == pytest.approx(min(history)) and value != pytest.approx(run.data.metrics["test_loss"])
 
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from conftest import SHRINK, run_cli, runs_in, write_sentiment_csv
+from conftest import SHRINK, curve, run_cli, runs_in, write_sentiment_csv
 from pipeline import train
 
 
@@ -130,7 +130,7 @@ def test_a_run_is_reproducible_with_the_same_seed(make_cfg, store_uri: str) -> N
     client = MlflowClient(store_uri)
     runs = runs_in(store_uri)
     assert len(runs) == 2 and first == second
-    losses = [[m.value for m in client.get_metric_history(r.info.run_id, "val_loss")] for r in runs]
+    losses = [curve(client, r.info.run_id, "val_loss") for r in runs]
     assert len(losses[0]) == 2 and losses[0] == losses[1]
     assert runs[0].data.tags["config_hash"] == runs[1].data.tags["config_hash"]
     assert runs[0].data.tags["data_fingerprint"] == runs[1].data.tags["data_fingerprint"]
@@ -171,6 +171,6 @@ def test_a_cosine_schedule_lowers_the_rate_every_epoch_and_records_it(make_cfg, 
                    "training.early_stopping.enabled=false", "tracking.log_model=false")
     train.run(cfg)
     (run,) = runs_in(store_uri)
-    rates = [m.value for m in sorted(MlflowClient(store_uri).get_metric_history(run.info.run_id, "learning_rate"), key=lambda m: m.step)]
+    rates = curve(MlflowClient(store_uri), run.info.run_id, "learning_rate")
     assert rates == pytest.approx([0.004, 0.003, 0.001])
     assert run.data.params["training.lr_schedule"] == "cosine"

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from conftest import SHRINK, SPACE, run_cli, runs_in, wait_for, write_sentiment_csv
+from conftest import SHRINK, SPACE, curve, run_cli, runs_in, wait_for, write_sentiment_csv
 from pipeline import compare, limits, rerun, tracking, tune
 from pipeline.errors import ConfigError
 
@@ -231,7 +231,7 @@ def test_an_ensemble_averages_the_best_trial_with_its_configuration_retrained_pe
 
 
 def _rates(client: MlflowClient, run) -> list:
-    return [m.value for m in sorted(client.get_metric_history(run.info.run_id, "learning_rate"), key=lambda m: m.step)]
+    return curve(client, run.info.run_id, "learning_rate")
 
 
 def test_the_final_model_is_the_best_configuration_refit_on_train_and_validation(make_cfg, store_uri: str, tmp_path: Path, capsys) -> None:
@@ -242,7 +242,7 @@ def test_the_final_model_is_the_best_configuration_refit_on_train_and_validation
     best = parent.data.tags["best_trial_id"]
     (trial,) = [c for c in children if c.data.tags.get("tuner.trial_id") == best]
     # as many epochs as the best trial took to its best validation accuracy (the first best epoch)
-    history = [m.value for m in sorted(client.get_metric_history(trial.info.run_id, "val_accuracy"), key=lambda m: m.step)]
+    history = curve(client, trial.info.run_id, "val_accuracy")
     epochs = history.index(max(history)) + 1
     refits = {c.data.tags["refit.seed"]: c for c in children if "refit.seed" in c.data.tags}
     lr = float(cfg.training.learning_rate)
@@ -587,14 +587,13 @@ def test_cross_validated_trials_are_ranked_by_their_mean_over_folds(make_cfg, st
         best = int(np.argmax(mean))
         spread = np.std([c[min(best, len(c) - 1)] for c in curves], ddof=1)
         assert run.data.metrics["trial_score_std"] == pytest.approx(spread) and run.data.metrics["cv_folds"] == 3
-        logged = sorted(client.get_metric_history(run.info.run_id, "val_accuracy"), key=lambda m: m.step)
-        assert [m.value for m in logged] == pytest.approx(mean)
+        assert curve(client, run.info.run_id, "val_accuracy") == pytest.approx(mean)
     # what the oracle ranked by is the mean: the best trial is the one with the best mean
     top = max(trial_runs, key=lambda r: r.data.metrics["trial_score"])
     assert parent.data.metrics["best_score"] == pytest.approx(top.data.metrics["trial_score"])
     # no single trial model exists: the final model is the refit, for the mean curve's best epoch count
     assert "best_trial.test_accuracy" not in parent.data.metrics
-    mean_top = [m.value for m in sorted(client.get_metric_history(top.info.run_id, "val_accuracy"), key=lambda m: m.step)]
+    mean_top = curve(client, top.info.run_id, "val_accuracy")
     if parent.data.tags["best_trial_id"] == top.data.tags["tuner.trial_id"]:
         assert parent.data.metrics["refit.epochs"] == mean_top.index(max(mean_top)) + 1
     assert "test_accuracy_ci_low" in parent.data.metrics
