@@ -217,3 +217,8 @@ def test_words_holding_line_boundaries_train_into_a_model_that_loads_and_predict
     model = tracking.load_text_model(store_uri, run.info.run_id)
     predicted = model.predict(pd.DataFrame({"text": ["and\x85of great good", "film\u2028here bad awful"]}))
     assert len(predicted) == 2 and set(predicted["label"]) <= {"pos", "neg"}
+    # the vocabulary artifact, one token per "\n" as the README says: every such word whole
+    import mlflow
+
+    vocabulary = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/data/vocabulary.txt").split("\n")
+    assert set(words) <= set(vocabulary)
