@@ -132,7 +132,7 @@ def load_splits(ds: Any, seed: int) -> Splits:
     splits before it, so no text is ever in two splits.
     """
     limits.split_sizes(ds)  # checked before reading, and as given (not rescaled)
-    if ds.get("split_seed") is not None:
+    if getattr(ds, "split_seed", None) is not None:
         seed = int(ds.split_seed)
     main, val, test = _read_sources(ds)
     removed = 0

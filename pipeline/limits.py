@@ -97,7 +97,7 @@ def _existing_file(path: Any, what: str) -> None:
 
 def split_sizes(ds: Any) -> None:
     """``val_size`` and ``test_size``, as given (not rescaled), their sum where both are cut, and the seed."""
-    if ds.get("split_seed") is not None:
+    if getattr(ds, "split_seed", None) is not None:
         _within("dataset.split_seed", ds.split_seed, 0, MAX_SEED)
     for what in ("val", "test"):
         if not 0.0 < _number(f"dataset.{what}_size", getattr(ds, f"{what}_size")) < 1.0:
