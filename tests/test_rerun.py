@@ -23,10 +23,6 @@ def _runs(client: MlflowClient):
     return runs_in(client.tracking_uri)
 
 
-def _losses(client: MlflowClient, run_id: str, key: str = "loss"):
-    return curve(client, run_id, key)
-
-
 def _train(tmp_path: Path, *extra: str) -> str:
     data = write_sentiment_csv(tmp_path / "reviews.csv")
     result = run_cli(
@@ -49,7 +45,7 @@ def test_a_rerun_of_a_train_run_reproduces_every_epoch_and_compares(tmp_path: Pa
     old = client.get_run(original)
     assert new.info.status == "FINISHED" and new.info.run_name.startswith("rerun-")
     for key in ("loss", "val_loss", "val_accuracy"):
-        before, after = _losses(client, original, key), _losses(client, new.info.run_id, key)
+        before, after = curve(client, original, key), curve(client, new.info.run_id, key)
         assert len(before) == 3 and after == pytest.approx(before, abs=1e-6)
     for key in ("test_accuracy", "test_loss", "test_f1_macro"):
         assert new.data.metrics[key] == pytest.approx(old.data.metrics[key], abs=1e-6)
@@ -107,14 +103,14 @@ def test_a_search_reruns_its_best_trial_and_a_trial_reruns_itself(tmp_path: Path
     assert replayed.data.tags["rerun_of_run"] == refit.info.run_id
     assert replayed.data.params["model.units"] == best.data.params["hp.model.units"]
     assert replayed.data.params["training.fit_on"] == "train_val" and replayed.data.params["training.epochs"] == refit.data.tags["refit.epochs"]
-    assert _losses(client, replayed.info.run_id) == pytest.approx(_losses(client, refit.info.run_id), abs=1e-6)
+    assert curve(client, replayed.info.run_id, "loss") == pytest.approx(curve(client, refit.info.run_id, "loss"), abs=1e-6)
     assert replayed.data.metrics["test_accuracy"] == pytest.approx(client.get_run(parent.info.run_id).data.metrics["test_accuracy"])
     assert "per-epoch loss reproduced" in result.stdout
 
     rerun.run(other.info.run_id, [], tracking_uri=store_uri)  # (in this process: the CLI's path is the search's, above)
     (again,) = [r for r in _runs(client) if r.data.tags.get("rerun_of") == other.info.run_id]
     assert again.data.params["model.embedding_dim"] == other.data.params["hp.model.embedding_dim"]
-    assert _losses(client, again.info.run_id, "val_loss") == pytest.approx(_losses(client, other.info.run_id, "val_loss"), abs=1e-6)
+    assert curve(client, again.info.run_id, "val_loss") == pytest.approx(curve(client, other.info.run_id, "val_loss"), abs=1e-6)
 
     # compare the search: its trials ranked by their best-epoch objective, logged to the parent
     compared = run_cli(["compare", parent.info.run_id], cwd=tmp_path)
