@@ -1,7 +1,7 @@
 """A search's refit, played on validation data: how a learning-rate schedule ends a fixed-epoch fit.
 
     python bench/refit_sim.py [--datasets bbc_news mr] [--epochs 5 7] [--seeds 1 2 3] \
-        [--schedules constant cosine]
+        [--schedules constant cosine] [--split-seed N] [-- OVERRIDE ...]
 
 A search's final model is its best configuration trained again on train+validation for exactly the
 epoch count its trial found best, with no early stopping (nothing is held out to stop on), so
@@ -9,11 +9,17 @@ nothing checks where that fit ends. This plays the same fit with the validation 
 the pipeline's own prepare / build / fit on the training split for exactly E epochs, then the
 validation split is scored once, after the last epoch. The test split is never read. Prints one
 row per (dataset, E, schedule): the median and range of validation accuracy over the seeds, each
-seed's value and the seconds per fit. With --split-seed every fit uses that seed's split (a dataset
-without its own validation file is split by the seed) and only the training seed varies, as the
-refits of one search do; the row then also gives the accuracy of the seeds' models averaged (the
+seed's value and the seconds per fit. Overrides after `--` apply to every fit. With
+`--split-seed N` (short for the override `dataset.split_seed=N`) every fit uses that seed's split (a
+dataset without its own validation file is split by the seed) and only the training seed varies, as
+the refits of one search do; the row then also gives the accuracy of the seeds' models averaged (the
 mean of their class probabilities, as `tuner.final.ensemble.seeds` averages refits). No MLflow run
 is opened.
+
+`--schedules cosine_steps` is not a pipeline setting: the same cosine as `cosine`, but read at every
+batch (Keras's `CosineDecay` as the optimizer's learning rate, over E epochs' batches) instead of once
+per epoch, so that a one-epoch refit decays too. Tried and not adopted (README "How the defaults
+were chosen").
 """
 
 from __future__ import annotations
@@ -40,8 +46,12 @@ def main() -> None:
                         help="fit lengths (default: 5 and 7 for bbc_news, 2 for the sentence datasets: their trials' best epochs)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--schedules", nargs="+", default=["constant", "cosine"])
-    parser.add_argument("--split-seed", type=int, default=None, help="one split for every seed (default: each seed's own)")
+    parser.add_argument("--split-seed", type=int, default=None,
+                        help="one split for every seed, dataset.split_seed=N (default: each seed's own)")
+    parser.add_argument("overrides", nargs="*", help="more overrides for every fit (after --)")
     args = parser.parse_args()
+
+    import keras
 
     from pipeline import data, experiment
     from pipeline.config import compose_train
@@ -57,20 +67,27 @@ def main() -> None:
                 for seed in args.seeds:
                     cfg = compose_train([f"dataset={dataset}", f"seed={seed}", "training.verbose=0",
                                          "training.early_stopping.enabled=false", f"training.epochs={epochs}",
-                                         f"training.lr_schedule={schedule}"])
-                    splits = None if args.split_seed is None else data.load_splits(cfg.dataset, args.split_seed)
+                                         f"training.lr_schedule={'constant' if schedule == 'cosine_steps' else schedule}",
+                                         *([] if args.split_seed is None else [f"dataset.split_seed={args.split_seed}"]),
+                                         *args.overrides])
+                    one_split = cfg.dataset.split_seed is not None
                     experiment.seed_everything(seed, cfg.training.deterministic)
-                    prepared = experiment.prepare(cfg, splits)
+                    prepared = experiment.prepare(cfg)
                     start = time.perf_counter()
                     model = build_model(cfg, prepared.shape, embedding_matrix=prepared.embedding_matrix)
+                    if schedule == "cosine_steps":
+                        steps = int(data.make_datasets({"train": prepared.encoded["train"]}, int(cfg.training.batch_size), seed,
+                                                         bool(cfg.training.bucket_by_length))["train"].cardinality())
+                        model.optimizer.learning_rate = keras.optimizers.schedules.CosineDecay(
+                            float(cfg.training.learning_rate), decay_steps=epochs * steps)
                     history = experiment.fit(model, prepared, cfg.training, seed)
                     scores.append(float(history.history["val_accuracy"][-1]))
-                    if args.split_seed is not None:  # one split: the seeds' models can be averaged
+                    if one_split:  # the seeds' models can be averaged
                         x_val, y_val = prepared.encoded["val"]
                         probabilities.append(class_probabilities(model, x_val))
                     seconds.append(time.perf_counter() - start)
                 print(f"| {dataset} | {epochs} | {schedule} | {statistics.median(scores):.4f} | {min(scores):.4f} - {max(scores):.4f} "
-                      f"| {' / '.join(f'{s:.4f}' for s in scores)} | {'-' if args.split_seed is None else averaged(probabilities, y_val)} "
+                      f"| {' / '.join(f'{s:.4f}' for s in scores)} | {averaged(probabilities, y_val) if one_split else '-'} "
                       f"| {statistics.median(seconds):.0f} |", flush=True)
 
 
