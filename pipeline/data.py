@@ -124,6 +124,13 @@ def _read_sources(ds: Any) -> Tuple[Split, Optional[Split], Optional[Split]]:
     return main, val, test
 
 
+def split_seed(ds: Any, seed: int) -> int:
+    """The seed that divides the labelled texts (the split, and a search's folds of train+validation):
+    ``dataset.split_seed``, else ``seed`` (the run's)."""
+    given = getattr(ds, "split_seed", None)
+    return int(seed) if given is None else int(given)
+
+
 def load_splits(ds: Any, seed: int) -> Splits:
     """Read the dataset, drop duplicate texts, and split it (seeded, stratified) as configured.
 
@@ -132,8 +139,7 @@ def load_splits(ds: Any, seed: int) -> Splits:
     splits before it, so no text is ever in two splits.
     """
     limits.split_sizes(ds)  # checked before reading, and as given (not rescaled)
-    if getattr(ds, "split_seed", None) is not None:
-        seed = int(ds.split_seed)
+    seed = split_seed(ds, seed)
     main, val, test = _read_sources(ds)
     removed = 0
     if test is not None:

@@ -684,3 +684,21 @@ def test_folds_are_on_below_the_auto_size_and_off_above_it(make_cfg) -> None:
     for train_rows, val_rows in folds.splits(prepared, 5, 42):
         assert not set(train_rows) & set(val_rows) and len(train_rows) + len(val_rows) == len(labels)
         assert abs(np.bincount(labels[val_rows], minlength=5) / len(val_rows) - np.bincount(labels, minlength=5) / len(labels)).max() < 0.06
+
+
+def test_a_fixed_split_seed_fixes_the_folds_and_the_run_seed_varies_them_otherwise(make_cfg) -> None:
+    """`-m seed=1,2,3 dataset.split_seed=42` varies only the training (README): on folds too."""
+    from pipeline import experiment
+    from pipeline.tuning import folds
+
+    def fold_rows(*overrides: str) -> list:
+        cfg = make_cfg("dataset.max_samples=200", *overrides, config_name="tune")
+        return [sorted(val_rows) for _, val_rows in folds.search_splits(cfg, experiment.prepare(cfg), 5)]
+
+    assert fold_rows("seed=1", "dataset.split_seed=42") == fold_rows("seed=2", "dataset.split_seed=42")
+    # no split seed: the run's seed divides both (seed=7 alone is split seed 7)
+    assert fold_rows("seed=7") == fold_rows("seed=3", "dataset.split_seed=7")
+    # and the folds do depend on the seed they are drawn with
+    cfg = make_cfg("dataset.max_samples=200", config_name="tune")
+    prepared = experiment.prepare(cfg)
+    assert [sorted(v) for _, v in folds.splits(prepared, 5, 1)] != [sorted(v) for _, v in folds.splits(prepared, 5, 2)]

@@ -30,6 +30,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from pipeline import experiment, tracking
+from pipeline.data import split_seed
 from pipeline.errors import ConfigError
 from pipeline.limits import cv_folds as check
 
@@ -67,6 +68,13 @@ def splits(prepared: experiment.Prepared, folds: int, seed: int) -> List[Tuple[n
 
     labels = np.concatenate([prepared.encoded["train"][1], prepared.encoded["val"][1]])
     return list(StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(np.zeros(len(labels)), labels))
+
+
+def search_splits(cfg: DictConfig, prepared: experiment.Prepared, folds: int) -> List[Tuple[np.ndarray, np.ndarray]]:
+    """A search's folds. They divide the labelled texts as the split does (``dataset.split_seed``,
+    else ``seed``): with the split seed fixed, a search's ``seed`` varies its training only, and
+    every seed's trials are scored on the same folds."""
+    return splits(prepared, folds, split_seed(cfg.dataset, int(cfg.seed)))
 
 
 def fold_data(prepared: experiment.Prepared, train_rows: np.ndarray, val_rows: np.ndarray) -> experiment.Prepared:
@@ -116,7 +124,7 @@ def cross_validate(
 
     training = with_values(cfg, trial.hyperparameters.values).training
     histories: List[Dict[str, List[float]]] = []
-    for k, (train_rows, val_rows) in enumerate(splits(prepared, folds, int(cfg.seed))):
+    for k, (train_rows, val_rows) in enumerate(search_splits(cfg, prepared, folds)):
         path = folder / f"trial{trial.trial_id}" / f"fold{k}.json"
         if path.is_file():
             history = json.loads(path.read_text(encoding="utf-8"))["history"]
