@@ -42,6 +42,19 @@ def test_the_test_split_never_chooses_anything() -> None:
                                      "baseline.test_mcc", "baseline.test_roc_auc"}
 
 
+def test_the_logged_baseline_is_the_fit_with_the_chosen_C() -> None:
+    """The fits run side by side (one per C, in worker processes): the model kept is the chosen C's."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    splits = _splits(False)
+    fitted = baseline.fit(splits, SETTINGS)
+    features, classifier = fitted.model[0], fitted.model[-1]
+    alone = LogisticRegression(C=fitted.C, max_iter=2000).fit(features.transform(splits.train.texts), splits.label_ids(splits.train))
+    assert classifier.C == fitted.C == 0.01
+    np.testing.assert_allclose(classifier.coef_, alone.coef_, rtol=1e-6)
+
+
 def test_the_test_split_is_read_once_to_score_the_chosen_model() -> None:
     class Counted(list):
         reads = 0
