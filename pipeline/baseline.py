@@ -50,6 +50,8 @@ def probabilities(model: Any, texts: Any, num_classes: int) -> np.ndarray:
 
 def fit(splits: Splits, settings: Any) -> Baseline:
     """Fit on train, choose ``C`` among ``settings.C`` on validation, score on test."""
+    import multiprocessing
+
     import joblib
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
@@ -73,7 +75,8 @@ def fit(splits: Splits, settings: Any) -> Baseline:
     # that get the features through a pipe (not a file on a disk that may be full) and exit a second
     # after the last fit (not five minutes into the search). The fits are the same as one after the
     # other; BBC News's baseline takes 16 s instead of 27 on 2 cores (bench/baseline_cost.py).
-    jobs = min(len(grid), joblib.cpu_count())
+    # (a daemonic process, e.g. a multiprocessing pool's worker, cannot start workers: one after another)
+    jobs = 1 if multiprocessing.current_process().daemon else min(len(grid), joblib.cpu_count())
     classifiers = joblib.Parallel(n_jobs=jobs, max_nbytes=None, idle_worker_timeout=1)(
         joblib.delayed(LogisticRegression(C=c, max_iter=2000).fit)(x_train, y_train) for c in grid
     )
