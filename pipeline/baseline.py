@@ -50,9 +50,6 @@ def probabilities(model: Any, texts: Any, num_classes: int) -> np.ndarray:
 
 def fit(splits: Splits, settings: Any) -> Baseline:
     """Fit on train, choose ``C`` among ``settings.C`` on validation, score on test."""
-    import multiprocessing
-
-    import joblib
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score
@@ -71,17 +68,9 @@ def fit(splits: Splits, settings: Any) -> Baseline:
     except ValueError as e:  # e.g. no word or character n-gram in any training text
         raise DataError(f"the TF-IDF baseline cannot be fit on this training split ({first_line(e)}); set baseline.enabled=false") from None
     x_val = features.transform(splits.val.texts)
-    # One fit per C, side by side on the machine's cores: scikit-learn's joblib, in worker processes
-    # that get the features through a pipe (not a file on a disk that may be full) and exit a second
-    # after the last fit (not five minutes into the search). The fits are the same as one after the
-    # other; BBC News's baseline takes 16 s instead of 27 on 2 cores (bench/baseline_cost.py).
-    # (a daemonic process, e.g. a multiprocessing pool's worker, cannot start workers: one after another)
-    jobs = 1 if multiprocessing.current_process().daemon else min(len(grid), joblib.cpu_count())
-    classifiers = joblib.Parallel(n_jobs=jobs, max_nbytes=None, idle_worker_timeout=1)(
-        joblib.delayed(LogisticRegression(C=c, max_iter=2000).fit)(x_train, y_train) for c in grid
-    )
     best = None
-    for c, classifier in zip(grid, classifiers):
+    for c in grid:
+        classifier = LogisticRegression(C=c, max_iter=2000).fit(x_train, y_train)
         accuracy = float(accuracy_score(y_val, classifier.predict(x_val)))
         if best is None or accuracy > best[1]:
             best = (classifier, accuracy, c)

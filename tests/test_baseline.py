@@ -43,7 +43,7 @@ def test_the_test_split_never_chooses_anything() -> None:
 
 
 def test_the_logged_baseline_is_the_fit_with_the_chosen_C() -> None:
-    """The fits run side by side (one per C, in worker processes): the model kept is the chosen C's."""
+    """The model kept (and logged) is the fit with the C chosen on validation."""
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
@@ -53,29 +53,6 @@ def test_the_logged_baseline_is_the_fit_with_the_chosen_C() -> None:
     alone = LogisticRegression(C=fitted.C, max_iter=2000).fit(features.transform(splits.train.texts), splits.label_ids(splits.train))
     assert classifier.C == fitted.C == 0.01
     np.testing.assert_allclose(classifier.coef_, alone.coef_, rtol=1e-6)
-
-
-def _fit_in_a_daemon(queue) -> None:  # type: ignore[no-untyped-def]
-    import warnings
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        fitted = baseline.fit(_splits(False), SETTINGS)
-    queue.put((fitted.C, [str(w.message) for w in caught]))
-
-
-def test_in_a_daemonic_process_the_fits_run_one_after_another_without_a_warning() -> None:
-    """A multiprocessing pool's worker cannot start processes: joblib would warn and fall back."""
-    import multiprocessing
-
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    worker = context.Process(target=_fit_in_a_daemon, args=(queue,), daemon=True)
-    worker.start()
-    chosen, said = queue.get(timeout=120)
-    worker.join(timeout=30)
-    assert chosen == 0.01
-    assert not [m for m in said if "parallel" in m.lower()], said
 
 
 def test_the_test_split_is_read_once_to_score_the_chosen_model() -> None:
