@@ -702,3 +702,24 @@ def test_a_fixed_split_seed_fixes_the_folds_and_the_run_seed_varies_them_otherwi
     cfg = make_cfg("dataset.max_samples=200", config_name="tune")
     prepared = experiment.prepare(cfg)
     assert [sorted(v) for _, v in folds.splits(prepared, 5, 1)] != [sorted(v) for _, v in folds.splits(prepared, 5, 2)]
+
+
+def test_a_finished_fold_is_read_back_only_for_the_rows_it_validated_on(make_cfg, tmp_path: Path) -> None:
+    """A resumed search keeps its finished folds; a fold file of other rows (folds drawn with another
+    seed, as before they followed dataset.split_seed) is trained again, not mixed into the mean."""
+    from pipeline import experiment
+    from pipeline.tuning import folds
+
+    cfg = make_cfg("dataset.max_samples=200", config_name="tune")
+    prepared = experiment.prepare(cfg)
+    (_, rows), (_, other_rows) = folds.splits(prepared, 5, 42)[:2]
+    history = {"loss": [0.5, 0.4], "val_accuracy": [0.7, 0.8]}
+    path = tmp_path / "trial0" / "fold0.json"
+    assert folds.finished_fold(path, rows) is None
+    folds._write_whole(path, {"fold": 0, "folds": 5, "val_rows": folds.rows_digest(rows), "history": history})
+    assert folds.finished_fold(path, rows) == history
+    assert folds.finished_fold(path, other_rows) is None
+    assert folds.finished_fold(path, folds.splits(prepared, 5, 7)[0][1]) is None
+    # a file that does not say which rows it validated on is not trusted either
+    folds._write_whole(path, {"fold": 0, "folds": 5, "history": history})
+    assert folds.finished_fold(path, rows) is None

@@ -10,8 +10,10 @@ The spread over folds at that epoch is logged beside it (``trial_score_std``).
 
 Each fold's per-epoch metrics go on the trial's run as ``fold<k>.<metric>`` (``fold0.val_accuracy``),
 so the MLflow UI charts them beside the mean. Each finished fold's history is kept in the tuner
-project (``folds/trial<id>/fold<k>.json``, written whole): a search killed mid-trial resumes with
-the folds it had finished, and trains only the rest.
+project (``folds/trial<id>/fold<k>.json``, written whole, with a digest of the rows it validated
+on): a search killed mid-trial resumes with the folds it had finished, and trains only the rest. A
+file whose fold was drawn otherwise (a project from before the folds followed ``dataset.split_seed``,
+or one written by hand) is not read back: that fold is trained again.
 
 The vocabulary is the one adapted on the training split (the folds' validation texts from it
 were part of that adaptation: which words exist, never their labels). A trial scored on folds
@@ -21,10 +23,11 @@ has no single model; the final model is the best configuration refit on train+va
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 from omegaconf import DictConfig
@@ -113,6 +116,19 @@ def _write_whole(path: Path, payload: Any) -> None:
     tmp.replace(path)
 
 
+def rows_digest(rows: np.ndarray) -> str:
+    """A digest of a fold's validation rows: which texts it held out, in the order drawn."""
+    return hashlib.sha256(np.asarray(rows, dtype="<i8").tobytes()).hexdigest()[:16]
+
+
+def finished_fold(path: Path, val_rows: np.ndarray) -> Optional[Dict[str, List[float]]]:
+    """The history of a fold finished before, or None: no file, or a file of other validation rows."""
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text(encoding="utf-8"))
+    return record["history"] if record.get("val_rows") == rows_digest(val_rows) else None
+
+
 def cross_validate(
     hypermodel: Any, trial: Any, cfg: DictConfig, prepared: experiment.Prepared, folder: Path, folds: int, epochs: int, log: bool
 ) -> Tuple[Dict[str, List[float]], float]:
@@ -126,15 +142,14 @@ def cross_validate(
     histories: List[Dict[str, List[float]]] = []
     for k, (train_rows, val_rows) in enumerate(search_splits(cfg, prepared, folds)):
         path = folder / f"trial{trial.trial_id}" / f"fold{k}.json"
-        if path.is_file():
-            history = json.loads(path.read_text(encoding="utf-8"))["history"]
-        else:
+        history = finished_fold(path, val_rows)
+        if history is None:
             keras.backend.clear_session()
             keras.utils.set_random_seed(int(cfg.seed) + k)
             model = hypermodel.build(trial.hyperparameters)
             fitted = experiment.fit(model, fold_data(prepared, train_rows, val_rows), training, int(cfg.seed) + k, epochs=epochs)
             history = {key: [float(v) for v in values] for key, values in fitted.history.items()}
-            _write_whole(path, {"fold": k, "folds": folds, "history": history})
+            _write_whole(path, {"fold": k, "folds": folds, "val_rows": rows_digest(val_rows), "history": history})
         if log:
             tracking.log_metric_history({f"fold{k}.{key}": values for key, values in history.items()})
         histories.append(history)
