@@ -328,9 +328,7 @@ def _main(argv: Optional[List[str]] = None) -> int:
     except Refused as e:  # refused before the job's directory, store or project was created
         if full_error:
             raise e.error from None
-        from pipeline.errors import ConfigError
-
-        told = first_line(e.error) if isinstance(e.error, ConfigError) else _hydra_message(e.error)
+        told = first_line(e.error) if isinstance(e.error, PipelineError) else _hydra_message(e.error)
         print(f"error: {told}" + (f" (job {' '.join(e.job)})" if e.job else ""), file=sys.stderr)
         return 2
     except Terminated:

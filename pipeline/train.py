@@ -6,7 +6,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from omegaconf import DictConfig
 
-from pipeline import data, experiment, sweep, tracking, validate
+from pipeline import experiment, sweep, tracking, validate
 from pipeline.baseline import beside
 from pipeline.config import to_container
 from pipeline.evaluate import with_interval
@@ -51,7 +51,7 @@ def train_and_record(
     config = to_container(cfg)
     validate.check(cfg)  # every setting, before the store is opened (pipeline/validate.py)
     tracking.preflight(cfg.tracking)
-    splits = data.load_splits(cfg.dataset, cfg.seed)  # a data error: one line, before TensorFlow is imported
+    splits = validate.splits(cfg)  # a data error: one line, before TensorFlow is imported
     experiment.seed_everything(cfg.seed, cfg.training.deterministic)
     prepared = experiment.prepare(cfg, splits)
     tags = {**experiment.run_tags(cfg, config, prepared, "train"), **(extra_tags or {})}

@@ -19,10 +19,11 @@ from pipeline.baseline import beside
 from pipeline.config import to_container
 from pipeline.errors import PipelineError
 from pipeline.train import hydra_overrides
-from pipeline.tuning import distributed, final, folds, trials
-from pipeline.tuning.hypermodel import searched_values
+from pipeline.tuning import folds
 from pipeline.tuning.project import Project, resolve_project, search_identity
-from pipeline.tuning.tuners import make_tuner
+
+# Keras Tuner (and with it TensorFlow) is imported by the steps that use it, once the settings and
+# the data have passed: a bad data file is one line in seconds, not after TensorFlow's import.
 
 
 @dataclass
@@ -51,10 +52,14 @@ class Summary:
 def run(cfg: DictConfig) -> float:
     """Search, record every trial, evaluate and register the best model; returns its score."""
     config = to_container(cfg)
-    hp = validate.check(cfg)  # every setting, and a model at each end of the space, before the store or project
+    validate.check(cfg, models=False)  # every setting, before the store, the data or TensorFlow
     tracking.preflight(cfg.tracking)
+    splits = validate.splits(cfg)  # a data error: one line, before TensorFlow is imported
+    hp = validate.check(cfg)  # and a model at each end of the space, before the store or project
+    from pipeline.tuning import distributed
+
     experiment.seed_everything(cfg.seed, cfg.training.deterministic)
-    prepared = experiment.prepare(cfg)
+    prepared = experiment.prepare(cfg, splits)
     identity = search_identity(cfg, prepared.splits.fingerprint()["all"], folds.resolve(cfg, prepared))
     role = distributed.role(cfg)
     if role == "worker":
@@ -73,6 +78,8 @@ def run(cfg: DictConfig) -> float:
         experiment_id = parent.info.experiment_id
 
     best = summary.best
+    from pipeline.tuning.hypermodel import searched_values
+
     print(
         f"search {search.parent_id} ({cfg.dataset.name}, {cfg.tuner.name}): {summary.completed} trials, best {cfg.tuner.objective}="
         f"{best.score:.4f} {searched_values(best)}; final model {final_model}: test_accuracy={evaluate.with_interval(metrics)}"
@@ -100,6 +107,9 @@ def _parent_run(search: Search, resumed: bool) -> Any:
 
 def _open(search: Search, hp: Any, resumed: bool) -> None:
     """Record the search's inputs (new) or reconcile its trial runs (resumed); build its tuner."""
+    from pipeline.tuning import trials
+    from pipeline.tuning.tuners import make_tuner
+
     cfg, state = search.cfg, search.state
     times = int(state.get("resumed", 0)) + int(resumed)
     # The parent run goes into the state first: a process killed from here on is resumed into
@@ -121,6 +131,8 @@ def _open(search: Search, hp: Any, resumed: bool) -> None:
 
 def _search(search: Search, role: str) -> None:
     """Run the trials: in this process, or served to workers."""
+    from pipeline.tuning import distributed
+
     if role == "chief" or search.cfg.tuner.workers > 0:
         distributed.serve(search.tuner, search.cfg, search.project, role, hydra_overrides())
     else:
@@ -129,6 +141,9 @@ def _search(search: Search, role: str) -> None:
 
 def _summarise(search: Search) -> Summary:
     """The trials table, a plot of scores by value, and the best trial on the parent run."""
+    from pipeline.tuning import trials
+    from pipeline.tuning.hypermodel import searched_values
+
     cfg, tuner = search.cfg, search.tuner
     table = trials.trial_table(tuner, cfg.tuner.direction)
     completed = table[table["status"] == "COMPLETED"] if not table.empty else table
@@ -148,6 +163,8 @@ def _summarise(search: Search) -> Summary:
 def _seed_variance(search: Search) -> None:
     """``tuner.final.seed_variance``: the top configurations retrained per seed, and a warning when
     the best two are within seed noise."""
+    from pipeline.tuning import final
+
     cfg = search.cfg
     if cfg.tuner.final.seed_variance.top_k <= 0:
         return
@@ -167,6 +184,8 @@ def _finalise(search: Search, best: Any) -> Any:
     """The final model (the best configuration refit on train+validation, or the best trial's own
     model; either averaged over seeds), tested, logged and registered once per best trial;
     returns its test metrics, how it was made, and what became of its registered version."""
+    from pipeline.tuning import final
+
     cfg, prepared, state = search.cfg, search.prepared, search.state
     # Once per best trial, also when a resumed search's process died just after registering.
     version_tags = {"best_trial_id": str(best.trial_id)}

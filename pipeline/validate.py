@@ -6,7 +6,10 @@ and every interpolation resolves, and, for a search, that the model builds at bo
 search-space range. The range of each setting and the rules between settings are
 pipeline/limits.py's. :func:`check` runs it once per config, from the Hydra callback
 :class:`Validate` (before Hydra creates the job's output directory) and from the train and tune
-entry points (before the tracking store or a tuner project is opened). The types and the values of
+entry points (before the tracking store or a tuner project is opened). The callback also reads
+the data, after the settings and before anything that imports TensorFlow (the search space's
+models): a bad data file is one line in seconds with nothing created, and the job takes those
+splits (:func:`splits`) instead of reading them again. The types and the values of
 enum-like settings are the schema's (pipeline/config.py), refused when Hydra composes the config.
 """
 
@@ -26,10 +29,12 @@ from omegaconf.errors import OmegaConfBaseException
 
 from pipeline import limits
 from pipeline.config import TUNER_SCHEMAS, TrainConfig, TuneConfig, TunerConfig
-from pipeline.errors import ConfigError, first_line, shown
+from pipeline.errors import ConfigError, DataError, first_line, shown
 
 #: Configs that passed, by content: the callback's and the entry point's pass run once.
 _PASSED: Dict[str, Any] = {}
+#: The splits the callback read, by what they were read from, until the job takes them.
+_SPLITS: Dict[str, Any] = {}
 
 
 class Refused(BaseException):
@@ -50,8 +55,10 @@ class Validate(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
+            check(config, models=False)
+            _read(config)
             check(config)
-        except ConfigError as e:
+        except (ConfigError, DataError) as e:
             raise Refused(e) from None
 
     def on_multirun_start(self, config: DictConfig, config_name: Optional[str] = None, **kwargs: Any) -> None:
@@ -100,14 +107,41 @@ def sweep_jobs(config: DictConfig, every: bool) -> List[List[str]]:
     return [list(job) for job in (jobs if every else itertools.islice(jobs, ENDS_CHECKED))]
 
 
-def check(cfg: DictConfig) -> Any:
+def _splits_key(cfg: DictConfig) -> str:
+    return _digest({"dataset": cfg.dataset, "seed": cfg.seed})
+
+
+def _read(cfg: DictConfig) -> None:
+    """The dataset's splits, read once the settings have passed (a bad file: a DataError), kept
+    for the job. Another failure is left to the job, which reads the data again and reports it."""
+    from pipeline import data
+
+    try:
+        _SPLITS[_splits_key(cfg)] = data.load_splits(cfg.dataset, cfg.seed)
+    except DataError:
+        raise
+    except Exception:  # noqa: BLE001 - Hydra would turn it into a warning; the job tells it whole
+        pass
+
+
+def splits(cfg: DictConfig) -> Any:
+    """The splits the callback read for this dataset and seed, else read now (a rerun, a test)."""
+    from pipeline import data
+
+    kept = _SPLITS.pop(_splits_key(cfg), None)
+    return kept if kept is not None else data.load_splits(cfg.dataset, cfg.seed)
+
+
+def check(cfg: DictConfig, models: bool = True) -> Any:
     """Refuse the first bad setting with a :class:`ConfigError`; for a search, returns its
-    compiled space (keras_tuner.HyperParameters), else None."""
+    compiled space (keras_tuner.HyperParameters), else None. ``models=False`` leaves out what
+    needs TensorFlow (compiling the space, building a model at each of its ends) and returns None."""
     try:
         digest = _digest({k: cfg[k] for k in cfg if k != "hydra"})  # Hydra's own node resolves only in a job
-        if digest not in _PASSED:
-            _PASSED[digest] = _check(cfg)
-        return _PASSED[digest]
+        key = digest if models else f"settings:{digest}"
+        if key not in _PASSED:
+            _PASSED[key] = _check(cfg, models)
+        return _PASSED[key]
     except OmegaConfBaseException as e:  # a value that does not resolve (``${oc.env:UNSET}``), or of a wrong type
         key = getattr(e, "full_key", None)
         raise ConfigError(f"{shown(key) + ': ' if key and str(key) not in first_line(e) else ''}{first_line(e)}") from None
@@ -119,7 +153,7 @@ def _digest(sections: Dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _check(cfg: DictConfig) -> Any:
+def _check(cfg: DictConfig, models: bool = True) -> Any:
     tune = "tuner" in cfg
     unknown_keys(cfg, TuneConfig if tune else TrainConfig)
     missing = sorted(m for k in cfg if k != "hydra" for m in ([k] if OmegaConf.is_missing(cfg, k) else
@@ -127,7 +161,7 @@ def _check(cfg: DictConfig) -> Any:
     if missing:
         raise ConfigError(f"{missing[0]} has no value (???); set it, e.g. {missing[0]}=...")
     limits.sections(cfg)
-    return search_space(cfg) if tune else None
+    return search_space(cfg, models) if tune else None
 
 
 # --- keys -------------------------------------------------------------------------------------
@@ -164,10 +198,11 @@ def unknown_keys(cfg: DictConfig, schema: type, prefix: str = "") -> None:
             unknown_keys(cfg[key], kind, f"{path}.")
 
 
-def search_space(cfg: DictConfig) -> Any:
+def search_space(cfg: DictConfig, models: bool = True) -> Any:
     """The space's entries, then the model built with each end of each entry (min and max, each
     choice, both booleans), every other setting as configured: a range that reaches a size no
-    model has is refused here, not by every trial that draws it."""
+    model has is refused here, not by every trial that draws it. ``models=False``: the entries and
+    each end's settings only (no TensorFlow, no Keras Tuner); returns None."""
     from pipeline import search_space as space
 
     # the space as written, then each end in range: before TensorFlow is imported (a refusal in ~4 s, not ~11)
@@ -175,7 +210,7 @@ def search_space(cfg: DictConfig) -> Any:
     # the data's vocabulary (at most dataset.vocab_size) changes nothing the other settings allow
     vocab_size = min(int(cfg.dataset.vocab_size), 1000)
     built = "built:" + _digest({"space": cfg.search_space, "model": cfg.model, "training": cfg.training, "vocab": vocab_size})
-    if built in _PASSED:
+    if models and built in _PASSED:
         return space.compile_space(cfg.search_space)
     trials = []
     for path, spec, held in checked:  # as Keras Tuner will draw them: a choice's values as the setting holds them
@@ -189,6 +224,8 @@ def search_space(cfg: DictConfig) -> Any:
             except ConfigError as e:
                 raise ConfigError(f"{where} cannot be trained: {e}") from None
             trials.append((where, trial))
+    if not models:
+        return None
     hp = space.compile_space(cfg.search_space)  # Keras Tuner's own refusals (a step with log sampling)
     from pipeline.model import DataShape, build_model
 

@@ -78,11 +78,12 @@ def test_unreachable_tracking_server_is_reported_before_any_data_is_read(tmp_pat
 TF_LINE = re.compile(r"^([IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\]|WARNING: All log messages before absl::InitializeLog)")
 
 
-#: Refused only once the data is read: after the tracking store is created (it prints at start-up),
-#: and for a search after TensorFlow is imported (the search space's models are built first). A bad
-#: setting is refused before either (pipeline/validate.py); `pipeline train` reads the data before
-#: it imports TensorFlow.
+#: Refused once the data is read, before the tracking store is created and before TensorFlow is
+#: imported (pipeline/validate.py reads it right after the settings).
 ONE_CLASS = ["dataset=files", "dataset.path=one_class.csv"]
+#: Refused only once the data is prepared: after the tracking store is created (it prints at
+#: start-up) and TensorFlow is imported (the search space's models are built first).
+TOO_MANY_FOLDS = ["dataset.max_samples=100", "tuner.cv_folds=500"]
 
 
 def test_an_error_is_the_only_line_on_stderr(tmp_path: Path) -> None:
@@ -96,10 +97,9 @@ def test_an_error_is_the_only_line_on_stderr(tmp_path: Path) -> None:
 @pytest.mark.parametrize("switch", ["--verbose", pytest.param("PIPELINE_TF_LOGS=1", marks=pytest.mark.stress)])  # (the same switch, by environment)
 def test_verbose_shows_tensorflow_and_mlflow_start_up_lines(tmp_path: Path, switch: str) -> None:
     args, env = (["--verbose"], {}) if switch == "--verbose" else ([], {"PIPELINE_TF_LOGS": "1"})
-    _files(tmp_path)
-    result = run_cli(["tune", *args, *ONE_CLASS, "search_space=tiny"], cwd=tmp_path, env=env)
+    result = run_cli(["tune", *args, *TOO_MANY_FOLDS, "search_space=tiny"], cwd=tmp_path, env=env)
     lines = result.stderr.splitlines()
-    assert_one_line_error(result, "only one class")
+    assert_one_line_error(result, "more folds than class")
     assert lines[-1].startswith("error: ")  # still the last word
     assert any(TF_LINE.match(line) for line in lines), result.stderr[-3000:]
     assert any("INFO mlflow" in line for line in lines), result.stderr[-3000:]  # the new store's tables

@@ -437,7 +437,7 @@ def test_a_failing_trial_is_a_failed_run_and_the_search_goes_on(make_cfg, store_
     # memory would: what this test is about.
     from pipeline import search_space, validate
 
-    monkeypatch.setattr(validate, "search_space", lambda cfg: search_space.compile_space(cfg.search_space))
+    monkeypatch.setattr(validate, "search_space", lambda cfg, models=True: search_space.compile_space(cfg.search_space) if models else None)
     cfg = make_cfg(
         *SMALL, "+search_space.model.dropout={type:choice,values:[0.0,1.5]}", "tuner.max_trials=6",
         "tuner.max_consecutive_failed_trials=6",

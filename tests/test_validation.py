@@ -455,6 +455,18 @@ def test_a_bad_setting_leaves_the_directory_as_it_was(tmp_path: Path, name: str,
 
 
 @pytest.mark.no_store
+@pytest.mark.parametrize("command", ["train", "tune"])
+def test_a_bad_data_file_leaves_the_directory_as_it_was(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, command: str) -> None:
+    """The data is read in the same pass as the settings, before Hydra's outputs/ (and before
+    TensorFlow's import, the search space's models): a search used to make outputs/ first."""
+    one_class = tmp_path_factory.mktemp("data") / "one_class.csv"
+    one_class.write_text("text,label\ngood film,pos\nfine film,pos\nbad film,pos\n", encoding="utf-8")
+    result = run_cli([command, "dataset=files", f"dataset.path={one_class}"], cwd=tmp_path)
+    assert_one_line_error(result, "only one class ('pos') in the training data")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.no_store
 def test_hydra_flags_stand_anywhere_and_a_wrong_one_is_one_line(tmp_path: Path) -> None:
     """`-m` after the overrides is a multirun (argparse refused it with its usage text); an option
     Hydra does not have, or two modes at once, are one line (were argparse's usage, and a traceback)."""
