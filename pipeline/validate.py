@@ -29,7 +29,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from pipeline import limits
 from pipeline.config import TUNER_SCHEMAS, TrainConfig, TuneConfig, TunerConfig
-from pipeline.errors import ConfigError, DataError, first_line, shown
+from pipeline.errors import ConfigError, PipelineError, first_line, shown
 
 #: Configs that passed, by content: the callback's and the entry point's pass run once.
 _PASSED: Dict[str, Any] = {}
@@ -58,7 +58,7 @@ class Validate(Callback):
             check(config, models=False)
             _read(config)
             check(config)
-        except (ConfigError, DataError) as e:
+        except PipelineError as e:  # a setting (ConfigError) or the data (DataError)
             raise Refused(e) from None
 
     def on_multirun_start(self, config: DictConfig, config_name: Optional[str] = None, **kwargs: Any) -> None:
@@ -113,12 +113,13 @@ def _splits_key(cfg: DictConfig) -> str:
 
 def _read(cfg: DictConfig) -> None:
     """The dataset's splits, read once the settings have passed (a bad file: a DataError), kept
-    for the job. Another failure is left to the job, which reads the data again and reports it."""
+    for the job. A failure that is not the pipeline's own error is left to the job, which reads
+    the data again and reports it."""
     from pipeline import data
 
     try:
         _SPLITS[_splits_key(cfg)] = data.load_splits(cfg.dataset, cfg.seed)
-    except DataError:
+    except PipelineError:
         raise
     except Exception:  # noqa: BLE001 - Hydra would turn it into a warning; the job tells it whole
         pass
