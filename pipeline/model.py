@@ -18,7 +18,20 @@ import numpy as np
 from pipeline.errors import ConfigError
 
 #: model.pooling -> the layer that turns the last LSTM's outputs into one vector.
-POOLING = {"last": None, "max": keras.layers.GlobalMaxPooling1D, "mean": keras.layers.GlobalAveragePooling1D}
+@keras.saving.register_keras_serializable(package="pipeline")
+class MaxOverSteps(keras.layers.GlobalMaxPooling1D):
+    """Keras's GlobalMaxPooling1D over every step, padded ones included, as it always computed,
+    without its warning at every build and trace that the padding mask is dropped: the LSTM's
+    padded steps repeat its last output (one direction) or are zeros (bidirectional), so reading
+    them is a floor at 0, never a spurious peak. The mask ends here (nothing after it is a sequence)."""
+
+    supports_masking = True
+
+    def compute_mask(self, inputs: Any, mask: Any = None) -> None:
+        return None
+
+
+POOLING = {"last": None, "max": MaxOverSteps, "mean": keras.layers.GlobalAveragePooling1D}
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,29 @@ def test_padding_does_not_change_the_prediction(make_cfg) -> None:
     np.testing.assert_allclose(short, padded, atol=1e-6)
 
 
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_max_pooling_reads_every_step_as_keras_does_without_a_mask_warning(make_cfg, tmp_path: Path, bidirectional: bool) -> None:
+    """Keras's GlobalMaxPooling1D warned at every build and trace that it drops the padding mask
+    (a user of model.pooling=max saw it on every search); the pipeline's max pooling computes the
+    same values, padded steps included, and says nothing."""
+    import warnings
+
+    cfg = make_cfg("model.pooling=max", f"model.bidirectional={str(bidirectional).lower()}")
+    ids = np.array([[7, 8, 9, 0, 0], [4, 5, 6, 7, 8]])
+    keras.utils.set_random_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning, the mask's included, fails the test
+        model = build_model(cfg, DataShape(vocab_size=50, num_classes=3))
+        model.fit(ids, np.array([0, 2]), epochs=1, verbose=0)
+        ours = model.predict(ids, verbose=0)
+    # the maximum over every step of the LSTM's outputs, padded ones included, as Keras's layer took it
+    steps = keras.Model(model.input, model.get_layer("max_pool").input)(ids)
+    np.testing.assert_allclose(ours, model.get_layer("classifier")(keras.ops.max(steps, axis=1)), atol=1e-6)
+    # and a saved model loads back to the same predictions
+    model.save(tmp_path / "max.keras")
+    np.testing.assert_allclose(keras.saving.load_model(tmp_path / "max.keras").predict(ids, verbose=0), ours, atol=1e-6)
+
+
 def _textbook_adam(grads: list, w0: np.ndarray, lr: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-7) -> np.ndarray:
     w, m, v = w0.astype("float64"), np.zeros_like(w0, dtype="float64"), np.zeros_like(w0, dtype="float64")
     for t, g in enumerate(grads, start=1):
