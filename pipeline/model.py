@@ -18,20 +18,14 @@ import numpy as np
 from pipeline.errors import ConfigError
 
 #: model.pooling -> the layer that turns the last LSTM's outputs into one vector.
-@keras.saving.register_keras_serializable(package="pipeline")
-class MaxOverSteps(keras.layers.GlobalMaxPooling1D):
-    """Keras's GlobalMaxPooling1D over every step, padded ones included, as it always computed,
-    without its warning at every build and trace that the padding mask is dropped: the LSTM's
-    padded steps repeat its last output (one direction) or are zeros (bidirectional), so reading
-    them is a floor at 0, never a spurious peak. The mask ends here (nothing after it is a sequence)."""
+def _pooling(name: str) -> Any:
+    """The layer ``model.pooling`` names over the LSTM's outputs (``last``: none)."""
+    if name == "max":
+        # in the one code file logged with every model, so that a served model finds it
+        from pipeline.pyfunc_model import MaxOverSteps
 
-    supports_masking = True
-
-    def compute_mask(self, inputs: Any, mask: Any = None) -> None:
-        return None
-
-
-POOLING = {"last": None, "max": MaxOverSteps, "mean": keras.layers.GlobalAveragePooling1D}
+        return MaxOverSteps
+    return keras.layers.GlobalAveragePooling1D
 
 
 @dataclass(frozen=True)
@@ -143,7 +137,7 @@ def build_model(cfg: Any, shape: DataShape, embedding_matrix: Optional[np.ndarra
         if last and pooling != "last":
             # mean honours the padding mask; max reads padded steps too, which repeat the last
             # output (one direction) or are zeros (bidirectional): a floor at 0, never a spurious peak
-            x = POOLING[pooling](name=f"{pooling}_pool")(x)
+            x = _pooling(pooling)(name=f"{pooling}_pool")(x)
         if dropout:
             x = keras.layers.Dropout(dropout, name=f"dropout_{i}")(x)
     binary = shape.num_classes == 2

@@ -43,6 +43,20 @@ def lower_and_split_punctuation(text: Any) -> Any:
     return split_punctuation(tf.strings.lower(text))
 
 
+@keras.saving.register_keras_serializable(package="pipeline")
+class MaxOverSteps(keras.layers.GlobalMaxPooling1D):
+    """``model.pooling=max``: Keras's GlobalMaxPooling1D over every step, padded ones included, as
+    it always computed, without its warning at every build and trace that the padding mask is
+    dropped. The LSTM's padded steps repeat its last output (one direction) or are zeros
+    (bidirectional), so reading them is a floor at 0, never a spurious peak; the mask ends here
+    (nothing after it is a sequence)."""
+
+    supports_masking = True
+
+    def compute_mask(self, inputs: Any, mask: Any = None) -> None:
+        return None
+
+
 def _texts(model_input: Any) -> List[str]:
     if isinstance(model_input, pd.DataFrame):
         if TEXT_COLUMN in model_input.columns:
