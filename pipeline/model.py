@@ -17,9 +17,9 @@ import numpy as np
 
 from pipeline.errors import ConfigError
 
-#: model.pooling -> the layer that turns the last LSTM's outputs into one vector.
 def _pooling(name: str) -> Any:
-    """The layer ``model.pooling`` names over the LSTM's outputs (``last``: none)."""
+    """The layer ``model.pooling`` names, which turns the last LSTM's outputs into one vector
+    (``mean`` or ``max``; ``last`` takes the LSTM's last state and has none)."""
     if name == "max":
         # in the one code file logged with every model, so that a served model finds it
         from pipeline.pyfunc_model import MaxOverSteps
