@@ -17,6 +17,7 @@ import numpy as np
 
 from pipeline.errors import ConfigError
 
+
 def _pooling(name: str) -> Any:
     """The layer ``model.pooling`` names, which turns the last LSTM's outputs into one vector
     (``mean`` or ``max``; ``last`` takes the LSTM's last state and has none)."""
