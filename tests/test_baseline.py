@@ -96,3 +96,75 @@ def test_a_train_run_logs_the_baseline_it_was_scored_with(tmp_path: Path, make_c
     accuracy = float((probs.argmax(axis=1) == splits.label_ids(splits.test)).mean())
     assert run.data.metrics["baseline.test_accuracy"] == pytest.approx(accuracy)
     assert run.data.metrics["baseline.C"] in SETTINGS.C or run.data.metrics["baseline.C"] in cfg.baseline.C
+
+
+def test_a_started_baseline_refuses_such_a_split_before_it_returns() -> None:
+    """The vocabularies are fit before :func:`baseline.start` returns: the job refuses the data
+    before it opens a run, as it did when the whole fit came first."""
+    splits = _splits(False)
+    splits.train = Split([" "] * 4, ["neg", "pos"] * 2)
+    with pytest.raises(DataError, match="baseline cannot be fit.*baseline.enabled=false"):
+        baseline.start(splits, SETTINGS)
+
+
+def test_a_started_baseline_is_the_fit_and_its_file_loads_back_to_it() -> None:
+    import numpy as np
+    import skops.io
+
+    from pipeline import tracking
+
+    splits = _splits(False)
+    fitted, started = baseline.fit(splits, SETTINGS), baseline.start(splits, SETTINGS, file=tracking.skops_file).result()
+    assert (started.C, started.val_accuracy, started.test) == (fitted.C, fitted.val_accuracy, fitted.test)
+    loaded = skops.io.loads(started.file, trusted=skops.io.get_untrusted_types(data=started.file))
+    np.testing.assert_array_equal(baseline.probabilities(loaded, splits.test.texts, 2), baseline.probabilities(started.model, splits.test.texts, 2))
+
+
+def test_the_baseline_fits_while_the_model_trains(tmp_path: Path, make_cfg, store_uri: str, monkeypatch) -> None:
+    """Its classifiers are fit beside the training, not before it: the fits wait here until the
+    training has begun, which a baseline fit before the training would wait for in vain."""
+    import threading
+
+    from mlflow import MlflowClient
+
+    from pipeline import experiment, train
+
+    training = threading.Event()
+    fit, classify = experiment.fit, baseline._classify
+
+    def fit_started(*args, **kwargs):  # type: ignore[no-untyped-def]
+        training.set()
+        return fit(*args, **kwargs)
+
+    def classify_once_training(*args, **kwargs):  # type: ignore[no-untyped-def]
+        assert training.wait(timeout=30), "the baseline's fits came before the training"
+        return classify(*args, **kwargs)
+
+    monkeypatch.setattr(experiment, "fit", fit_started)
+    monkeypatch.setattr(baseline, "_classify", classify_once_training)
+    csv = write_sentiment_csv(tmp_path / "reviews.csv")
+    cfg = make_cfg("dataset=files", f"dataset.path={csv}", "tracking.log_model=false", "baseline.enabled=true")
+    run_id, _ = train.train_and_record(cfg)
+    run = MlflowClient(store_uri).get_run(run_id)
+    assert "baseline.test_accuracy" in run.data.metrics and "baseline.error" not in run.data.tags
+
+
+def test_a_baseline_that_fails_beside_the_training_leaves_the_model(tmp_path: Path, make_cfg, store_uri: str, monkeypatch, capsys) -> None:
+    """A baseline that fails once the data was accepted (out of memory, say) is a warning and a tag:
+    the run still finishes with its own model's metrics."""
+    from mlflow import MlflowClient
+
+    from pipeline import train
+
+    def out_of_memory(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise MemoryError("Unable to allocate 7.2 GiB for an array")
+
+    monkeypatch.setattr(baseline, "_classify", out_of_memory)
+    csv = write_sentiment_csv(tmp_path / "reviews.csv")
+    cfg = make_cfg("dataset=files", f"dataset.path={csv}", "tracking.log_model=false", "baseline.enabled=true")
+    run_id, metrics = train.train_and_record(cfg)
+    run = MlflowClient(store_uri).get_run(run_id)
+    assert run.info.status == "FINISHED" and "test_accuracy" in run.data.metrics
+    assert not any(k.startswith("baseline.") for k in run.data.metrics)
+    assert run.data.tags["baseline.error"] == "Unable to allocate 7.2 GiB for an array"
+    assert "warning: the TF-IDF baseline could not be fit (Unable to allocate 7.2 GiB for an array)" in capsys.readouterr().out
