@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from pipeline import data, evaluate, provenance, tracking
 from pipeline.diskfull import writing
-from pipeline.errors import ConfigError, first_line
+from pipeline.errors import ConfigError
 
 if TYPE_CHECKING:
     from pipeline.data import Splits
@@ -125,33 +125,20 @@ def record_inputs(config: Dict[str, Any], overrides: List[str], prepared: Prepar
 
 
 def fit_baseline(cfg: DictConfig, prepared: Prepared) -> Optional[Any]:
-    """The linear baseline on the prepared splits (``baseline.enabled``), started before any run is
-    opened: data it cannot be fit on is refused here; its fits run beside the job's training
-    (``baseline.start``), and :func:`record_baseline` waits for them."""
+    """The linear baseline on the prepared splits (``baseline.enabled``), fit before any run is opened."""
     if not cfg.baseline.enabled:
         return None
     from pipeline import baseline
 
-    return baseline.start(prepared.splits, cfg.baseline, file=tracking.skops_file)
+    return baseline.fit(prepared.splits, cfg.baseline)
 
 
-def record_baseline(pending: Optional[Any]) -> Optional[Any]:
-    """The baseline :func:`fit_baseline` started, once fit: its metrics (``baseline.*``) and fitted
-    model (``baseline/model.skops``) into the active run; returns it. One that failed after the
-    data was accepted (no memory, say) is a warning and a ``baseline.error`` tag: the job keeps
-    its own model."""
-    if pending is None:
-        return None
-    try:
-        fitted = pending.result()
-    except Exception as e:
-        reason = first_line(e)
-        print(f"warning: the TF-IDF baseline could not be fit ({reason}); this run has no baseline.* metrics", flush=True)
-        tracking.set_tags({"baseline.error": reason})
-        return None
+def record_baseline(fitted: Optional[Any]) -> None:
+    """The baseline's metrics (``baseline.*``) and fitted model (``baseline/model.skops``) into the active run."""
+    if fitted is None:
+        return
     tracking.log_metrics(fitted.metrics())
-    tracking.log_skops(fitted.file if fitted.file is not None else fitted.model, "baseline/model.skops")
-    return fitted
+    tracking.log_skops(fitted.model, "baseline/model.skops")
 
 
 def _batch_size(value: Any) -> int:

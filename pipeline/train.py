@@ -70,8 +70,8 @@ def train_and_record(
 
     with tracking.tracked_run(cfg.tracking, _run_name(cfg), tags, parent_run_id=parent) as active:
         experiment.record_inputs(config, hydra_overrides() if overrides is None else overrides, prepared)
+        experiment.record_baseline(fitted)
         history = experiment.fit(model, prepared, cfg.training, cfg.seed, callbacks=[tracking.epoch_logger()])
-        fitted = experiment.record_baseline(fitted)  # fit beside the training
         tracking.log_metrics({"epochs_trained": len(history.history.get("loss", []))})
         metrics = experiment.record_evaluation(model, prepared, cfg, history.history)
         run_id, experiment_id = active.info.run_id, active.info.experiment_id

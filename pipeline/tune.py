@@ -35,8 +35,7 @@ class Search:
     prepared: experiment.Prepared
     project: Project
     state: Dict[str, Any]
-    #: The linear baseline on the same splits (``baseline.enabled``): started before the run opened,
-    #: fit beside the trials (a ``baseline.Pending``), then the fitted one once they end.
+    #: The linear baseline on the same splits (``baseline.enabled``), fit before the run opened.
     baseline: Any = None
     tuner: Any = None
     parent_id: str = ""
@@ -73,7 +72,6 @@ def run(cfg: DictConfig) -> float:
         search.parent_id = parent.info.run_id
         _open(search, hp, resumed)
         _search(search, role)
-        search.baseline = experiment.record_baseline(search.baseline)
         summary = _summarise(search)
         _seed_variance(search)
         metrics, final_model, registered = _finalise(search, summary.best)
@@ -123,6 +121,7 @@ def _open(search: Search, hp: Any, resumed: bool) -> None:
         experiment.record_inputs(search.config, hydra_overrides(), search.prepared, "tune")
         tracking.log_dict(search_space.describe(cfg.search_space), "search/search_space.yaml")
         search.project.write_state(inputs_recorded=True)
+    experiment.record_baseline(search.baseline)
     search.tuner = make_tuner(cfg, search.prepared, search.project, search.parent_id, hp)
     if resumed:
         killed = tracking.reconcile_children(cfg.tracking, search.parent_id, trials.trial_statuses(search.tuner))

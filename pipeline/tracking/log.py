@@ -129,25 +129,18 @@ def _log_csv(frame: Any, artifact_file: str) -> None:
         mlflow.log_artifact(str(path), artifact_path=None if parent == "." else parent)
 
 
-def skops_file(obj: Any) -> bytes:
-    """A scikit-learn object as the bytes of a skops file (loadable without unpickling arbitrary
-    code). Deflated: skops writes its state as indented JSON, 70 MB for the baseline of 600 BBC
-    News articles (80,000 n-grams), 4.4 MB deflated at level 1, in the same time. Seconds of
-    pure Python for a large vocabulary (8 s for BBC News's 185,000 n-grams): writes nothing, so
-    it can be made in any thread, as the baseline's is beside the training."""
+def log_skops(obj: Any, artifact_file: str) -> None:
+    """A scikit-learn object as a skops file (loadable without unpickling arbitrary code); a fitted
+    model is data, as :func:`log_data` (its vocabulary is the training texts'). Deflated: skops
+    writes its state as indented JSON, 70 MB for the baseline of 600 BBC News articles (80,000
+    n-grams), 4.4 MB deflated at level 1, in the same time."""
     import zipfile
 
     import skops.io
 
-    return skops.io.dumps(obj, compression=zipfile.ZIP_DEFLATED, compresslevel=1)
-
-
-def log_skops(obj: Any, artifact_file: str) -> None:
-    """A scikit-learn object (or the bytes :func:`skops_file` made of one) as a skops file; a
-    fitted model is data, as :func:`log_data` (its vocabulary is the training texts')."""
     with _artifact(artifact_file), tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / Path(artifact_file).name
-        path.write_bytes(obj if isinstance(obj, bytes) else skops_file(obj))
+        skops.io.dump(obj, path, compression=zipfile.ZIP_DEFLATED, compresslevel=1)
         parent = str(Path(artifact_file).parent)
         mlflow.log_artifact(str(path), artifact_path=None if parent == "." else parent)
 
