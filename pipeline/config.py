@@ -179,7 +179,6 @@ class TrainingConfig:
     #: ``train``; ``train_val``: train and validation splits together for exactly ``epochs``, with
     #: no validation metrics and no early stopping (a final model on all labelled data).
     fit_on: FitOn = MISSING
-    precision: str = "float32"
     verbose: int = MISSING
 
 

@@ -119,7 +119,6 @@ def build_model(cfg: Any, shape: DataShape, embedding_matrix: Optional[np.ndarra
             f"{embedding_dim}; set model.embedding_dim={embedding_matrix.shape[1]}"
         )
 
-    policy = str(training_cfg.get("precision", "float32"))
     inputs = keras.Input(shape=(None,), dtype="int32", name="token_ids")
     embedding = keras.layers.Embedding(
         shape.vocab_size,
@@ -127,7 +126,6 @@ def build_model(cfg: Any, shape: DataShape, embedding_matrix: Optional[np.ndarra
         mask_zero=True,
         trainable=embedding_matrix is None or bool(model_cfg.pretrained.trainable),
         name="embedding",
-        dtype=policy,
     )
     x = embedding(inputs)
     if dropout:
@@ -135,12 +133,12 @@ def build_model(cfg: Any, shape: DataShape, embedding_matrix: Optional[np.ndarra
     for i in range(num_layers):
         last = i == num_layers - 1
         sequences = not last or pooling != "last"
-        lstm = keras.layers.LSTM(units, return_sequences=sequences, recurrent_dropout=recurrent_dropout, name=f"lstm_{i}", dtype=policy)
+        lstm = keras.layers.LSTM(units, return_sequences=sequences, recurrent_dropout=recurrent_dropout, name=f"lstm_{i}")
         x = keras.layers.Bidirectional(lstm, name=f"bilstm_{i}")(x) if bidirectional else lstm(x)
         if last and pooling != "last":
             # mean honours the padding mask; max reads padded steps too, which repeat the last
             # output (one direction) or are zeros (bidirectional): a floor at 0, never a spurious peak
-            x = _pooling(pooling)(name=f"{pooling}_pool", dtype=policy)(x)
+            x = _pooling(pooling)(name=f"{pooling}_pool")(x)
         if dropout:
             x = keras.layers.Dropout(dropout, name=f"dropout_{i}")(x)
     binary = shape.num_classes == 2
