@@ -20,7 +20,9 @@ is opened.
 `--schedules cosine_steps` is not a pipeline setting: the same cosine as `cosine`, but read at every
 batch (Keras's `CosineDecay` as the optimizer's learning rate, over E epochs' batches) instead of once
 per epoch, so that a one-epoch refit decays too. Tried and not adopted (README "How the defaults
-were chosen").
+were chosen"). `--schedules cosine_ema` is not one either: `cosine`, with the optimizer keeping an
+exponential moving average of the weights (Keras's `use_ema`, momentum `--ema-momentum`), which
+replaces the weights when the fit ends; its validation accuracy is scored after that.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ def main() -> None:
     parser.add_argument("--schedules", nargs="+", default=["constant", "cosine"])
     parser.add_argument("--split-seed", type=int, default=None,
                         help="one split for every seed, dataset.split_seed=N (default: each seed's own)")
+    parser.add_argument("--ema-momentum", type=float, default=0.99, help="with --schedules cosine_ema")
     parser.add_argument("overrides", nargs="*", help="more overrides for every fit (after --)")
     args = parser.parse_args()
 
@@ -68,7 +71,7 @@ def main() -> None:
                 for seed in args.seeds:
                     cfg = compose_train([f"dataset={dataset}", f"seed={seed}", "training.verbose=0",
                                          "training.early_stopping.enabled=false", f"training.epochs={epochs}",
-                                         f"training.lr_schedule={'constant' if schedule == 'cosine_steps' else schedule}",
+                                         f"training.lr_schedule={dict(cosine_steps='constant', cosine_ema='cosine').get(schedule, schedule)}",
                                          *([] if args.split_seed is None else [f"dataset.split_seed={args.split_seed}"]),
                                          *args.overrides])
                     one_split = cfg.dataset.split_seed is not None
@@ -81,8 +84,14 @@ def main() -> None:
                                                          bool(cfg.training.bucket_by_length))["train"].cardinality())
                         model.optimizer.learning_rate = keras.optimizers.schedules.CosineDecay(
                             float(cfg.training.learning_rate), decay_steps=epochs * steps)
+                    if schedule == "cosine_ema":  # before the optimizer is built, at its first step
+                        model.optimizer.use_ema, model.optimizer.ema_momentum = True, args.ema_momentum
                     history = experiment.fit(model, prepared, cfg.training, seed)
-                    scores.append(float(history.history["val_accuracy"][-1]))
+                    if schedule == "cosine_ema":  # the average replaced the weights as the fit ended
+                        x_val, y_val = prepared.encoded["val"]
+                        scores.append(float(model.evaluate(x_val, y_val, batch_size=256, verbose=0, return_dict=True)["accuracy"]))
+                    else:
+                        scores.append(float(history.history["val_accuracy"][-1]))
                     if one_split:  # the seeds' models can be averaged
                         x_val, y_val = prepared.encoded["val"]
                         probabilities.append(class_probabilities(model, x_val))
