@@ -189,3 +189,24 @@ def test_hyperband_runs_over_the_pipelines_oracle(tmp_path: Path) -> None:
     assert isinstance(tuner, keras_tuner.Hyperband)  # Hyperband's trial logic (epochs per round, carried weights)
     tuner.save()
     assert json.loads((tmp_path / "p" / "oracle.json").read_text())
+
+
+# --- values as written ---------------------------------------------------------------------------
+
+#: 0.1 to 0.3 by 0.1: Keras Tuner draws min + 2 * step = 0.30000000000000004.
+STEP_SPACE = {"model.dropout": {"type": "float", "min": 0.1, "max": 0.3, "step": 0.1}}
+
+
+def test_keras_tuner_alone_draws_a_step_as_a_sum_with_its_rounding_error() -> None:
+    oracle = keras_tuner.oracles.RandomSearchOracle(objective="val_accuracy", max_trials=3, hyperparameters=compile_space(STEP_SPACE), seed=1)
+    assert 0.30000000000000004 in {oracle.populate_space(str(i))["values"]["model.dropout"] for i in range(3)}
+
+
+@pytest.mark.parametrize("name", ["random", "bayesian", "hyperband"])
+def test_every_oracle_gives_its_trials_the_values_as_written(name: str, tmp_path: Path) -> None:
+    """What a trial's line, ``hp.*`` params and config show: 0.3, not 0.30000000000000004."""
+    extra = {"max_epochs": 3} if name == "hyperband" else {"max_trials": 3}
+    oracle = compat.ORACLES[name](objective="val_accuracy", hyperparameters=compile_space(STEP_SPACE), seed=1, **extra)
+    oracle._set_project_dir(str(tmp_path), "p")
+    trials = [oracle.create_trial(f"tuner{i}") for i in range(3)]  # three at once: none ends
+    assert sorted(str(t.hyperparameters.values["model.dropout"]) for t in trials) == ["0.1", "0.2", "0.3"]

@@ -15,6 +15,10 @@ future Keras Tuner no longer needs one of them, or no longer calls the method it
   values one of them is drawn from seeds 4 apart, whose first Mersenne Twister outputs are far
   from independent (from seed 42 the SST-2 space drew ``embedding_dim=128`` in all of the first 12
   trials). The same state and order, hashed first.
+- **Values as written** (:meth:`PipelineOracle.populate_space`): a float range with a step is drawn
+  as ``min + k * step``, so 0.1 to 0.3 by 0.1 draws ``0.30000000000000004``, which every trial
+  line, ``hp.*`` param, tag, table and trial config then shows. Each float value is kept to 12
+  significant digits (``0.3``): float32 training, and a float32 model, see the same number.
 - **State that agrees after a crash** (:func:`reconcile`, on every reload): Keras Tuner writes a
   trial's file, then the oracle's; a kill between the two leaves a trial RUNNING but queued
   nowhere (never run again), or COMPLETED but queued to run again. And it reloads trials in the
@@ -87,6 +91,12 @@ def reconcile(oracle: Any) -> None:
         oracle.save()
 
 
+def tidy(value: Any) -> Any:
+    """A float to 12 significant digits (``0.30000000000000004`` -> ``0.3``); anything else as it is.
+    Finer than float32's about 7, so the model trains on the same float32 number."""
+    return float(f"{value:.12g}") if isinstance(value, float) else value
+
+
 class PipelineOracle:
     """Mixed into each Keras Tuner oracle: whole state files, uncorrelated draws, reconciled reloads."""
 
@@ -99,6 +109,13 @@ class PipelineOracle:
     def reload(self) -> None:
         super().reload()  # type: ignore[misc]
         reconcile(self)
+
+    def populate_space(self, trial_id: str) -> Dict[str, Any]:
+        """The oracle's own values for a new trial, each float to 12 significant digits."""
+        response = super().populate_space(trial_id)  # type: ignore[misc]
+        if response.get("values"):
+            response["values"] = {k: tidy(v) for k, v in response["values"].items()}
+        return response
 
     def _random_values(self) -> Optional[Dict[str, Any]]:
         """Keras Tuner's ``Oracle._random_values``, with each value's seed hashed first."""
