@@ -98,7 +98,8 @@ def tidy(value: Any) -> Any:
 
 
 class PipelineOracle:
-    """Mixed into each Keras Tuner oracle: whole state files, uncorrelated draws, reconciled reloads."""
+    """Mixed into each Keras Tuner oracle: whole state files, uncorrelated draws, values as written,
+    reconciled reloads."""
 
     def save(self) -> None:
         write_json(self._get_oracle_fname(), self.get_state())  # type: ignore[attr-defined]
