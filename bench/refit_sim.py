@@ -87,13 +87,12 @@ def main() -> None:
                     if schedule == "cosine_ema":  # before the optimizer is built, at its first step
                         model.optimizer.use_ema, model.optimizer.ema_momentum = True, args.ema_momentum
                     history = experiment.fit(model, prepared, cfg.training, seed)
+                    x_val, y_val = prepared.encoded["val"]
                     if schedule == "cosine_ema":  # the average replaced the weights as the fit ended
-                        x_val, y_val = prepared.encoded["val"]
                         scores.append(float(model.evaluate(x_val, y_val, batch_size=256, verbose=0, return_dict=True)["accuracy"]))
                     else:
                         scores.append(float(history.history["val_accuracy"][-1]))
                     if one_split:  # the seeds' models can be averaged
-                        x_val, y_val = prepared.encoded["val"]
                         probabilities.append(class_probabilities(model, x_val))
                     seconds.append(time.perf_counter() - start)
                 print(f"| {dataset} | {epochs} | {schedule} | {statistics.median(scores):.4f} | {min(scores):.4f} - {max(scores):.4f} "
