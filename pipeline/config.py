@@ -179,6 +179,9 @@ class TrainingConfig:
     #: ``train``; ``train_val``: train and validation splits together for exactly ``epochs``, with
     #: no validation metrics and no early stopping (a final model on all labelled data).
     fit_on: FitOn = MISSING
+    #: TensorFlow's thread pools (intra- and inter-op); ``null``: TensorFlow's default, every core.
+    #: The speed of a fit, not its numbers. ``tuner.workers`` gives each worker its share of the cores.
+    threads: Optional[int] = MISSING
     verbose: int = MISSING
 
 

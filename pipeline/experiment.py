@@ -9,6 +9,7 @@ into the active MLflow run.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,8 @@ from pipeline.errors import ConfigError
 if TYPE_CHECKING:
     from pipeline.data import Splits
     from pipeline.model import DataShape
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -50,6 +53,24 @@ class Prepared:
             "data.sequence_length": str(self.encoded["train"][0].shape[1]),
             "data.duplicates_removed": str(self.splits.duplicates_removed),
         }
+
+
+def use_threads(threads: Optional[int]) -> None:
+    """TensorFlow's intra- and inter-op thread pools at ``threads`` (``training.threads``; None:
+    TensorFlow's default, every core). Called before TensorFlow runs anything in the process: once
+    it has, its pools are fixed, and a different number is refused with a warning."""
+    if threads is None:
+        return
+    import tensorflow as tf
+
+    threading = tf.config.threading
+    if threading.get_intra_op_parallelism_threads() == threads == threading.get_inter_op_parallelism_threads():
+        return
+    try:
+        threading.set_intra_op_parallelism_threads(threads)
+        threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # a second command in one process (tests, a notebook)
+        log.warning("training.threads=%d not applied: TensorFlow is already running in this process", threads)
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:

@@ -186,6 +186,8 @@ def training(t: Any) -> None:
     if t.clipnorm is not None and _number("training.clipnorm", t.clipnorm) <= 0:
         raise ConfigError(f"training.clipnorm must be above 0 (null: no clipping), got {t.clipnorm}")
     _at_least("training.early_stopping.patience", t.early_stopping.patience, 0)
+    if t.threads is not None:
+        _within("training.threads", t.threads, 1, 4096)
     _within("training.verbose", t.verbose, 0, 2)
 
 

@@ -52,6 +52,7 @@ def train_and_record(
     validate.check(cfg)  # every setting, before the store is opened (pipeline/validate.py)
     tracking.preflight(cfg.tracking)
     splits = validate.splits(cfg)  # a data error: one line, before TensorFlow is imported
+    experiment.use_threads(cfg.training.threads)
     experiment.seed_everything(cfg.seed, cfg.training.deterministic)
     prepared = experiment.prepare(cfg, splits)
     tags = {**experiment.run_tags(cfg, config, prepared, "train"), **(extra_tags or {})}

@@ -55,6 +55,7 @@ def run(cfg: DictConfig) -> float:
     validate.check(cfg, models=False)  # every setting, before the store, the data or TensorFlow
     tracking.preflight(cfg.tracking)
     splits = validate.splits(cfg)  # a data error: one line, before TensorFlow is imported
+    experiment.use_threads(cfg.training.threads)  # before TensorFlow runs anything
     hp = validate.check(cfg)  # and a model at each end of the space, before the store or project
     from pipeline.tuning import distributed
 

@@ -136,6 +136,36 @@ def test_a_run_is_reproducible_with_the_same_seed(make_cfg, store_uri: str) -> N
     assert runs[0].data.tags["data_fingerprint"] == runs[1].data.tags["data_fingerprint"]
 
 
+def test_training_threads_changes_how_fast_a_fit_runs_not_what_it_computes(tmp_path: Path, store_uri: str) -> None:
+    # what tuner.workers relies on when it gives each worker one thread of a 2-core machine: the
+    # same losses and accuracies as one process with TensorFlow's default pools (every core)
+    shrunk = [*SHRINK, "dataset.max_samples=200", "training.epochs=2", "tracking.log_model=false"]
+    for threads in ([], ["training.threads=1"]):
+        result = run_cli(["train", *shrunk, *threads], cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(store_uri)
+    default, one = sorted(runs_in(store_uri), key=lambda r: r.info.start_time)
+    assert (default.data.params["training.threads"], one.data.params["training.threads"]) == ("null", "1")
+    for key in ("loss", "val_loss", "val_accuracy"):
+        assert curve(client, one.info.run_id, key) == curve(client, default.info.run_id, key), key
+
+
+def test_training_threads_sizes_tensorflows_pools_before_it_runs_and_warns_once_it_has(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "from pipeline import experiment; import tensorflow as tf; t = tf.config.threading\n"
+        "experiment.use_threads(1); tf.constant(1.0) + 1\n"
+        "print(t.get_intra_op_parallelism_threads(), t.get_inter_op_parallelism_threads())\n"
+        "experiment.use_threads(2); print(t.get_intra_op_parallelism_threads())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["1", "1", "1"]
+    assert "training.threads=2 not applied: TensorFlow is already running in this process" in done.stderr
+
+
 def test_multirun_sweeps_seeds_into_separate_runs(tmp_path: Path, store_uri: str) -> None:
     result = run_cli(
         ["train", "-m", *SHRINK, "dataset.max_samples=150", "tracking.log_model=false", "seed=1,2"], cwd=tmp_path

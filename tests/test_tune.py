@@ -458,6 +458,21 @@ def test_a_failing_trial_is_a_failed_run_and_the_search_goes_on(make_cfg, store_
                for line in said), said
 
 
+def test_workers_on_this_host_share_its_cores_unless_the_command_sets_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.config import compose_train
+    from pipeline.tuning import distributed
+
+    monkeypatch.setattr(distributed, "cores", lambda: 8)
+    given = ["tuner.workers=2", "seed=3", "hydra.run.dir=x", "tuner.overwrite=true"]
+    cfg = compose_train(["tuner.workers=2"], config_name="tune")
+    assert distributed.worker_overrides(cfg, given) == ["seed=3", "tuner.workers=0", "tuner.overwrite=false", "training.threads=4"]
+    for workers, threads in ((3, 2), (8, 1), (16, 1)):
+        cfg = compose_train([f"tuner.workers={workers}"], config_name="tune")
+        assert distributed.worker_overrides(cfg, [])[-1] == f"training.threads={threads}"
+    cfg = compose_train(["tuner.workers=2", "training.threads=8"], config_name="tune")
+    assert distributed.worker_overrides(cfg, ["training.threads=8"]) == ["training.threads=8", "tuner.workers=0", "tuner.overwrite=false"]
+
+
 @pytest.mark.stress  # 80-130 s: with -m stress, to keep the default suite within 15 minutes
 def test_chief_and_two_workers_share_one_parent(tmp_path: Path, store_uri: str) -> None:
     result = run_cli(["tune", *SMALL, "tuner.max_trials=6", "tuner.workers=2"], cwd=tmp_path, timeout=600)
@@ -467,6 +482,8 @@ def test_chief_and_two_workers_share_one_parent(tmp_path: Path, store_uri: str) 
     assert sorted(c.data.tags["tuner.trial_id"] for c in children) == [str(i) for i in range(6)]
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
     assert {c.data.tags["tuner.tuner_id"] for c in children} == {"worker0", "worker1"}
+    # each worker at its share of the cores: two workers on two cores do not run two threads a core
+    assert {c.data.tags["training.threads"] for c in children} == {str(max(1, len(os.sched_getaffinity(0)) // 2))}
     assert all(c.info.status == "FINISHED" for c in children)
     assert _versions(client, "lstm-bbc_news") == ["1"]
     # each trial's end said once, by its worker (the chief's oracle prints no table of its own)

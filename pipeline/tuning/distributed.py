@@ -57,6 +57,24 @@ def _reachable(address: str) -> bool:
         return False
 
 
+def cores() -> int:
+    """The CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def worker_overrides(cfg: DictConfig, overrides: List[str]) -> List[str]:
+    """The command line of a worker that ``tuner.workers`` starts on this host: the chief's own,
+    as a worker, with ``training.threads`` at its share of the cores unless the command set it
+    (TensorFlow's pools default to every core, so N workers would run N threads a core)."""
+    skip = ("tuner.workers=", "tuner.overwrite=", "tuner.rank=", "hydra.")
+    kept = [o for o in overrides if not o.lstrip("+~").startswith(skip)]
+    threads = [] if cfg.training.threads is not None else [f"training.threads={max(1, cores() // int(cfg.tuner.workers))}"]
+    return [*kept, "tuner.workers=0", "tuner.overwrite=false", *threads]
+
+
 def serve(tuner: Any, cfg: DictConfig, project: Project, role: str, overrides: List[str]) -> None:
     """Serve the oracle over gRPC until the search is over, then stop the server.
 
@@ -82,11 +100,9 @@ def serve(tuner: Any, cfg: DictConfig, project: Project, role: str, overrides: L
             while not compat.oracle_finished(servicer, tuner.oracle):
                 time.sleep(0.5)
         else:
-            skip = ("tuner.workers=", "tuner.overwrite=", "tuner.rank=", "hydra.")
-            kept = [o for o in overrides if not o.lstrip("+~").startswith(skip)]
             env = {**os.environ, "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port)}
+            args = [sys.executable, "-m", "pipeline.cli", "tune", *worker_overrides(cfg, overrides)]
             for i in range(int(cfg.tuner.workers)):
-                args = [sys.executable, "-m", "pipeline.cli", "tune", *kept, "tuner.workers=0", "tuner.overwrite=false"]
                 workers.append(subprocess.Popen(args, env={**env, "KERASTUNER_TUNER_ID": f"worker{i}"}))
             codes = [w.wait() for w in workers]
     finally:

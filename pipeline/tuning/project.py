@@ -43,8 +43,8 @@ def search_identity(cfg: DictConfig, data_fingerprint: str, folds: int = 1) -> D
         "tuner": _digest([t.name, t.executions_per_trial, *(t.get(k) for k in ("num_initial_points", "max_epochs", "factor", "hyperband_iterations"))]),
         "data": data_fingerprint[:16],
         "model": _digest(OmegaConf.to_container(cfg.model, resolve=True)),
-        # training.verbose is what a trial prints, not what it computes
-        "training": _digest({k: v for k, v in OmegaConf.to_container(cfg.training, resolve=True).items() if k != "verbose"}),
+        # what a trial prints and how many threads it runs on, not what it computes
+        "training": _digest({k: v for k, v in OmegaConf.to_container(cfg.training, resolve=True).items() if k not in ("verbose", "threads")}),
         "seed": str(cfg.seed),
     }
 
