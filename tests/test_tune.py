@@ -127,9 +127,13 @@ def test_search_is_a_parent_run_with_a_child_per_trial_and_says_each_trial(tmp_p
     assert str(champion.version) == ("2" if better else "1")
     assert ("is now @champion" if better else "@champion stays v1") in again.stdout
 
-    # that search resumed for a second trial goes on counting; training.verbose=2 shows Keras's lines
-    resumed = run_cli(["tune", *SMALL_AS_IS, "tuner.max_trials=2", "training.verbose=2", "tuner.final.ensemble.seeds=[]"], cwd=tmp_path)
+    # that search resumed for a second trial goes on counting; training.verbose=2 shows Keras's lines,
+    # and another thread count is the same search (how fast a trial runs, not what it computes)
+    resumed = run_cli(["tune", *SMALL_AS_IS, "tuner.max_trials=2", "training.verbose=2", "training.threads=1",
+                       "tuner.final.ensemble.seeds=[]"], cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    newest = max(_runs(store_uri)[2], key=lambda r: r.info.start_time)
+    assert newest.data.tags["training.threads"] == "1"
     assert "resuming search" in resumed.stdout and "Epoch 1/2" in resumed.stdout and "val_loss:" in resumed.stdout
     lines = [line for line in resumed.stdout.splitlines() if line.startswith("trial ")]
     assert [line.split()[1] for line in lines] == ["2/2", "2/2"] and END.fullmatch(lines[1]), lines
