@@ -1,14 +1,15 @@
 """A search's wall time in one process against two workers on this host, by TensorFlow thread count.
 
-    python bench/threads.py [--dataset bbc_news] [--repeats 2] [-- override ...]
+    python bench/threads.py [--dataset bbc_news] [--repeats 2] [--variants one two_shared two_split] \
+        [-- override ...]
 
 Runs the same `pipeline tune` (each run in its own empty directory: its own store and tuner
 project) as three variants, interleaved: `one` (one process, TensorFlow's default pools, every
 core), `two_shared` (`tuner.workers=2`, each worker's pools at every core, as before the workers
 got their share) and `two_split` (`tuner.workers=2`, each worker at the cores / 2: the default).
 Prints the median wall time of each and its ratio to `one`, and checks that every variant's trials
-drew the same values and scored the same validation accuracy (the thread count changes how fast a
-fit runs, not what it computes). Only validation scores are read. The default search is cut to 4
+drew the same values and scored the same validation accuracy (on the 2-core machines here they did:
+the thread count changed how fast a fit ran, not what it computed). Only validation scores are read. The default search is cut to 4
 trials of 3 epochs, no baseline, and the best trial's own model as the final one, so that the
 trials are what is timed; overrides after `--` replace or add to these.
 """

@@ -180,7 +180,8 @@ class TrainingConfig:
     #: no validation metrics and no early stopping (a final model on all labelled data).
     fit_on: FitOn = MISSING
     #: TensorFlow's thread pools (intra- and inter-op); ``null``: TensorFlow's default, every core.
-    #: The speed of a fit, not its numbers. ``tuner.workers`` gives each worker its share of the cores.
+    #: The speed of a fit (1 and 2 threads: the same numbers here). ``tuner.workers`` gives each worker
+    #: its share of the cores.
     threads: Optional[int] = MISSING
     verbose: int = MISSING
 

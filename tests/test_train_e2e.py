@@ -138,16 +138,17 @@ def test_a_run_is_reproducible_with_the_same_seed(make_cfg, store_uri: str) -> N
 
 def test_training_threads_changes_how_fast_a_fit_runs_not_what_it_computes(tmp_path: Path, store_uri: str) -> None:
     # what tuner.workers relies on when it gives each worker one thread of a 2-core machine: the
-    # same losses and accuracies as one process with TensorFlow's default pools (every core)
+    # same losses and accuracies as with two threads (math libraries promise the same bits only for
+    # one thread count; these two are the ones measured here)
     shrunk = [*SHRINK, "dataset.max_samples=200", "training.epochs=2", "tracking.log_model=false"]
-    for threads in ([], ["training.threads=1"]):
-        result = run_cli(["train", *shrunk, *threads], cwd=tmp_path)
+    for threads in (2, 1):
+        result = run_cli(["train", *shrunk, f"training.threads={threads}"], cwd=tmp_path)
         assert result.returncode == 0, result.stderr[-3000:]
     client = MlflowClient(store_uri)
-    default, one = sorted(runs_in(store_uri), key=lambda r: r.info.start_time)
-    assert (default.data.params["training.threads"], one.data.params["training.threads"]) == ("null", "1")
+    two, one = sorted(runs_in(store_uri), key=lambda r: r.info.start_time)
+    assert (two.data.params["training.threads"], one.data.params["training.threads"]) == ("2", "1")
     for key in ("loss", "val_loss", "val_accuracy"):
-        assert curve(client, one.info.run_id, key) == curve(client, default.info.run_id, key), key
+        assert curve(client, one.info.run_id, key) == curve(client, two.info.run_id, key), key
 
 
 def test_training_threads_sizes_tensorflows_pools_before_it_runs_and_warns_once_it_has(tmp_path: Path) -> None:

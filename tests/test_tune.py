@@ -128,7 +128,7 @@ def test_search_is_a_parent_run_with_a_child_per_trial_and_says_each_trial(tmp_p
     assert ("is now @champion" if better else "@champion stays v1") in again.stdout
 
     # that search resumed for a second trial goes on counting; training.verbose=2 shows Keras's lines,
-    # and another thread count is the same search (how fast a trial runs, not what it computes)
+    # and another thread count is the same search (like the log level, not part of its identity)
     resumed = run_cli(["tune", *SMALL_AS_IS, "tuner.max_trials=2", "training.verbose=2", "training.threads=1",
                        "tuner.final.ensemble.seeds=[]"], cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]

@@ -43,7 +43,7 @@ def search_identity(cfg: DictConfig, data_fingerprint: str, folds: int = 1) -> D
         "tuner": _digest([t.name, t.executions_per_trial, *(t.get(k) for k in ("num_initial_points", "max_epochs", "factor", "hyperband_iterations"))]),
         "data": data_fingerprint[:16],
         "model": _digest(OmegaConf.to_container(cfg.model, resolve=True)),
-        # what a trial prints and how many threads it runs on, not what it computes
+        # what a trial prints, and how many threads it runs on (as the machine it runs on: not part of it)
         "training": _digest({k: v for k, v in OmegaConf.to_container(cfg.training, resolve=True).items() if k not in ("verbose", "threads")}),
         "seed": str(cfg.seed),
     }

@@ -147,7 +147,7 @@ class TrialTracking:
             "tuner.name": str(self._cfg.tuner.name),
             "dataset": str(self._cfg.dataset.name),
             "model": str(self._cfg.model.name),
-            # how fast it trained, not what it computed: a worker's share of the cores (tuner.workers)
+            # the threads it trained on: a worker's share of the cores with tuner.workers
             "training.threads": str(self._cfg.training.threads or "null"),
         }
         with tracking.tracked_run(self._cfg.tracking, f"trial-{trial.trial_id}", tags, parent_run_id=self._parent_run_id):
