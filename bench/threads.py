@@ -17,7 +17,6 @@ trials are what is timed; overrides after `--` replace or add to these.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import statistics
 import subprocess
@@ -28,10 +27,6 @@ import time
 CUT = ["tuner.max_trials=4", "training.epochs=3", "baseline.enabled=false", "tuner.final.refit=false",
        "tuner.final.ensemble.seeds=[]", "tuner.final.registered_model_name=null", "tracking.log_model=false"]
 TRIAL = re.compile(r"trial (\d+)/\d+ (.*?) (val_accuracy=[0-9.]+)")
-
-
-def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def run(args: list) -> tuple:
@@ -51,6 +46,8 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=["one", "two_shared", "two_split"])
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
+    from pipeline.tuning.distributed import cores  # what the workers divide
+
     common = [f"dataset={args.dataset}", *CUT, *args.overrides]
     variants = {
         "one": [],
