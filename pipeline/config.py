@@ -43,6 +43,8 @@ Metric = Choice("Metric", {v: v for v in ("loss", "accuracy", "val_loss", "val_a
 Direction = Choice("Direction", {v: v for v in ("max", "min")})
 TunerName = Choice("TunerName", {v: v for v in ("random", "bayesian", "hyperband")})
 OnChange = Choice("OnChange", {v: v for v in ("error", "new_project")})
+#: Whether a search stops a trial early that is behind the trials before it (``median``) or not (``none``).
+PruneRule = Choice("PruneRule", {v: v for v in ("none", "median")})
 #: Whether a search's registered model takes the ``champion`` alias: when it beats the champion's
 #: test score on the same data (``auto``), ``always``, or ``never``.
 Promote = Choice("Promote", {v: v for v in ("auto", "always", "never")})
@@ -257,6 +259,18 @@ class CvAutoConfig:
 
 
 @dataclass
+class PruneConfig:
+    """The median stopping rule: a trial whose best score so far is worse than the median of the
+    finished trials' best scores by the same epoch stops there (pipeline/tuning/prune.py)."""
+
+    rule: PruneRule = MISSING
+    #: Finished trials needed before any trial is stopped.
+    min_trials: int = MISSING
+    #: A trial trains at least this many epochs before it may be stopped.
+    min_epochs: int = MISSING
+
+
+@dataclass
 class TunerConfig:
     """What every tuner has: toward what, how trials run, where the state lives, how it is
     spread over processes, and what happens after. Each tuner's own budget is in its schema."""
@@ -273,6 +287,9 @@ class TunerConfig:
     #: (1: the validation split alone), or ``auto`` (``cv_auto``).
     cv_folds: str = MISSING
     cv_auto: CvAutoConfig = field(default_factory=CvAutoConfig)
+    #: Stop trials early that are behind the finished ones (random and Bayesian searches; Hyperband
+    #: stops trials by its own rounds).
+    prune: PruneConfig = field(default_factory=PruneConfig)
     #: The search's state: <directory>/<project_name>, reloaded when the same command runs again.
     directory: str = MISSING
     project_name: str = MISSING

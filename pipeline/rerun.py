@@ -187,6 +187,11 @@ def rebuild_config(
             f"trial {trial.tags.get('tuner.trial_id')} was scored on {int(trial.metrics['cv_folds'])} folds; the rerun "
             "trains its values once on the training split, so its numbers will differ"
         )
+    if trial is not None and refit is None and trial.tags.get("tuner.pruned"):
+        notes.append(
+            f"trial {trial.tags.get('tuner.trial_id')} was {trial.tags['tuner.pruned']} (tuner.prune); the rerun "
+            "trains every epoch, so its epochs after that go beyond the trial's record"
+        )
     if refit is not None:
         cfg.training.fit_on = "train_val"
         cfg.training.epochs = int(refit.tags["refit.epochs"])

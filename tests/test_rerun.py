@@ -208,6 +208,11 @@ def test_a_run_recorded_before_values_were_named_by_path_still_rebuilds() -> Non
     folded = tracking.RunRecord("f" * 32, "trial-1", "FINISHED", "1", {"tuner.trial_id": "1"}, {"hp.model.units": "16"}, {"cv_folds": 5.0})
     _, notes = rebuild_config(recorded, folded, [])
     assert notes == ["trial 1 was scored on 5 folds; the rerun trains its values once on the training split, so its numbers will differ"]
+    stopped = tracking.RunRecord("s" * 32, "trial-2", "FINISHED", "1", {"tuner.trial_id": "2", "tuner.pruned": "stopped after epoch 2: val_accuracy 0.5000 behind 0.7000, the median of 2 finished trials by then"},
+                                 {"hp.model.units": "16"}, {})
+    _, notes = rebuild_config(recorded, stopped, [])
+    assert notes == ["trial 2 was stopped after epoch 2: val_accuracy 0.5000 behind 0.7000, the median of 2 finished trials by then (tuner.prune); "
+                     "the rerun trains every epoch, so its epochs after that go beyond the trial's record"]
 
     cfg, _ = rebuild_config(recorded, None, ["model=bilstm", "training.epochs=2", "dataset.max_samples=100"])
     assert (cfg.model.name, cfg.model.bidirectional, cfg.training.epochs) == ("bilstm", True, 2)

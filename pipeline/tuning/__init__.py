@@ -6,6 +6,8 @@
 - ``hypermodel``: a trial's values -> a model and its training.
 - ``trials``: each trial an MLflow child run; the search's ranking.
 - ``progress``: a line on stdout as each trial starts and ends.
+- ``folds``: trials scored over stratified folds.
+- ``prune``: the median stopping rule (``tuner.prune``).
 - ``final``: after the search: seed variance and the final model (ensemble).
 - ``distributed``: a chief serving the oracle, and its workers.
 """

@@ -26,6 +26,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -62,6 +63,9 @@ def resolve(cfg: DictConfig, prepared: experiment.Prepared) -> int:
             )
         if not cfg.tuner.final.refit:
             raise ConfigError("a trial scored on folds has no single model: tuner.cv_folds needs tuner.final.refit=true")
+        if str(cfg.tuner.prune.rule) != "none":  # auto chose folds (an explicit K with a rule is refused before)
+            print(f"warning: tuner.cv_folds=auto scores each trial on {folds} folds ({len(labels)} labelled texts), "
+                  f"so tuner.prune.rule={cfg.tuner.prune.rule} stops no trial (set tuner.cv_folds=1 to prune)", file=sys.stderr, flush=True)
     return folds
 
 

@@ -4,6 +4,7 @@
 
     trial 3/10 units=192 embedding_dim=128 ...
     trial 3/10 units=192 embedding_dim=128 val_accuracy=0.8606 (best 0.8606, trial 1) 14 s, about 2 min left
+    trial 7/10 units=64 embedding_dim=32 val_accuracy=0.7840 (best 0.9577, trial 5), stopped after epoch 3: val_accuracy 0.7840 behind 0.8780, the median of 5 finished trials by then, 9 s, about 1 min left
 
 A trial's number counts from 1 in the order Keras Tuner created the trials (its trial id + 1; its
 MLflow run is ``trial-<id>``), so a resumed search goes on counting from the trials it had, and an
@@ -11,7 +12,7 @@ interrupted trial run again keeps its number. Values are named by the last part 
 path (``model.units`` -> ``units``) unless two would share a name. The time left is the mean time of
 the trials this process ran times the trials left; Hyperband decides its number of trials as it goes,
 so its lines give each trial's epochs and the time so far instead. A failed trial says FAILED and
-its error in one line. Keras Tuner's own display is off (``search(verbose=0)``), and Keras's
+its error in one line; one stopped early by ``tuner.prune`` says after which epoch and why. Keras Tuner's own display is off (``search(verbose=0)``), and Keras's
 per-epoch lines are off during a search unless ``training.verbose`` says otherwise (conf/tune.yaml).
 """
 
@@ -85,9 +86,9 @@ class Progress:
         self._print(f"{self._head(trial_id, values)} ...")
 
     def ended(self, trial_id: str, values: Mapping[str, Any], status: str, score: Optional[float],
-              best: Optional[Tuple[str, Optional[float]]], reason: Optional[str] = None) -> None:
+              best: Optional[Tuple[str, Optional[float]]], reason: Optional[str] = None, note: Optional[str] = None) -> None:
         """The trial's end line: its score and the best so far (``best``: its trial id and score),
-        or FAILED and ``reason``; its time, and the time left."""
+        or FAILED and ``reason``; ``note`` (why it stopped early); its time, and the time left."""
         now = self._clock()
         took = now - self._started.pop(str(trial_id), now)
         self._durations.append(took)
@@ -98,6 +99,8 @@ class Progress:
         else:
             again = " (to be run again)" if status == "INVALID" else ""
             outcome = f"FAILED{again}: {reason or status}"
+        if note:
+            outcome += f", {note},"
         self._print(f"{self._head(trial_id, values)} {outcome} {duration(took)}{self._left(trial_id, now)}")
 
     def _left(self, trial_id: str, now: float) -> str:

@@ -25,6 +25,7 @@ from pipeline import tracking
 from pipeline.diskfull import full_disk
 from pipeline.errors import DiskFull, TrackingLost, first_line
 from pipeline.tuning.hypermodel import searched_values
+from pipeline.tuning import prune
 from pipeline.tuning.progress import Progress
 
 #: How often a trial is run again after its tracking server died while answering and came back.
@@ -82,6 +83,7 @@ class TrialTracking:
         self._progress = Progress(str(cfg.tuner.objective), self.oracle.max_trials,  # type: ignore[attr-defined]
                                   prefix=f"{self.tuner_id}: " if worker else "", estimate=not worker)  # type: ignore[attr-defined]
         self._failures: Dict[str, str] = {}
+        self._pruned: Dict[str, str] = {}  # trial id -> why tuner.prune stopped it
 
     def on_trial_begin(self, trial: Any) -> None:
         super().on_trial_begin(trial)  # type: ignore[misc]
@@ -101,7 +103,7 @@ class TrialTracking:
         ended = self.oracle.get_trial(trial_id)  # type: ignore[attr-defined]
         best = self.oracle.get_best_trials(1)  # type: ignore[attr-defined]
         self._progress.ended(trial_id, values, str(ended.status), ended.score,
-                             (str(best[0].trial_id), best[0].score) if best else None, reason)
+                             (str(best[0].trial_id), best[0].score) if best else None, reason, note=self._pruned.pop(trial_id, None))
 
     def run_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
         for attempt in range(LOST_SERVER_TRIAL_RERUNS + 1):
@@ -167,7 +169,7 @@ class TrialTracking:
         """Keras Tuner's own fit of the trial; with folds, the trial's mean curve over them instead
         (``pipeline.tuning.folds``), returned as the History Keras Tuner ranks by."""
         if self._folds <= 1:
-            return super().run_trial(trial, *args, **kwargs)  # type: ignore[misc]
+            return self._pruned_trial(trial, *args, **kwargs)
         import keras
 
         from pipeline.tuning import folds
@@ -184,6 +186,27 @@ class TrialTracking:
         return [history]
 
 
+    def _pruned_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
+        """Keras Tuner's own fit of the trial, under ``tuner.prune``'s rule (pipeline.tuning.prune)."""
+        p = self._cfg.tuner.prune
+        if str(p.rule) == "none":
+            return super().run_trial(trial, *args, **kwargs)  # type: ignore[misc]
+        objective, direction = str(self._cfg.tuner.objective), str(self._cfg.tuner.direction)
+        project = Path(self.project_dir)  # type: ignore[attr-defined]
+        stopper, stops = prune.callback(project, objective, direction, int(p.min_trials), int(p.min_epochs))
+        histories = super().run_trial(trial, *args, callbacks=[*kwargs.pop("callbacks", []), stopper], **kwargs)  # type: ignore[misc]
+        curves = [h.history.get(objective, []) for h in histories]
+        length = min(len(c) for c in curves)
+        curve = [float(np.mean([c[i] for c in curves])) for i in range(length)]
+        stop = stops[0] if stops else None
+        prune.record(project, str(trial.trial_id), curve, stop)
+        if stop is not None:
+            self._pruned[str(trial.trial_id)] = stop.describe(objective)
+            if self._parent_run_id is not None:
+                tracking.set_tags({"tuner.pruned": self._pruned[str(trial.trial_id)]})
+        return histories
+
+
 def trial_statuses(tuner: Any) -> Dict[str, str]:
     """Each trial's status as the oracle has it: what the MLflow child runs must agree with."""
     return {str(t.trial_id): str(t.status) for t in tuner.oracle.trials.values()}
@@ -194,9 +217,12 @@ def trial_table(tuner: Any, direction: str) -> Any:
     import pandas as pd
 
     rows = []
+    stopped = prune.stopped_epochs(Path(tuner.project_dir))
     for trial in tuner.oracle.trials.values():
         values = searched_values(trial)
-        rows.append({"trial_id": trial.trial_id, "status": str(trial.status), "score": trial.score, "best_step": trial.best_step, **values})
+        rows.append({"trial_id": trial.trial_id, "status": str(trial.status), "score": trial.score, "best_step": trial.best_step,
+                     # the epoch after which tuner.prune stopped it (a column only where the rule stopped one)
+                     **({"stopped_after_epoch": stopped.get(str(trial.trial_id))} if stopped else {}), **values})
     table = pd.DataFrame(rows)
     if table.empty:
         return table
