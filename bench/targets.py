@@ -64,11 +64,13 @@ def main() -> None:
             splits = data.load_splits(cfg.dataset, cfg.seed)
             majority = float(np.bincount(splits.label_ids(splits.val)).max() / len(splits.val))
             lowest = min(r.data.metrics.get("trial_score", np.nan) for r in trials)
-            line = majority + (m["baseline.val_accuracy"] - majority) / 2
+            # (baseline.enabled=false: no baseline, no collapse line)
+            base_val, base_test = m.get("baseline.val_accuracy", np.nan), m.get("baseline.test_accuracy", np.nan)
+            line = majority + (base_val - majority) / 2
             own = m.get("best_trial.test_accuracy")
             print(
                 f"| {dataset} | {seed} | {m['test_accuracy']:.4f} [{m['test_accuracy_ci_low']:.4f}, {m['test_accuracy_ci_high']:.4f}] "
-                f"| {m['baseline.test_accuracy']:.4f} | {m['test_accuracy'] - m['baseline.test_accuracy']:+.4f} "
+                f"| {base_test:.4f} | {m['test_accuracy'] - base_test:+.4f} "
                 f"| {m['best_score']:.4f} / {'-' if own is None else f'{own:.4f}'} | {lowest:.4f} ({line:.4f}) | {minutes:.1f} |",
                 flush=True,
             )

@@ -239,8 +239,8 @@ def tuner(cfg: DictConfig) -> None:
         raise ConfigError(
             f"tuner.final.seed_variance needs top_k >= 0 and, when on, at least two different seeds; got top_k={sv.top_k} seeds={list(sv.seeds)}"
         )
-    folds = cv_folds(cfg)
-    prune(t, folds)
+    cv_folds(cfg)
+    prune(t)
     if str(cfg.training.fit_on) != "train":
         raise ConfigError(
             "a search scores its trials on the validation split, so training.fit_on must be train "
@@ -253,8 +253,8 @@ def tuner(cfg: DictConfig) -> None:
         )
 
 
-def prune(t: Any, folds: Optional[int]) -> None:
-    """``tuner.prune``: its thresholds, and a rule only where trials have one curve to stop on."""
+def prune(t: Any) -> None:
+    """``tuner.prune``: its thresholds, and no rule where the tuner stops trials itself."""
     p = t.prune
     _at_least("tuner.prune.min_trials", p.min_trials, 1)
     _at_least("tuner.prune.min_epochs", p.min_epochs, 1)
@@ -262,11 +262,6 @@ def prune(t: Any, folds: Optional[int]) -> None:
         return
     if str(t.name) == "hyperband":
         raise ConfigError("tuner.prune.rule=median stops trials early, as Hyperband's rounds do already: use tuner.prune.rule=none with tuner=hyperband")
-    if folds is not None and folds > 1:
-        raise ConfigError(
-            f"tuner.prune.rule=median stops a trial on its validation curve, and a trial scored on folds "
-            f"(tuner.cv_folds={folds}) has one only after its last fold: use one of them"
-        )
 
 
 def tuner_location(t: Any) -> None:

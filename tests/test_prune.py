@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 
 from conftest import SHRINK, curve
 from pipeline import tune
-from pipeline.tuning import folds, prune
+from pipeline.tuning import prune
 
 #: One learning rate that learns and three that cannot move the weights (each trial starts from the
 #: same weights, the search's seed): a search over them has trials that are behind from their first epoch.
@@ -126,10 +126,10 @@ def test_curves_are_read_back_as_written_and_a_stopped_or_unreadable_one_is_not_
     assert not [p for p in (tmp_path / "curves").iterdir() if p.suffix != ".json"]  # nothing left beside
 
 
-def test_folds_chosen_by_auto_say_that_no_trial_is_stopped(make_cfg, capsys: pytest.CaptureFixture) -> None:
-    from pipeline import experiment
+@pytest.mark.parametrize("overrides, rule", [([], "median"), (["tuner=bayesian"], "median"), (["tuner=hyperband"], "none"),
+                                             (["+experiment=sst2_search"], "none")])
+def test_random_and_bayesian_searches_stop_trials_by_default_hyperband_and_the_preset_do_not(overrides, rule) -> None:
+    from pipeline.config import compose_train
 
-    cfg = make_cfg("dataset.max_samples=200", "tuner.prune.rule=median", config_name="tune")
-    assert folds.resolve(cfg, experiment.prepare(cfg)) == 5
-    err = capsys.readouterr().err
-    assert "warning: tuner.cv_folds=auto scores each trial on 5 folds" in err and "stops no trial" in err
+    cfg = compose_train(overrides, config_name="tune")
+    assert (str(cfg.tuner.prune.rule), cfg.tuner.prune.min_trials, cfg.tuner.prune.min_epochs) == (rule, 3, 2)

@@ -520,7 +520,6 @@ BAD = [
     ("value of the wrong type", ["search_space.model.units={min:2.5}"], "search_space.model.units: 2.5 is not a valid model.units"),
     ("one seed for seed variance", ["tuner.final.seed_variance.top_k=2", "tuner.final.seed_variance.seeds=[1]"], "at least two different seeds"),
     ("pruning hyperband", ["tuner=hyperband", "tuner.prune.rule=median"], "as Hyperband's rounds do already"),
-    ("pruning folds", ["tuner.cv_folds=3", "tuner.prune.rule=median"], "(tuner.cv_folds=3) has one only after its last fold"),
     ("no finished trial to compare with", ["tuner.prune.rule=median", "tuner.prune.min_trials=0"], "tuner.prune.min_trials must be at least 1"),
     ("unknown pruning rule", ["tuner.prune.rule=mean"], "Invalid value 'mean', expected one of [none, median]"),
 ]

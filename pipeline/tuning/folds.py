@@ -17,7 +17,8 @@ or one written by hand) is not read back: that fold is trained again.
 
 The vocabulary is the one adapted on the training split (the folds' validation texts from it
 were part of that adaptation: which words exist, never their labels). A trial scored on folds
-has no single model; the final model is the best configuration refit on train+validation.
+has no single model; the final model is the best configuration refit on train+validation. Nor
+is it stopped early by ``tuner.prune``: its curve exists only once its last fold has trained.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -63,9 +63,6 @@ def resolve(cfg: DictConfig, prepared: experiment.Prepared) -> int:
             )
         if not cfg.tuner.final.refit:
             raise ConfigError("a trial scored on folds has no single model: tuner.cv_folds needs tuner.final.refit=true")
-        if str(cfg.tuner.prune.rule) != "none":  # auto chose folds (an explicit K with a rule is refused before)
-            print(f"warning: tuner.cv_folds=auto scores each trial on {folds} folds ({len(labels)} labelled texts), "
-                  f"so tuner.prune.rule={cfg.tuner.prune.rule} stops no trial (set tuner.cv_folds=1 to prune)", file=sys.stderr, flush=True)
     return folds
 
 

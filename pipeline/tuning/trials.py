@@ -24,8 +24,8 @@ from omegaconf import DictConfig
 from pipeline import tracking
 from pipeline.diskfull import full_disk
 from pipeline.errors import DiskFull, TrackingLost, first_line
-from pipeline.tuning.hypermodel import searched_values
 from pipeline.tuning import prune
+from pipeline.tuning.hypermodel import searched_values
 from pipeline.tuning.progress import Progress
 
 #: How often a trial is run again after its tracking server died while answering and came back.
@@ -185,25 +185,25 @@ class TrialTracking:
         history.history = curve
         return [history]
 
-
     def _pruned_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
-        """Keras Tuner's own fit of the trial, under ``tuner.prune``'s rule (pipeline.tuning.prune)."""
-        p = self._cfg.tuner.prune
-        if str(p.rule) == "none":
-            return super().run_trial(trial, *args, **kwargs)  # type: ignore[misc]
+        """Keras Tuner's own fit of the trial, under ``tuner.prune``'s rule (pipeline.tuning.prune);
+        its objective curve kept in the project whatever the rule, for the trials after it."""
+        p, trial_id = self._cfg.tuner.prune, str(trial.trial_id)
         objective, direction = str(self._cfg.tuner.objective), str(self._cfg.tuner.direction)
         project = Path(self.project_dir)  # type: ignore[attr-defined]
-        stopper, stops = prune.callback(project, objective, direction, int(p.min_trials), int(p.min_epochs))
-        histories = super().run_trial(trial, *args, callbacks=[*kwargs.pop("callbacks", []), stopper], **kwargs)  # type: ignore[misc]
+        stops: List[prune.Stop] = []
+        if str(p.rule) != "none":
+            stopper, stops = prune.callback(project, objective, direction, int(p.min_trials), int(p.min_epochs))
+            kwargs["callbacks"] = [*kwargs.pop("callbacks", []), stopper]
+        histories = super().run_trial(trial, *args, **kwargs)  # type: ignore[misc]
         curves = [h.history.get(objective, []) for h in histories]
-        length = min(len(c) for c in curves)
-        curve = [float(np.mean([c[i] for c in curves])) for i in range(length)]
+        curve = [float(np.mean([c[i] for c in curves])) for i in range(min(len(c) for c in curves))]
         stop = stops[0] if stops else None
-        prune.record(project, str(trial.trial_id), curve, stop)
+        prune.record(project, trial_id, curve, stop)
         if stop is not None:
-            self._pruned[str(trial.trial_id)] = stop.describe(objective)
+            self._pruned[trial_id] = stop.describe(objective)
             if self._parent_run_id is not None:
-                tracking.set_tags({"tuner.pruned": self._pruned[str(trial.trial_id)]})
+                tracking.set_tags({"tuner.pruned": self._pruned[trial_id]})
         return histories
 
 
