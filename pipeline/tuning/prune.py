@@ -7,10 +7,10 @@ than their median stops there (Golovin et al. 2017, "Google Vizier"; Optuna's ``
 ends as a completed trial with the score it reached: the ranking, the Bayesian oracle and the trial's
 run see that score, and its run says where and why it stopped (the ``tuner.pruned`` tag).
 
-Each finished trial's curve is kept in the tuner project (``curves/trial<id>.json``, written whole):
-the trials of chief and workers on one file system see each other's, and a resumed search decides
-as it would have. A stopped trial's curve is kept too, and is not among the ones compared with: it
-did not train to its end. The decisions of one process's search follow from the trials before
+Each finished trial's curve is kept in the tuner project (``curves/trial<id>.json``, written whole,
+whatever the rule): the trials of chief and workers on one file system see each other's, and a
+resumed search compares with the trials its first run finished. A stopped trial's curve is kept
+too, and is not among the ones compared with: it did not train to its end. The decisions of one process's search follow from the trials before
 them, so a search stops the same trials each time; with several workers they depend on which
 trials finished first.
 """
