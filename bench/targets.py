@@ -5,7 +5,8 @@
 Runs `pipeline tune dataset=X seed=S` (plus any overrides after `--`) as a user would, each in its
 own store under --store (default: a temporary directory), and prints one row per search: the
 final model's test accuracy with its 95% interval, the baseline's, the gap, the best trial's
-validation score and its own test accuracy, the lowest trial score against the collapse line
+validation score and its own test accuracy, the lowest score of a trial trained to its end (one
+stopped early by ``tuner.prune`` reports where it stopped) against the collapse line
 (majority-class rate plus half the gap to the baseline, on validation), and the wall time.
 
     python bench/targets.py --datasets bbc_news --seeds 1 2 3 -- dataset.split_seed=42
@@ -63,7 +64,11 @@ def main() -> None:
             cfg = compose_train([f"dataset={dataset}", f"seed={seed}", *args.overrides], config_name="tune")
             splits = data.load_splits(cfg.dataset, cfg.seed)
             majority = float(np.bincount(splits.label_ids(splits.val)).max() / len(splits.val))
-            lowest = min(r.data.metrics.get("trial_score", np.nan) for r in trials)
+            # a trial stopped early by tuner.prune reports the score it had reached when stopped, not
+            # where its training ended: the collapse check is over the trials trained to their end
+            ended = [r for r in trials if "tuner.pruned" not in r.data.tags]
+            lowest = min((r.data.metrics.get("trial_score", np.nan) for r in ended), default=np.nan)
+            stopped = f", {len(trials) - len(ended)} stopped" if len(ended) < len(trials) else ""
             # (baseline.enabled=false: no baseline, no collapse line)
             base_val, base_test = m.get("baseline.val_accuracy", np.nan), m.get("baseline.test_accuracy", np.nan)
             line = majority + (base_val - majority) / 2
@@ -71,7 +76,7 @@ def main() -> None:
             print(
                 f"| {dataset} | {seed} | {m['test_accuracy']:.4f} [{m['test_accuracy_ci_low']:.4f}, {m['test_accuracy_ci_high']:.4f}] "
                 f"| {base_test:.4f} | {m['test_accuracy'] - base_test:+.4f} "
-                f"| {m['best_score']:.4f} / {'-' if own is None else f'{own:.4f}'} | {lowest:.4f} ({line:.4f}) | {minutes:.1f} |",
+                f"| {m['best_score']:.4f} / {'-' if own is None else f'{own:.4f}'} | {lowest:.4f} ({line:.4f}{stopped}) | {minutes:.1f} |",
                 flush=True,
             )
 

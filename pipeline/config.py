@@ -263,7 +263,8 @@ class PruneConfig:
     """The median stopping rule: a trial whose best score so far is worse than the median of the
     finished trials' best scores by the same epoch stops there (pipeline/tuning/prune.py)."""
 
-    rule: PruneRule = MISSING
+    #: (each tuner's file sets it; a tuner file of one's own without it trains every trial to its end)
+    rule: PruneRule = PruneRule.none
     #: Finished trials needed before any trial is stopped.
     min_trials: int = MISSING
     #: A trial trains at least this many epochs before it may be stopped.

@@ -228,8 +228,11 @@ def fit(
         validation = datasets["val"]
         es = training.early_stopping
         if es.enabled:
-            all_callbacks.append(
-                keras.callbacks.EarlyStopping(monitor=es.monitor, patience=es.patience, restore_best_weights=es.restore_best_weights)
+            # before the caller's callbacks, after the schedule: one that stops training itself (a
+            # search's median rule) sees whether early stopping ends the fit at this epoch anyway
+            all_callbacks.insert(
+                1 if str(training.lr_schedule) == "cosine" else 0,
+                keras.callbacks.EarlyStopping(monitor=es.monitor, patience=es.patience, restore_best_weights=es.restore_best_weights),
             )
     history = model.fit(
         datasets["train"],

@@ -133,3 +133,71 @@ def test_random_and_bayesian_searches_stop_trials_by_default_hyperband_and_the_p
 
     cfg = compose_train(overrides, config_name="tune")
     assert (str(cfg.tuner.prune.rule), cfg.tuner.prune.min_trials, cfg.tuner.prune.min_epochs) == (rule, 3, 2)
+
+
+def _epochs(stopper, values, epochs: int, stopped_by_early_stopping_at: int = 0) -> list:
+    """Run ``stopper`` over an objective curve as Keras would; the epochs after which it set stop_training."""
+    from types import SimpleNamespace
+
+    model = SimpleNamespace(stop_training=False)
+    stopper.set_model(model)
+    stopper.set_params({"epochs": epochs})
+    stops = []
+    for epoch, value in enumerate(values):
+        model.stop_training = epoch + 1 == stopped_by_early_stopping_at  # early stopping runs first
+        stopper.on_epoch_end(epoch, {"val_accuracy": value})
+        if model.stop_training and epoch + 1 != stopped_by_early_stopping_at:
+            stops.append(epoch + 1)
+        if model.stop_training:
+            break
+    return stops
+
+
+def test_a_fit_that_ends_anyway_is_not_counted_as_stopped_and_a_trial_is_never_its_own_peer(tmp_path: Path) -> None:
+    for trial_id in ("00", "01", "02"):
+        prune.record(tmp_path, trial_id, [0.8, 0.9, 0.95], None)
+    behind = [0.3, 0.4, 0.5, 0.6]
+    stopper, stops = prune.callback(tmp_path, "03", "val_accuracy", "max", 3, 2)
+    assert _epochs(stopper, behind, epochs=4) == [2] and stops[0].epoch == 2  # behind after its second epoch: stopped
+    # early stopping ends the fit after epoch 2 anyway: not a stop of the rule's
+    stopper, stops = prune.callback(tmp_path, "03", "val_accuracy", "max", 3, 2)
+    assert _epochs(stopper, behind, epochs=4, stopped_by_early_stopping_at=2) == [] and stops == []
+    # nor is a fit's last epoch
+    stopper, stops = prune.callback(tmp_path, "03", "val_accuracy", "max", 3, 2)
+    assert _epochs(stopper, behind[:2], epochs=2) == [] and stops == []
+    # trial 02 run again (its curve of the first run kept) compares with 00 and 01 only: too few
+    stopper, stops = prune.callback(tmp_path, "02", "val_accuracy", "max", 3, 2)
+    assert _epochs(stopper, behind, epochs=4) == [] and stops == []
+
+
+def test_each_execution_of_a_trial_stops_where_the_first_stopped(tmp_path: Path) -> None:
+    import copy
+
+    for trial_id in ("00", "01", "02"):
+        prune.record(tmp_path, trial_id, [0.5, 0.6, 0.7, 0.8], None)
+    stopper, stops = prune.callback(tmp_path, "03", "val_accuracy", "max", 3, 2)
+    first, second = copy.deepcopy(stopper), copy.deepcopy(stopper)  # as Keras Tuner copies a trial's callbacks
+    assert _epochs(first, [0.4, 0.5, 0.9, 0.9], epochs=4) == [2]
+    # the second execution is ahead at epoch 2 on its own, and stops there all the same
+    assert _epochs(second, [0.4, 0.65, 0.9, 0.9], epochs=4) == [2] and len(stops) == 1
+
+
+def test_early_stopping_sees_each_epoch_before_the_callbacks_a_fit_is_given(make_cfg) -> None:
+    import keras
+
+    from pipeline import experiment
+    from pipeline.model import build_model
+
+    # a learning rate that cannot move the weights: validation accuracy never improves on the first
+    # epoch's, so early stopping (patience 0) ends the fit after epoch 2
+    cfg = make_cfg("dataset.max_samples=200", "training.epochs=6", "training.early_stopping.patience=0",
+                   "training.early_stopping.monitor=val_accuracy", "training.learning_rate=1e-12")
+    prepared = experiment.prepare(cfg)
+    seen = []
+
+    class Spy(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(self.model.stop_training)
+
+    history = experiment.fit(build_model(cfg, prepared.shape), prepared, cfg.training, cfg.seed, callbacks=[Spy()])
+    assert len(history.history["loss"]) == 2 and seen == [False, True]

@@ -8,8 +8,9 @@ ends as a completed trial with the score it reached: the ranking, the Bayesian o
 run see that score, and its run says where and why it stopped (the ``tuner.pruned`` tag).
 
 Each finished trial's curve is kept in the tuner project (``curves/trial<id>.json``, written whole,
-whatever the rule): the trials of chief and workers on one file system see each other's, and a
-resumed search compares with the trials its first run finished. A stopped trial's curve is kept
+whatever the rule): workers on one file system see each other's, and a resumed search compares
+with the trials its first run finished (a project from before the curves were kept has none of its
+first trials': they are not compared with). A trial run again is never compared with its own curve. A stopped trial's curve is kept
 too, and is not among the ones compared with: it did not train to its end. The decisions of one process's search follow from the trials before
 them, so a search stops the same trials each time; with several workers they depend on which
 trials finished first.
@@ -67,13 +68,16 @@ def decide(values: List[float], finished: List[List[float]], direction: str, min
     return Stop(epoch, score, median, len(peers)) if behind else None
 
 
-def finished_curves(project: Path) -> List[List[float]]:
-    """The objective curves of the project's trials that trained to their end."""
+def finished_curves(project: Path, other_than: Optional[str] = None) -> List[List[float]]:
+    """The objective curves of the project's trials that trained to their end (but trial
+    ``other_than``'s: a trial run again, its curve of an earlier run kept, is not its own peer)."""
     out = []
     for path in sorted((Path(project) / FOLDER).glob("trial*.json")):
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):  # being replaced by another process, or not ours: not counted
+            continue
+        if other_than is not None and str(record.get("trial_id")) == str(other_than):
             continue
         if record.get("stopped") is None and record.get("curve"):
             out.append([float(v) for v in record["curve"]])
@@ -103,10 +107,11 @@ def record(project: Path, trial_id: str, curve: List[float], stop: Optional[Stop
     })
 
 
-def callback(project: Path, objective: str, direction: str, min_trials: int, min_epochs: int) -> Tuple[Any, List[Stop]]:
-    """A Keras callback that applies the rule after each epoch (reading the finished trials then),
-    and the list its stops are appended to (shared by the copies Keras Tuner makes of a trial's
-    callbacks for each execution)."""
+def callback(project: Path, trial_id: str, objective: str, direction: str, min_trials: int, min_epochs: int) -> Tuple[Any, List[Stop]]:
+    """A Keras callback that applies the rule to trial ``trial_id`` after each epoch (reading the
+    finished trials then), and the list its stop is appended to. The list is shared by the copies
+    Keras Tuner makes of a trial's callbacks for each execution (``executions_per_trial``): once
+    one execution is stopped, the others stop after the same epoch."""
     import keras
 
     stops: List[Stop] = []
@@ -120,9 +125,14 @@ def callback(project: Path, objective: str, direction: str, min_trials: int, min
             if logs is None or objective not in logs:
                 return
             self.values.append(float(logs[objective]))
-            if len(self.values) >= int(self.params.get("epochs") or 0):  # its last epoch: it ends anyway
+            if stops:  # an earlier execution of this trial was stopped: this one stops where it did
+                if len(self.values) >= stops[0].epoch:
+                    self.model.stop_training = True
                 return
-            stop = decide(self.values, finished_curves(project), direction, min_trials, min_epochs)
+            # the fit ends after this epoch anyway: its last, or early stopping (which runs first) ended it
+            if len(self.values) >= int(self.params.get("epochs") or 0) or self.model.stop_training:
+                return
+            stop = decide(self.values, finished_curves(project, other_than=trial_id), direction, min_trials, min_epochs)
             if stop is not None:
                 stops.append(stop)
                 self.model.stop_training = True

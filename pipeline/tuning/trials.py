@@ -193,7 +193,7 @@ class TrialTracking:
         project = Path(self.project_dir)  # type: ignore[attr-defined]
         stops: List[prune.Stop] = []
         if str(p.rule) != "none":
-            stopper, stops = prune.callback(project, objective, direction, int(p.min_trials), int(p.min_epochs))
+            stopper, stops = prune.callback(project, trial_id, objective, direction, int(p.min_trials), int(p.min_epochs))
             kwargs["callbacks"] = [*kwargs.pop("callbacks", []), stopper]
         histories = super().run_trial(trial, *args, **kwargs)  # type: ignore[misc]
         curves = [h.history.get(objective, []) for h in histories]
