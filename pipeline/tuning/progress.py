@@ -4,7 +4,8 @@
 
     trial 3/10 units=192 embedding_dim=128 ...
     trial 3/10 units=192 embedding_dim=128 val_accuracy=0.8606 (best 0.8606, trial 1) 14 s, about 2 min left
-    trial 7/10 units=64 embedding_dim=32 val_accuracy=0.7840 (best 0.9577, trial 5), stopped after epoch 3: val_accuracy 0.7840 behind 0.8780, the median of 5 finished trials by then, 9 s, about 1 min left
+    trial 7/10 units=64 embedding_dim=32 val_accuracy=0.7840 (best 0.9577, trial 5), stopped after epoch 3:
+      val_accuracy 0.7840 behind 0.8780, the median of 5 finished trials by then, 9 s, about 1 min left
 
 A trial's number counts from 1 in the order Keras Tuner created the trials (its trial id + 1; its
 MLflow run is ``trial-<id>``), so a resumed search goes on counting from the trials it had, and an
@@ -12,8 +13,9 @@ interrupted trial run again keeps its number. Values are named by the last part 
 path (``model.units`` -> ``units``) unless two would share a name. The time left is the mean time of
 the trials this process ran times the trials left; Hyperband decides its number of trials as it goes,
 so its lines give each trial's epochs and the time so far instead. A failed trial says FAILED and
-its error in one line; one stopped early by ``tuner.prune`` says after which epoch and why. Keras Tuner's own display is off (``search(verbose=0)``), and Keras's
-per-epoch lines are off during a search unless ``training.verbose`` says otherwise (conf/tune.yaml).
+its error in one line; one stopped early by ``tuner.prune`` says after which epoch and why. Keras
+Tuner's own display is off (``search(verbose=0)``), and Keras's per-epoch lines are off during a
+search unless ``training.verbose`` says otherwise (conf/tune.yaml).
 """
 
 from __future__ import annotations

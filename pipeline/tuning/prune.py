@@ -10,10 +10,11 @@ run see that score, and its run says where and why it stopped (the ``tuner.prune
 Each finished trial's curve is kept in the tuner project (``curves/trial<id>.json``, written whole,
 whatever the rule): workers on one file system see each other's, and a resumed search compares
 with the trials its first run finished (a project from before the curves were kept has none of its
-first trials': they are not compared with). A trial run again is never compared with its own curve. A stopped trial's curve is kept
-too, and is not among the ones compared with: it did not train to its end. The decisions of one process's search follow from the trials before
-them, so a search stops the same trials each time; with several workers they depend on which
-trials finished first.
+first trials': they are not compared with). A trial run again is never compared with its own
+curve. A stopped trial's curve is kept too, and is not among the ones compared with: it did not
+train to its end. The decisions of one process's search follow from the trials before them, so a
+search stops the same trials each time; with several workers they depend on which trials
+finished first.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from pipeline.tuning.compat import write_json
 
@@ -68,33 +69,25 @@ def decide(values: List[float], finished: List[List[float]], direction: str, min
     return Stop(epoch, score, median, len(peers)) if behind else None
 
 
+def _records(project: Path) -> Iterator[Dict[str, Any]]:
+    """The project's curve files, read; one being replaced by another process, or not ours, is skipped."""
+    for path in sorted((Path(project) / FOLDER).glob("trial*.json")):
+        try:
+            yield json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+
+
 def finished_curves(project: Path, other_than: Optional[str] = None) -> List[List[float]]:
     """The objective curves of the project's trials that trained to their end (but trial
     ``other_than``'s: a trial run again, its curve of an earlier run kept, is not its own peer)."""
-    out = []
-    for path in sorted((Path(project) / FOLDER).glob("trial*.json")):
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):  # being replaced by another process, or not ours: not counted
-            continue
-        if other_than is not None and str(record.get("trial_id")) == str(other_than):
-            continue
-        if record.get("stopped") is None and record.get("curve"):
-            out.append([float(v) for v in record["curve"]])
-    return out
+    return [[float(v) for v in r["curve"]] for r in _records(project)
+            if r.get("stopped") is None and r.get("curve") and (other_than is None or str(r.get("trial_id")) != str(other_than))]
 
 
 def stopped_epochs(project: Path) -> Dict[str, int]:
     """Trial id -> the epoch after which the rule stopped it, for the project's stopped trials."""
-    out = {}
-    for path in sorted((Path(project) / FOLDER).glob("trial*.json")):
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if record.get("stopped"):
-            out[str(record["trial_id"])] = int(record["stopped"]["epoch"])
-    return out
+    return {str(r["trial_id"]): int(r["stopped"]["epoch"]) for r in _records(project) if r.get("stopped")}
 
 
 def record(project: Path, trial_id: str, curve: List[float], stop: Optional[Stop]) -> None:
