@@ -28,16 +28,19 @@ PRUNED_SEARCH = [*SHRINK, "dataset.max_samples=200", "baseline.enabled=false", "
                  "tuner.prune.rule=median", "tuner.prune.min_trials=1", "tuner.prune.min_epochs=2"]
 
 
+@pytest.mark.parametrize("resumed", [False, True], ids=["one run", "resumed after two trials"])
 def test_a_trial_behind_the_finished_ones_stops_after_min_epochs_and_says_so(make_cfg, store_uri: str, tmp_path: Path,
-                                                                            capsys: pytest.CaptureFixture) -> None:
+                                                                            capsys: pytest.CaptureFixture, resumed: bool) -> None:
     cfg = make_cfg(*PRUNED_SEARCH, config_name="tune")
+    if resumed:  # the same search stopped after two trials, then continued: it compares with the first run's trials
+        tune.run(make_cfg(*PRUNED_SEARCH, "tuner.max_trials=2", config_name="tune"))
     tune.run(cfg)
     client = MlflowClient(store_uri)
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     trials = sorted((r for r in runs if "tuner.trial_id" in r.data.tags), key=lambda r: r.data.tags["tuner.trial_id"])
     assert len(trials) == 4 and all(r.info.status == "FINISHED" for r in trials)
     lines = {m.group(1): line for line in capsys.readouterr().out.splitlines()
-             if (m := re.match(r"trial (\d)/4 learning_rate=\S+ val_loss=", line))}
+             if (m := re.match(r"trial (\d)/[24] learning_rate=\S+ val_loss=", line))}
 
     # the rule, replayed on the curves the runs recorded, in the order the trials ran
     finished, stopped = [], []
