@@ -25,7 +25,7 @@ from pipeline.model import build_model
 from pipeline.search_space import with_values
 from pipeline.tuning.hypermodel import searched_values
 from pipeline.tuning.project import Project
-from pipeline.tuning.trials import best_of
+from pipeline.tuning.prune import best_of
 
 
 def _member_weights(cfg: DictConfig, project: Project, parent_run_id: str, best: Any, kind: str, stem: str) -> Callable[[Any], Path]:

@@ -47,13 +47,17 @@ class Stop:
                 f"the median of {self.trials} finished trials by then")
 
 
+def best_of(values: List[float], direction: str) -> float:
+    """The best of a metric's per-epoch values (NaN when there are none): a trial's score."""
+    if not values:
+        return float("nan")
+    return float(max(values) if direction == "max" else min(values))
+
+
 def best_by(values: List[float], epochs: int, direction: str) -> float:
     """The best of the first ``epochs`` values (all of them if there are fewer); NaN (a diverged
     loss) is never best, and the best of nothing but NaN is NaN."""
-    head = [v for v in values[:epochs] if not math.isnan(v)]
-    if not head:
-        return math.nan
-    return max(head) if direction == "max" else min(head)
+    return best_of([v for v in values[:epochs] if not math.isnan(v)], direction)
 
 
 def decide(values: List[float], finished: List[List[float]], direction: str, min_trials: int, min_epochs: int) -> Optional[Stop]:
@@ -122,8 +126,9 @@ def callback(project: Path, trial_id: str, objective: str, direction: str, min_t
                 if len(self.values) >= stops[0].epoch:
                     self.model.stop_training = True
                 return
-            # the fit ends after this epoch anyway: its last, or early stopping (which runs first) ended it
-            if len(self.values) >= int(self.params.get("epochs") or 0) or self.model.stop_training:
+            # too soon to stop; or the fit ends after this epoch anyway: its last, or early stopping
+            # (which runs first) ended it. The finished trials' curves are read only past these.
+            if len(self.values) < min_epochs or len(self.values) >= int(self.params.get("epochs") or 0) or self.model.stop_training:
                 return
             stop = decide(self.values, finished_curves(project, other_than=trial_id), direction, min_trials, min_epochs)
             if stop is not None:

@@ -25,6 +25,7 @@ from pipeline import tracking
 from pipeline.diskfull import full_disk
 from pipeline.errors import DiskFull, TrackingLost, first_line
 from pipeline.tuning import prune
+from pipeline.tuning.prune import best_of
 from pipeline.tuning.hypermodel import searched_values
 from pipeline.tuning.progress import Progress
 
@@ -45,13 +46,6 @@ class OutOfSpace(keras_tuner.errors.FatalError, DiskFull):
         out = cls(full.what, full.why, full.remedy)
         out.unclosed = full.unclosed
         return out
-
-
-def best_of(values: List[float], direction: str) -> float:
-    """The best of a metric's per-epoch values (NaN when there are none)."""
-    if not values:
-        return float("nan")
-    return float(max(values) if direction == "max" else min(values))
 
 
 def memory_mb() -> Dict[str, float]:
