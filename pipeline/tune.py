@@ -20,6 +20,7 @@ from pipeline.config import to_container
 from pipeline.errors import PipelineError
 from pipeline.train import hydra_overrides
 from pipeline.tuning import folds
+from pipeline.tuning.progress import number
 from pipeline.tuning.project import Project, resolve_project, search_identity
 
 # Keras Tuner (and with it TensorFlow) is imported by the steps that use it, once the settings and
@@ -214,7 +215,8 @@ def _finalise(search: Search, best: Any) -> Any:
         tracking.log_table(members, "search/refit.csv")
         tracking.log_metrics({"refit.epochs": float(epochs), "refit.members": float(len(members))})
         tracking.set_tags({"refit.trial_id": str(best.trial_id)})
-        made = (f"trial {best.trial_id}'s configuration refit on train+val for {epochs} epoch(s)"
+        # the trial as its lines number it, and its MLflow run's name
+        made = (f"trial {number(best.trial_id)}'s configuration (run trial-{best.trial_id}) refit on train+val for {epochs} epoch(s)"
                 + (f", averaged over {len(members)} seeds" if len(members) > 1 else "")
                 + (f" (best trial alone: test_accuracy={single:.4f})" if single is not None else ""))
     elif cfg.tuner.final.ensemble.seeds:

@@ -96,3 +96,58 @@ def test_a_train_run_logs_the_baseline_it_was_scored_with(tmp_path: Path, make_c
     accuracy = float((probs.argmax(axis=1) == splits.label_ids(splits.test)).mean())
     assert run.data.metrics["baseline.test_accuracy"] == pytest.approx(accuracy)
     assert run.data.metrics["baseline.C"] in SETTINGS.C or run.data.metrics["baseline.C"] in cfg.baseline.C
+
+
+def test_the_fits_side_by_side_are_the_fits_one_after_another() -> None:
+    """One fit per C in threads: each C's model and validation score as fitted alone, in the grid's
+    order (a shuffled order would pair a C with another's score), and BLAS's threads as they were."""
+    import numpy as np
+    import scipy.sparse
+    from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_info
+
+    rng = np.random.default_rng(1)  # noise: each C fits its own model and scores its own accuracy
+    x_train, x_val = (scipy.sparse.random(n, 40, density=0.3, format="csr", random_state=rng) for n in (80, 40))
+    y_train, y_val = rng.integers(0, 3, 80), rng.integers(0, 3, 40)
+    grid = [0.01, 0.03, 1.0, 100.0]
+    before = [(pool["internal_api"], pool["num_threads"]) for pool in threadpool_info()]
+    fits = baseline._fits(grid, x_train, y_train, x_val, y_val)
+    assert [(pool["internal_api"], pool["num_threads"]) for pool in threadpool_info()] == before
+    for c, (classifier, accuracy) in zip(grid, fits):
+        alone = LogisticRegression(C=c, max_iter=2000).fit(x_train, y_train)
+        assert classifier.C == c
+        np.testing.assert_allclose(classifier.coef_, alone.coef_, rtol=1e-9)
+        assert accuracy == float((alone.predict(x_val) == y_val).mean())
+    assert len({accuracy for _, accuracy in fits}) > 1, "the check above tells the Cs' scores apart"
+
+
+def test_ctrl_c_during_the_fits_does_not_wait_for_them(tmp_path: Path) -> None:
+    """A fit still running in its thread (here one that would take a minute) does not hold up Ctrl-C."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "slow_fits.py"
+    script.write_text(
+        "import sys, time\n"
+        "import numpy as np\n"
+        "from sklearn.linear_model import LogisticRegression\n"
+        "from pipeline import baseline\n"
+        "LogisticRegression.fit = lambda self, x, y: time.sleep(60)\n"
+        "print('fitting', flush=True)\n"
+        "try:\n"
+        "    baseline._fits([1.0, 10.0], np.zeros((4, 2)), np.array([0, 1, 0, 1]), np.zeros((2, 2)), np.array([0, 1]))\n"
+        "except KeyboardInterrupt:\n"
+        "    sys.exit(130)\n")
+    process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None and process.stdout.readline() == "fitting\n"
+        time.sleep(1.0)
+        start = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 130
+        assert time.monotonic() - start < 20, "Ctrl-C waited for the fits to end"
+    finally:
+        process.kill()
+        process.wait()

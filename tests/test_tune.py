@@ -268,7 +268,9 @@ def test_the_final_model_is_the_best_configuration_refit_on_train_and_validation
     table = pd.read_csv(client.download_artifacts(parent.info.run_id, "search/refit.csv", str(tmp_path)))
     assert table["seed"].tolist() == [42, 1] and table["epochs"].tolist() == [epochs, epochs]
     out = capsys.readouterr().out
-    assert f"trial {best}'s configuration refit on train+val for {epochs} epoch(s), averaged over 2 seeds" in out
+    # named as the trial lines number it (Keras Tuner's id + 1) and as its MLflow run is named
+    assert f"trial {int(best) + 1}'s configuration (run trial-{best}) refit on train+val for {epochs} epoch(s), averaged over 2 seeds" in out
+    assert re.search(rf"^trial {int(best) + 1}/\d+ .* val_accuracy=", out, re.M)
     assert f"test_accuracy={metrics['test_accuracy']:.4f} [{metrics['test_accuracy_ci_low']:.4f}, " in out
     # a search's comparison ranks its trials; the refit has no validation score to rank by
     frame = compare.table([tracking.fetch_run(store_uri, c.info.run_id) for c in children if "tuner.trial_id" in c.data.tags],
