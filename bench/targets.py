@@ -3,7 +3,8 @@
     python bench/targets.py [--datasets bbc_news sst2 mr subj] [--seeds 42] [--store DIR] [-- OVERRIDE ...]
 
 Runs `pipeline tune dataset=X seed=S` (plus any overrides after `--`) as a user would, each in its
-own store under --store (default: a temporary directory), and prints one row per search: the
+own store under --store (default: a temporary directory; each search's stdout.txt and stderr.txt
+beside its store), and prints one row per search: the
 final model's test accuracy with its 95% interval, the baseline's, the gap, the best trial's
 validation score and its own test accuracy, the lowest score of a trial trained to its end (one
 stopped early by ``tuner.prune`` reports where it stopped) against the collapse line
@@ -51,6 +52,8 @@ def main() -> None:
             start = time.perf_counter()
             result = subprocess.run(command, cwd=work, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, capture_output=True, text=True)
             minutes = (time.perf_counter() - start) / 60
+            (work / "stdout.txt").write_text(result.stdout)  # the search's lines, its last one quoted in the README
+            (work / "stderr.txt").write_text(result.stderr)
             if result.returncode != 0:
                 print(f"| {dataset} | {seed} | failed ({result.returncode}): {result.stderr.strip().splitlines()[-1:]} |||||| {minutes:.1f} |", flush=True)
                 continue
