@@ -80,16 +80,19 @@ def fit(splits: Splits, settings: Any) -> Baseline:
 def _fits(grid: Any, x_train: Any, y_train: Any, x_val: Any, y_val: Any) -> list:
     """One logistic regression per ``C`` and its validation accuracy, in ``grid``'s order.
 
-    Fit side by side in threads (joblib's threading backend: the solver's sparse products and
-    L-BFGS steps run outside Python's GIL, and a Ctrl-C or SIGTERM does not wait for them), with
-    BLAS held to one thread meanwhile (threadpoolctl; restored after): BLAS's own threads on
-    L-BFGS's vector updates cost more than they gain, and two fits keep the cores busy instead.
-    The same coefficients as one fit after another (BLAS's thread count changes their sums by
-    about 1e-14; README "Hyperparameter search").
+    Fit side by side in threads, one per ``C`` up to the number of cores (scikit-learn's wrappers
+    of joblib's threading backend: the solver's sparse products and L-BFGS steps run outside
+    Python's GIL), with BLAS held to one thread meanwhile (threadpoolctl; restored after):
+    BLAS's own threads on L-BFGS's vector updates cost more than they gain, and fits side by side
+    keep the cores busy instead. The same coefficients as one fit after another (BLAS's thread
+    count changes their sums by about 1e-13; README "Hyperparameter search"). Ctrl-C or SIGTERM
+    does not wait for a fit still running: joblib's threads are daemons, left to end with the
+    command (BLAS's thread count is restored under them; nothing reads their results).
     """
-    from joblib import Parallel, cpu_count, delayed
+    from joblib import cpu_count
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score
+    from sklearn.utils.parallel import Parallel, delayed
     from threadpoolctl import threadpool_limits
 
     def fit_one(c: float) -> tuple:

@@ -114,39 +114,52 @@ def test_the_fits_side_by_side_are_the_fits_one_after_another() -> None:
     fits = baseline._fits(grid, x_train, y_train, x_val, y_val)
     assert [(pool["internal_api"], pool["num_threads"]) for pool in threadpool_info()] == before
     for c, (classifier, accuracy) in zip(grid, fits):
-        alone = LogisticRegression(C=c, max_iter=2000).fit(x_train, y_train)
+        alone = LogisticRegression(C=c, solver="lbfgs", tol=1e-4, max_iter=2000).fit(x_train, y_train)
         assert classifier.C == c
-        np.testing.assert_allclose(classifier.coef_, alone.coef_, rtol=1e-9)
+        np.testing.assert_allclose(classifier.coef_, alone.coef_, rtol=1e-9, atol=1e-12)
         assert accuracy == float((alone.predict(x_val) == y_val).mean())
     assert len({accuracy for _, accuracy in fits}) > 1, "the check above tells the Cs' scores apart"
 
 
 def test_ctrl_c_during_the_fits_does_not_wait_for_them(tmp_path: Path) -> None:
-    """A fit still running in its thread (here one that would take a minute) does not hold up Ctrl-C."""
+    """Fits still running in their threads (here ones that would take a minute) do not hold up Ctrl-C."""
+    import queue
     import signal
     import subprocess
     import sys
+    import threading
     import time
 
     script = tmp_path / "slow_fits.py"
     script.write_text(
-        "import sys, time\n"
+        "import sys, threading, time\n"
+        "import joblib\n"
         "import numpy as np\n"
         "from sklearn.linear_model import LogisticRegression\n"
         "from pipeline import baseline\n"
-        "LogisticRegression.fit = lambda self, x, y: time.sleep(60)\n"
-        "print('fitting', flush=True)\n"
+        "def slow(self, x, y):\n"
+        "    print('fit in the main thread' if threading.current_thread() is threading.main_thread() else 'fit in a thread', flush=True)\n"
+        "    time.sleep(60)\n"
+        "LogisticRegression.fit = slow\n"
+        "joblib.cpu_count = lambda: 2  # two threads, one fit in each, whatever the machine has\n"
         "try:\n"
         "    baseline._fits([1.0, 10.0], np.zeros((4, 2)), np.array([0, 1, 0, 1]), np.zeros((2, 2)), np.array([0, 1]))\n"
         "except KeyboardInterrupt:\n"
         "    sys.exit(130)\n")
-    process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert process.stdout is not None and process.stdout.readline() == "fitting\n"
-        time.sleep(1.0)
+        lines: "queue.Queue[str]" = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(line.strip()) for line in process.stdout], daemon=True).start()  # type: ignore[union-attr]
+        started = []
+        try:
+            while len(started) < 2:
+                started.append(lines.get(timeout=60))
+        except queue.Empty:
+            pass
+        assert started == ["fit in a thread"] * 2, process.stderr.read() if process.poll() is not None else started
         start = time.monotonic()
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=30) == 130
+        assert process.wait(timeout=40) == 130
         assert time.monotonic() - start < 20, "Ctrl-C waited for the fits to end"
     finally:
         process.kill()
