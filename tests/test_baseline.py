@@ -132,13 +132,14 @@ def test_ctrl_c_during_the_fits_does_not_wait_for_them(tmp_path: Path) -> None:
 
     script = tmp_path / "slow_fits.py"
     script.write_text(
-        "import sys, threading, time\n"
+        "import os, sys, threading, time\n"
         "import joblib\n"
         "import numpy as np\n"
         "from sklearn.linear_model import LogisticRegression\n"
         "from pipeline import baseline\n"
         "def slow(self, x, y):\n"
-        "    print('fit in the main thread' if threading.current_thread() is threading.main_thread() else 'fit in a thread', flush=True)\n"
+        "    where = 'the main thread' if threading.current_thread() is threading.main_thread() else 'a thread'\n"
+        "    os.write(1, f'fit in {where}\\n'.encode())  # one write a line: the two threads' lines do not mix\n"
         "    time.sleep(60)\n"
         "LogisticRegression.fit = slow\n"
         "joblib.cpu_count = lambda: 2  # two threads, one fit in each, whatever the machine has\n"
