@@ -23,6 +23,9 @@ per epoch, so that a one-epoch refit decays too. Tried and not adopted (README "
 were chosen"). `--schedules cosine_ema` is not one either: `cosine`, with the optimizer keeping an
 exponential moving average of the weights (Keras's `use_ema`, momentum `--ema-momentum`), which
 replaces the weights when the fit ends; its validation accuracy is scored after that.
+`--schedules cosine_horizon` is not one either: the trial's own rates, `cosine` over the search's
+`training.epochs` (`--horizon`, 10) with the fit stopped after E of them, where a refit today
+decays over its own E epochs.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ def main() -> None:
     parser.add_argument("--split-seed", type=int, default=None,
                         help="one split for every seed, dataset.split_seed=N (default: each seed's own)")
     parser.add_argument("--ema-momentum", type=float, default=0.99, help="with --schedules cosine_ema")
+    parser.add_argument("--horizon", type=int, default=10, help="with --schedules cosine_horizon: the trials' training.epochs")
     parser.add_argument("overrides", nargs="*", help="more overrides for every fit (after --)")
     args = parser.parse_args()
 
@@ -70,8 +74,9 @@ def main() -> None:
                 scores, seconds, probabilities = [], [], []
                 for seed in args.seeds:
                     cfg = compose_train([f"dataset={dataset}", f"seed={seed}", "training.verbose=0",
-                                         "training.early_stopping.enabled=false", f"training.epochs={epochs}",
-                                         f"training.lr_schedule={dict(cosine_steps='constant', cosine_ema='cosine').get(schedule, schedule)}",
+                                         "training.early_stopping.enabled=false",
+                                         f"training.epochs={args.horizon if schedule == 'cosine_horizon' else epochs}",
+                                         f"training.lr_schedule={dict(cosine_steps='constant', cosine_ema='cosine', cosine_horizon='cosine').get(schedule, schedule)}",
                                          *([] if args.split_seed is None else [f"dataset.split_seed={args.split_seed}"]),
                                          *args.overrides])
                     one_split = cfg.dataset.split_seed is not None
@@ -86,7 +91,7 @@ def main() -> None:
                             float(cfg.training.learning_rate), decay_steps=epochs * steps)
                     if schedule == "cosine_ema":  # before the optimizer is built, at its first step
                         model.optimizer.use_ema, model.optimizer.ema_momentum = True, args.ema_momentum
-                    history = experiment.fit(model, prepared, cfg.training, seed)
+                    history = experiment.fit(model, prepared, cfg.training, seed, epochs=epochs)
                     x_val, y_val = prepared.encoded["val"]
                     if schedule == "cosine_ema":  # the average replaced the weights as the fit ended
                         scores.append(float(model.evaluate(x_val, y_val, batch_size=256, verbose=0, return_dict=True)["accuracy"]))
