@@ -215,6 +215,10 @@ def _finalise(search: Search, best: Any) -> Any:
         tracking.log_table(members, "search/refit.csv")
         tracking.log_metrics({"refit.epochs": float(epochs), "refit.members": float(len(members))})
         tracking.set_tags({"refit.trial_id": str(best.trial_id)})
+        notes = final.untrained(members)
+        tracking.set_tags({"refit.untrained": "; ".join(notes) or "none"})
+        for note in notes:
+            print(f"warning: {note}: it may not have trained, and the final model averages it in (search/refit.csv)", flush=True)
         # the trial as its lines number it, and its MLflow run's name
         made = (f"trial {number(best.trial_id)}'s configuration (run trial-{best.trial_id}) refit on train+val for {epochs} epoch(s)"
                 + (f", averaged over {len(members)} seeds" if len(members) > 1 else "")

@@ -268,6 +268,9 @@ def test_the_final_model_is_the_best_configuration_refit_on_train_and_validation
     table = pd.read_csv(client.download_artifacts(parent.info.run_id, "search/refit.csv", str(tmp_path)))
     assert table["seed"].tolist() == [42, 1] and table["epochs"].tolist() == [epochs, epochs]
     out = capsys.readouterr().out
+    # a member far behind the others on its own training texts is named on the run and in a warning
+    untrained = parent.data.tags["refit.untrained"]
+    assert (untrained == "none") == ("may not have trained" not in out)
     # named as the trial lines number it (Keras Tuner's id + 1) and as its MLflow run is named
     assert f"trial {int(best) + 1}'s configuration (run trial-{best}) refit on train+val for {epochs} epoch(s), averaged over 2 seeds" in out
     assert re.search(rf"^trial {int(best) + 1}/\d+ .* val_accuracy=", out, re.M)
@@ -357,6 +360,23 @@ def test_the_seed_noise_warning_compares_the_gap_with_the_spread() -> None:
     assert warning is not None and "trials 3 and 1" in warning and "0.0100" in warning
     clear = table.assign(val_accuracy_std=[0.004, 0.005])
     assert seed_noise_warning(clear, "val_accuracy") is None
+
+
+def test_a_refit_far_behind_its_peers_on_its_own_training_texts_is_reported() -> None:
+    """The README's seed-1 search: one refit ended at training accuracy 0.7832 where its peers
+    reached 0.96-0.98. Seed 3's spread (0.94-0.996) is a normal one; a resumed search's members
+    trained before the resume have no record, and one member has no peers."""
+    from pipeline.tuning.final import untrained
+
+    def members(*accuracy: float) -> pd.DataFrame:
+        return pd.DataFrame({"member": [f"seed {i + 1}" for i in range(len(accuracy))], "accuracy": list(accuracy)})
+
+    (note,) = untrained(members(0.7832, 0.9603, 0.9807))
+    assert note == "refit seed 1 ended at training accuracy 0.7832, against 0.9705 for the other members"
+    assert untrained(members(0.9963, 0.9885, 0.9389)) == []
+    assert untrained(members(0.70, 0.95)) == ["refit seed 1 ended at training accuracy 0.7000, against 0.9500 for the other members"]
+    assert untrained(members(0.70, float("nan"), 0.95)) == []
+    assert untrained(members(0.30)) == []
 
 
 def test_sigterm_mid_trial_marks_the_runs_killed_and_exits_143(tmp_path: Path, store_uri: str) -> None:
