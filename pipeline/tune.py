@@ -216,7 +216,8 @@ def _finalise(search: Search, best: Any) -> Any:
         tracking.log_metrics({"refit.epochs": float(epochs), "refit.members": float(len(members))})
         tracking.set_tags({"refit.trial_id": str(best.trial_id)})
         notes = final.untrained(members)
-        tracking.set_tags({"refit.untrained": "; ".join(notes) or "none"})
+        if not members["accuracy"].isna().any():  # a member trained before a resume has no record here
+            tracking.set_tags({"refit.untrained": "; ".join(notes) or "none"})
         for note in notes:
             print(f"warning: {note}: it may not have trained, and the final model averages it in (search/refit.csv)", flush=True)
         # the trial as its lines number it, and its MLflow run's name
