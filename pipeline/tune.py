@@ -216,8 +216,10 @@ def _finalise(search: Search, best: Any) -> Any:
         tracking.log_metrics({"refit.epochs": float(epochs), "refit.members": float(len(members))})
         tracking.set_tags({"refit.trial_id": str(best.trial_id)})
         notes = final.untrained(members)
-        if not members["accuracy"].isna().any():  # a member trained before a resume has no record here
-            tracking.set_tags({"refit.untrained": "; ".join(notes) or "none"})
+        if len(members) > 1:  # one refit has no peers to be compared with
+            # a member trained before a resume has no record in this process
+            checked = "unknown (members trained before a resume)" if members["accuracy"].isna().any() else "none"
+            tracking.set_tags({"refit.untrained": "; ".join(notes) or checked})
         for note in notes:
             print(f"warning: {note}: it may not have trained, and the final model averages it in (search/refit.csv)", flush=True)
         # the trial as its lines number it, and its MLflow run's name

@@ -191,15 +191,14 @@ def untrained(members: Any, margin: float = UNTRAINED_MARGIN) -> List[str]:
     on: nothing is held out from a refit to check it) ended more than ``margin`` below the median
     of the other members': fits that may not have trained. One note each; none with fewer than two
     members, or when a member's record is missing (trained before a resume)."""
-    accuracy = members["accuracy"].astype(float)
-    if len(members) < 2 or accuracy.isna().any():
+    accuracy = members["accuracy"].astype(float).to_numpy()
+    if len(accuracy) < 2 or np.isnan(accuracy).any():
         return []
     notes = []
-    for i, row in members.iterrows():
-        others = float(accuracy.drop(index=i).median())
-        if float(row["accuracy"]) < others - margin:
-            notes.append(f"refit {row['member']} ended at training accuracy {float(row['accuracy']):.4f}, "
-                         f"against {others:.4f} for the other members")
+    for k, name in enumerate(members["member"]):
+        others = float(np.median(np.delete(accuracy, k)))
+        if accuracy[k] < others - margin:
+            notes.append(f"refit {name} ended at training accuracy {accuracy[k]:.4f}, against {others:.4f} for the other members")
     return notes
 
 
