@@ -25,7 +25,6 @@ from pipeline import tracking
 from pipeline.diskfull import full_disk
 from pipeline.errors import DiskFull, TrackingLost, first_line
 from pipeline.tuning import prune
-from pipeline.tuning.prune import best_of
 from pipeline.tuning.hypermodel import searched_values
 from pipeline.tuning.progress import Progress
 
@@ -154,7 +153,7 @@ class TrialTracking:
             else:
                 callbacks = [*kwargs.pop("callbacks", []), tracking.epoch_logger(describe_model=False)]
                 histories = self._fit_trial(trial, *args, callbacks=callbacks, **kwargs)
-            scores = [best_of(h.history.get(self._cfg.tuner.objective, []), self._cfg.tuner.direction) for h in histories]
+            scores = [prune.best_of(h.history.get(self._cfg.tuner.objective, []), self._cfg.tuner.direction) for h in histories]
             tracking.log_metrics({"trial_score": float(np.mean(scores)), **memory_mb(),
                                   **({"trial_score_std": self._spread, "cv_folds": float(self._folds)} if self._folds > 1 else {})})
             return histories
