@@ -151,7 +151,7 @@ def dataset(ds: Any) -> None:
             raise ConfigError(f"dataset.delimiter cannot be a line break or the quote character, got {shown(repr(ds.delimiter))}")
     try:
         codecs.lookup(str(ds.encoding))
-    except LookupError:
+    except (LookupError, ValueError):  # ValueError: a name with a NUL character in it
         raise ConfigError(f"unknown encoding {shown(repr(ds.encoding))} (dataset.encoding)") from None
     _at_least("dataset.max_samples", ds.max_samples, 1)
     split_sizes(ds)

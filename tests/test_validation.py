@@ -353,6 +353,7 @@ def _keys_property(tmp_path: Path, tune: bool, groups: Tuple[str, ...], override
 @example(case=((), ["model.embedding_dim=4294967296"], ["model.embedding_dim"]))  # once an out-of-memory traceback (found by -m stress)
 @example(case=((), ["model.num_layers=4294967296"], ["model.num_layers"]))  # would build layers until memory ran out
 @example(case=((), ["paths.mlruns_dir='${oc.env:PIPELINE_NO_SUCH_VARIABLE}'"], ["paths.mlruns_dir"]))  # met as tracking.uri
+@example(case=((), ["dataset.encoding='\x00'"], ["dataset.encoding"]))  # codecs.lookup's ValueError, a traceback (found in CI's draw)
 def test_any_value_of_any_train_key_is_valid_or_refused_in_one_line(tmp_path: Path, case) -> None:
     _keys_property(tmp_path, False, *case)
 
