@@ -158,8 +158,10 @@ def record_baseline(fitted: Optional[Any]) -> None:
     """The baseline's metrics (``baseline.*``) and fitted model (``baseline/model.skops``) into the active run."""
     if fitted is None:
         return
+    from pipeline import baseline
+
     tracking.log_metrics(fitted.metrics())
-    tracking.log_skops(fitted.model, "baseline/model.skops")
+    tracking.log_skops(baseline.stored(fitted.model), "baseline/model.skops")
 
 
 def _batch_size(value: Any) -> int:

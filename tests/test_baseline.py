@@ -89,13 +89,40 @@ def test_a_train_run_logs_the_baseline_it_was_scored_with(tmp_path: Path, make_c
     run = MlflowClient(store_uri).get_run(run_id)
     path = MlflowClient(store_uri).download_artifacts(run_id, "baseline/model.skops", str(tmp_path))
     model = skops.io.load(path, trusted=skops.io.get_untrusted_types(file=path))
-    # deflated: skops's state is indented JSON, 16 times the size stored as it is
+    # deflated: skops's state is indented JSON, and its arrays .npy files
     assert {i.compress_type for i in zipfile.ZipFile(path).infolist()} == {zipfile.ZIP_DEFLATED}
     splits = experiment.prepare(cfg).splits
     probs = baseline.probabilities(model, splits.test.texts, len(splits.classes))
     accuracy = float((probs.argmax(axis=1) == splits.label_ids(splits.test)).mean())
     assert run.data.metrics["baseline.test_accuracy"] == pytest.approx(accuracy)
     assert run.data.metrics["baseline.C"] in SETTINGS.C or run.data.metrics["baseline.C"] in cfg.baseline.C
+
+
+@pytest.mark.parametrize("odd", ["caf\u00e9 \U0001F600 na\u00efve", "ends in a NUL x\x00 and more"])
+def test_the_stored_baseline_predicts_as_the_fitted_one(tmp_path: Path, odd: str) -> None:
+    """Written with skops and read back, the logged form of the baseline gives the fitted one's
+    probabilities, also for texts of any characters (a NUL at a term's end, which NumPy's strings
+    drop, keeps the vocabulary as it was); its file does not grow by a JSON entry per n-gram."""
+    import numpy as np
+    import skops.io
+
+    splits = _splits(False)
+    many = " ".join(f"w{i}" for i in range(3000))  # thousands of n-grams
+    splits.train = Split([*splits.train.texts[:-1], f"{splits.train.texts[-1]} {odd} {many}"], splits.train.labels)
+    fitted = baseline.fit(splits, SETTINGS)
+    stored = baseline.stored(fitted.model)
+    path = tmp_path / "model.skops"
+    skops.io.dump(stored, path)
+    model = skops.io.load(path, trusted=skops.io.get_untrusted_types(file=path))
+    texts = [*splits.test.texts, odd, "\x00", "unseen words only"]
+    np.testing.assert_array_equal(model.predict_proba(texts), fitted.model.predict_proba(texts))
+    terms = sum(len(vectorizer.vocabulary_) for _, vectorizer in fitted.model[0].transformer_list)
+    schema = len(zipfile.ZipFile(path).read("schema.json"))
+    if "\x00" in odd:
+        assert stored is fitted.model
+    else:
+        assert terms > 10_000 and schema < 10 * terms, f"schema.json {schema} bytes for {terms} n-grams"
+    assert hasattr(fitted.model[0].transformer_list[0][1], "vocabulary_"), "the fitted model itself is left as it was"
 
 
 def test_the_fits_side_by_side_are_the_fits_one_after_another() -> None:
