@@ -19,6 +19,7 @@ from pipeline import experiment, provenance, tracking
 from pipeline.config import TrainConfig, compose_train, register_configs
 from pipeline.search_space import ROOTS
 from pipeline.errors import ConfigError, PipelineError, first_line
+from pipeline.tuning.progress import named
 
 #: Package versions that change numbers; a difference stops a rerun.
 KEY_PACKAGES = ("tensorflow", "keras", "keras-tuner", "numpy", "scikit-learn")
@@ -51,7 +52,7 @@ def _refit_source(uri: str, parent: tracking.RunRecord, refit: tracking.RunRecor
         )
     trial = _child(uri, parent, f"tags.`tuner.trial_id` = '{refit.tags['refit.trial_id']}'")
     if trial is None:
-        raise RerunError(f"search {parent.run_id}: the run of trial {refit.tags['refit.trial_id']} is missing")
+        raise RerunError(f"search {parent.run_id}: the run of {named(refit.tags['refit.trial_id'])} is missing")
     return trial, refit
 
 
@@ -79,7 +80,7 @@ def _source(uri: str, run_id: str) -> Tuple[tracking.RunRecord, tracking.RunReco
             return (asked, asked, *_refit_source(uri, asked, refit))
         trial = _child(uri, asked, f"tags.`tuner.trial_id` = '{best}'")
         if trial is None:
-            raise RerunError(f"search {run_id}: the run of its best trial {best} is missing")
+            raise RerunError(f"search {run_id}: the run of its best trial, {named(best)}, is missing")
         return asked, asked, trial, None
     raise RerunError(f"run {run_id} was not recorded by pipeline train or tune (no pipeline.command tag)")
 
@@ -107,7 +108,7 @@ def _replay_trial(cfg: DictConfig, trial: tracking.RunRecord, notes: List[str]) 
             cfg.training.epochs = int(_value(raw))
         elif name == "tuner/initial_epoch" and int(_value(raw)) > 0:
             notes.append(
-                f"trial {trial.tags.get('tuner.trial_id')} continued a Hyperband checkpoint from epoch "
+                f"{named(trial.tags.get('tuner.trial_id'))} continued a Hyperband checkpoint from epoch "
                 f"{_value(raw)}; the rerun trains from scratch, so its numbers will differ"
             )
         elif not name.startswith("tuner/"):
@@ -184,12 +185,12 @@ def rebuild_config(
         cfg.tracking.log_model = True
     if trial is not None and refit is None and trial.metrics.get("cv_folds", 1) > 1:
         notes.append(
-            f"trial {trial.tags.get('tuner.trial_id')} was scored on {int(trial.metrics['cv_folds'])} folds; the rerun "
+            f"{named(trial.tags.get('tuner.trial_id'))} was scored on {int(trial.metrics['cv_folds'])} folds; the rerun "
             "trains its values once on the training split, so its numbers will differ"
         )
     if trial is not None and refit is None and trial.tags.get("tuner.pruned"):
         notes.append(
-            f"trial {trial.tags.get('tuner.trial_id')} was {trial.tags['tuner.pruned']} (tuner.prune); the rerun "
+            f"{named(trial.tags.get('tuner.trial_id'))} was {trial.tags['tuner.pruned']} (tuner.prune); the rerun "
             "trains every epoch, so its epochs after that go beyond the trial's record"
         )
     if refit is not None:

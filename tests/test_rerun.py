@@ -116,7 +116,8 @@ def test_a_search_reruns_its_best_trial_and_a_trial_reruns_itself(tmp_path: Path
     compared = run_cli(["compare", parent.info.run_id], cwd=tmp_path)
     assert compared.returncode == 0, compared.stderr[-3000:]
     rows = [line.split() for line in compared.stdout.splitlines() if line.strip().startswith(("1 ", "2 "))]
-    assert sorted(r[2] for r in rows) == ["0", "1"] and all(r[1] == "trial" for r in rows)
+    # each trial by the number its progress lines gave it, and its run's name
+    assert sorted(" ".join(r[1:5]) for r in rows) == ["trial 1 (run trial-0)", "trial 2 (run trial-1)"]
     table = pd.read_csv(client.download_artifacts(parent.info.run_id, "compare/runs.csv", str(tmp_path)))
     assert sorted(table["run_id"]) == sorted(t.info.run_id for t in trials.values())
     assert table["trial_score"].is_monotonic_decreasing
@@ -207,11 +208,11 @@ def test_a_run_recorded_before_values_were_named_by_path_still_rebuilds() -> Non
     assert notes == []
     folded = tracking.RunRecord("f" * 32, "trial-1", "FINISHED", "1", {"tuner.trial_id": "1"}, {"hp.model.units": "16"}, {"cv_folds": 5.0})
     _, notes = rebuild_config(recorded, folded, [])
-    assert notes == ["trial 1 was scored on 5 folds; the rerun trains its values once on the training split, so its numbers will differ"]
+    assert notes == ["trial 2 (run trial-1) was scored on 5 folds; the rerun trains its values once on the training split, so its numbers will differ"]
     stopped = tracking.RunRecord("s" * 32, "trial-2", "FINISHED", "1", {"tuner.trial_id": "2", "tuner.pruned": "stopped after epoch 2: val_accuracy 0.5000 behind 0.7000, the median of 2 finished trials by then"},
                                  {"hp.model.units": "16"}, {})
     _, notes = rebuild_config(recorded, stopped, [])
-    assert notes == ["trial 2 was stopped after epoch 2: val_accuracy 0.5000 behind 0.7000, the median of 2 finished trials by then (tuner.prune); "
+    assert notes == ["trial 3 (run trial-2) was stopped after epoch 2: val_accuracy 0.5000 behind 0.7000, the median of 2 finished trials by then (tuner.prune); "
                      "the rerun trains every epoch, so its epochs after that go beyond the trial's record"]
 
     cfg, _ = rebuild_config(recorded, None, ["model=bilstm", "training.epochs=2", "dataset.max_samples=100"])

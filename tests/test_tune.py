@@ -199,12 +199,12 @@ def test_an_ensemble_averages_the_best_trial_with_its_configuration_retrained_pe
         assert member.data.params["hp.model.units"] == parent.data.tags["best.model.units"]
         assert len(client.get_metric_history(member.info.run_id, "val_accuracy")) == 2
     table = pd.read_csv(client.download_artifacts(parent.info.run_id, "search/ensemble.csv", str(tmp_path)))
-    assert table["member"].tolist() == [f"trial {best}", "seed 1", "seed 2", "average"]
+    assert table["member"].tolist() == [f"trial {int(best) + 1} (run trial-{best})", "seed 1", "seed 2", "average"]
     assert parent.data.metrics["ensemble.members"] == 3
     assert parent.data.metrics["ensemble.val_accuracy"] == pytest.approx(table["val_accuracy"].iloc[-1])
     assert 0.0 <= parent.data.metrics["best_trial.test_accuracy"] <= 1.0
     assert compare.main([parent.info.run_id, "--no-log", f"tracking.uri={store_uri}"]) == 0  # overrides after options
-    assert f"trial {best} seed 2 (ensemble)" in capsys.readouterr().out
+    assert f"trial {int(best) + 1} (run trial-{best}) seed 2 (ensemble)" in capsys.readouterr().out
 
     # the logged model is the average: its probabilities are the mean of its three members'
     mlflow.set_tracking_uri(store_uri)

@@ -24,6 +24,7 @@ from pipeline.diskfull import writing
 from pipeline.model import build_model
 from pipeline.search_space import with_values
 from pipeline.tuning.hypermodel import searched_values
+from pipeline.tuning.progress import named
 from pipeline.tuning.project import Project
 from pipeline.tuning.prune import best_of
 
@@ -140,7 +141,7 @@ def ensemble(tuner: Any, cfg: DictConfig, prepared: experiment.Prepared, project
 
     weights = _member_weights(cfg, project, parent_run_id, best, "ensemble", f"trial{best.trial_id}")
     # each member's weights: the best trial's in memory, the others' from their files
-    members: List[Tuple[str, int, Any]] = [(f"trial {best.trial_id}", int(cfg.seed), best_model.get_weights())]
+    members: List[Tuple[str, int, Any]] = [(named(best.trial_id), int(cfg.seed), best_model.get_weights())]
     for seed in (int(s) for s in cfg.tuner.final.ensemble.seeds):
         path = weights(seed)
         if not path.is_file():

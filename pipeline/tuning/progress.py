@@ -30,6 +30,11 @@ def number(trial_id: str) -> str:
     return str(int(trial_id) + 1) if str(trial_id).isdigit() else str(trial_id)
 
 
+def named(trial_id: Any) -> str:
+    """``trial 5 (run trial-04)``: a trial by the number its lines give it, and its MLflow run's name."""
+    return f"trial {number(str(trial_id))} (run trial-{trial_id})"
+
+
 def short_names(names: List[str]) -> Dict[str, str]:
     """Each config path by its last part (``model.units`` -> ``units``), or whole where two share it."""
     last = [n.rsplit(".", 1)[-1] for n in names]

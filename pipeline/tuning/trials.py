@@ -26,7 +26,7 @@ from pipeline.diskfull import full_disk
 from pipeline.errors import DiskFull, TrackingLost, first_line
 from pipeline.tuning import prune
 from pipeline.tuning.hypermodel import searched_values
-from pipeline.tuning.progress import Progress
+from pipeline.tuning.progress import Progress, named
 
 #: How often a trial is run again after its tracking server died while answering and came back.
 LOST_SERVER_TRIAL_RERUNS = 2
@@ -103,7 +103,7 @@ class TrialTracking:
             try:
                 return self._tracked_trial(trial, *args, **kwargs)
             except Exception as e:
-                full = full_disk(e, default=f"trial {trial.trial_id}'s state in {self.project_dir}")  # type: ignore[attr-defined]
+                full = full_disk(e, default=f"the state of {named(trial.trial_id)} in {self.project_dir}")  # type: ignore[attr-defined]
                 if full is not None:
                     raise OutOfSpace.stopping(full) from e
                 if not tracking.is_lost(e):
@@ -114,7 +114,7 @@ class TrialTracking:
                 if attempt < LOST_SERVER_TRIAL_RERUNS and not tracking.retries_spent(e) and tracking.wait_for_server(self._cfg.tracking):
                     why = "the tracking server went away mid-trial; the trial was run again"
                     tracking.close_trial_runs(self._cfg.tracking, str(self._parent_run_id), str(trial.trial_id), why)
-                    print(f"warning: trial {trial.trial_id}: {why}", file=sys.stderr, flush=True)
+                    print(f"warning: {named(trial.trial_id)}: {why}", file=sys.stderr, flush=True)
                     continue
                 raise SearchStopped(str(tracking.lost(e, str(self._cfg.tracking.uri)))) from None
         raise AssertionError("unreachable")
