@@ -246,6 +246,8 @@ class FinalConfig:
     refit: bool = MISSING
     #: The final model as an average over seeds of the best configuration.
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    #: A refit far behind the best other member on its own training texts is trained again with the next seed.
+    retrain_untrained: bool = MISSING
     #: Is the best configuration better than the next beyond seed noise? ``top_k`` x ``seeds`` runs.
     seed_variance: SeedVarianceConfig = field(default_factory=SeedVarianceConfig)
 

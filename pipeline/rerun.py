@@ -241,9 +241,12 @@ def run(run_id: str, overrides: List[str], force: bool = False, tracking_uri: Op
     cfg.tracking.run_name = f"rerun-{shown.name}"
     members = int(asked.metrics.get("refit.members", 1)) if refit is not None and asked is source else 1
     if members > 1:
+        seed = refit.tags.get("refit.seed")
+        replaced = _child(uri, asked, f"tags.`refit.replaces` = '{seed}'")
         notes.append(
             f"search {run_id}'s final model averaged {members} refits; this reruns the one with the search's "
-            f"seed ({refit.tags.get('refit.seed')}), whose test accuracy is its own, not the average's"
+            f"seed ({seed}), whose test accuracy is its own, not the average's"
+            + (f" (it may not have trained, and seed {replaced.tags.get('refit.seed')} was averaged in its place)" if replaced else "")
         )
     for note in notes:
         print(f"warning: {note}", flush=True)

@@ -210,21 +210,20 @@ def _finalise(search: Search, best: Any) -> Any:
             x_test, y_test = prepared.encoded["test"]
             single = float(model.evaluate(x_test, y_test, batch_size=256, verbose=0, return_dict=True)["accuracy"])
             tracking.log_metrics({"best_trial.test_accuracy": single})
-        model, members = final.refit(cfg, prepared, search.project, search.parent_id, best)
-        epochs = int(members.iloc[0]["epochs"])
+        model, members, notes = final.refit(cfg, prepared, search.project, search.parent_id, best)
+        epochs, averaged = int(members.iloc[0]["epochs"]), int(members["averaged"].sum())
         tracking.log_table(members, "search/refit.csv")
-        tracking.log_metrics({"refit.epochs": float(epochs), "refit.members": float(len(members))})
+        tracking.log_metrics({"refit.epochs": float(epochs), "refit.members": float(averaged)})
         tracking.set_tags({"refit.trial_id": str(best.trial_id)})
-        notes = final.untrained(members)
         if len(members) > 1:  # one refit has no peers to be compared with
-            # a member trained before a resume has no record in this process
+            # a member trained before a resume by a version that kept no record of it
             checked = "unknown (members trained before a resume)" if members["accuracy"].isna().any() else "none"
             tracking.set_tags({"refit.untrained": "; ".join(notes) or checked})
         for note in notes:
-            print(f"warning: {note}: it may not have trained, and the final model averages it in (search/refit.csv)", flush=True)
+            print(f"warning: {note} (search/refit.csv)", flush=True)
         # the trial as its lines number it, and its MLflow run's name
         made = (f"trial {number(best.trial_id)}'s configuration (run trial-{best.trial_id}) refit on train+val for {epochs} epoch(s)"
-                + (f", averaged over {len(members)} seeds" if len(members) > 1 else "")
+                + (f", averaged over {averaged} seeds" if averaged > 1 else "")
                 + (f" (best trial alone: test_accuracy={single:.4f})" if single is not None else ""))
     elif cfg.tuner.final.ensemble.seeds:
         x_test, y_test = prepared.encoded["test"]

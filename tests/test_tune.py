@@ -239,8 +239,9 @@ def _rates(client: MlflowClient, run) -> list:
 
 
 def test_the_final_model_is_the_best_configuration_refit_on_train_and_validation(make_cfg, store_uri: str, tmp_path: Path, capsys) -> None:
+    # (a member named as untrained is only named here: training it again, the default, has its own test)
     cfg = make_cfg(*SMALL, "tuner.max_trials=2", "training.epochs=3", "tuner.final.ensemble.seeds=[1]",
-                   "training.lr_schedule=cosine", config_name="tune")
+                   "training.lr_schedule=cosine", "tuner.final.retrain_untrained=false", config_name="tune")
     tune.run(cfg)
     client, (parent,), children = _runs(store_uri, refits=True)
     best = parent.data.tags["best_trial_id"]
@@ -272,7 +273,8 @@ def test_the_final_model_is_the_best_configuration_refit_on_train_and_validation
     untrained = parent.data.tags["refit.untrained"]
     warned = [line for line in out.splitlines() if line.startswith("warning: refit ") and "may not have trained" in line]
     assert (untrained == "none") == (not warned)
-    assert all(f"warning: {note}: it may not have trained" in out for note in ([] if untrained == "none" else untrained.split("; ")))
+    assert all(f"warning: {note} (search/refit.csv)" in out for note in ([] if untrained == "none" else untrained.split("; ")))
+    assert all(line.endswith("it may not have trained, and the final model averages it in (search/refit.csv)") for line in warned)
     # named as the trial lines number it (Keras Tuner's id + 1) and as its MLflow run is named
     assert f"trial {int(best) + 1}'s configuration (run trial-{best}) refit on train+val for {epochs} epoch(s), averaged over 2 seeds" in out
     assert re.search(rf"^trial {int(best) + 1}/\d+ .* val_accuracy=", out, re.M)
@@ -373,12 +375,71 @@ def test_a_refit_far_behind_its_peers_on_its_own_training_texts_is_reported() ->
     def members(*accuracy: float) -> pd.DataFrame:
         return pd.DataFrame({"member": [f"seed {i + 1}" for i in range(len(accuracy))], "accuracy": list(accuracy)})
 
-    (note,) = untrained(members(0.7832, 0.9603, 0.9807))
-    assert note == "refit seed 1 ended at training accuracy 0.7832, against 0.9705 for the other members"
+    assert untrained(members(0.7832, 0.9603, 0.9807)) == [(0, "refit seed 1 ended at training accuracy 0.7832, against 0.9807 for the best other member")]
     assert untrained(members(0.9963, 0.9885, 0.9389)) == []
-    assert untrained(members(0.70, 0.95)) == ["refit seed 1 ended at training accuracy 0.7000, against 0.9500 for the other members"]
+    # two of three that did not train are both named (against the median of the others, neither was:
+    # bench/refit_retry.py's seeds 1-3 at BBC News 64/64, 4 epochs)
+    assert [k for k, _ in untrained(members(0.8019, 0.9777, 0.8230))] == [0, 2]
+    assert untrained(members(0.70, 0.95)) == [(0, "refit seed 1 ended at training accuracy 0.7000, against 0.9500 for the best other member")]
     assert untrained(members(0.70, float("nan"), 0.95)) == []
     assert untrained(members(0.30)) == []
+
+
+def test_a_refit_that_may_not_have_trained_is_trained_again_with_the_next_seed(make_cfg, store_uri: str, tmp_path: Path,
+                                                                              capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A named member is replaced in the average by a fit with the next seed not used yet, in a run
+    tagged ``refit.replaces``; a resumed search decides the same from the members' kept records."""
+    from pipeline import experiment
+    from pipeline.model import build_model, class_probabilities
+    from pipeline.search_space import with_values
+    from pipeline.tuning import final
+
+    monkeypatch.setattr(final, "UNTRAINED_MARGIN", -2.0)  # every member named, whatever it reached
+    cfg = make_cfg(*SMALL, "tuner.max_trials=1", "training.epochs=2", "tuner.final.ensemble.seeds=[1]", config_name="tune")
+    tune.run(cfg)
+    client, (parent,), children = _runs(store_uri, refits=True)
+    refits = {c.data.tags["refit.seed"]: c for c in children if "refit.seed" in c.data.tags}
+    assert sorted(refits) == ["1", "42", "43", "44"]
+    assert (refits["43"].data.tags["refit.replaces"], refits["44"].data.tags["refit.replaces"]) == ("42", "1")
+    assert "refit.replaces" not in refits["42"].data.tags and "refit.replaces" not in refits["1"].data.tags
+    table = pd.read_csv(client.download_artifacts(parent.info.run_id, "search/refit.csv", str(tmp_path)))
+    assert table["seed"].tolist() == [42, 1, 43, 44] and table["averaged"].tolist() == [False, False, True, True]
+    assert table["replaced_by"].fillna(0).astype(int).tolist() == [43, 44, 0, 0]
+    metrics, tags = parent.data.metrics, parent.data.tags
+    assert metrics["refit.members"] == 2
+    notes = tags["refit.untrained"].split("; ")
+    assert [n.split(" ended ")[0] for n in notes] == ["refit seed 42", "refit seed 1"]
+    assert "seed 43 (training accuracy " in notes[0] and "seed 44 (training accuracy " in notes[1]
+    out = capsys.readouterr().out
+    assert all(f"warning: {note} (search/refit.csv)" in out for note in notes)
+    assert "averaged over 2 seeds" in out
+
+    # the final model tested is the average of the two fits that replaced the others
+    values = {k.removeprefix("best."): v for k, v in tags.items() if k.startswith("best.") and k != "best_trial_id"}
+    refit_cfg = with_values(cfg, {k: int(v) for k, v in values.items()})
+    prepared = experiment.prepare(refit_cfg)
+    x_test, y_test = prepared.encoded["test"]
+    folder = Path(tags["tuner.directory"]) / "refit"
+    probabilities = []
+    for seed in (43, 44):
+        model = build_model(refit_cfg, prepared.shape)
+        (path,) = folder.glob(f"*-seed{seed}.weights.h5")
+        model.load_weights(str(path))
+        probabilities.append(class_probabilities(model, x_test))
+    assert float(np.mean(np.mean(probabilities, axis=0).argmax(1) == y_test)) == pytest.approx(metrics["test_accuracy"])
+
+    # resumed after a crash in the replacement's fit: the records of the others decide as before
+    (folder / path.name).unlink()
+    tune.run(cfg)
+    runs = {}
+    for run in (r for r in runs_in(store_uri) if "refit.seed" in r.data.tags):
+        runs.setdefault(run.data.tags["refit.seed"], []).append(run.info.status)
+    assert {seed: len(statuses) for seed, statuses in runs.items()} == {"42": 1, "1": 1, "43": 1, "44": 2}, runs
+
+    # a rerun replays the refit with the search's seed, and says it was replaced in the average
+    capsys.readouterr()
+    rerun.run(parent.info.run_id, [], tracking_uri=store_uri)
+    assert "(it may not have trained, and seed 43 was averaged in its place)" in capsys.readouterr().out
 
 
 def test_sigterm_mid_trial_marks_the_runs_killed_and_exits_143(tmp_path: Path, store_uri: str) -> None:
