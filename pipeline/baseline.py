@@ -55,8 +55,11 @@ def stored(model: Any) -> Any:
 
     skops writes a dict entry by entry into indented JSON: BBC News's 185,000 n-grams made a 150 MB
     schema that took 7.5 s to write and 7 s to load, and an array is one ``.npy`` file (README
-    "Hyperparameter search"). A vocabulary with a term that ends in a NUL character (which NumPy's
-    strings drop) is logged as it is. ``model`` itself is not changed.
+    "Hyperparameter search"). Logged as it is: a vocabulary with a term that ends in a NUL character
+    (which NumPy's strings drop), or one whose array would be mostly padding (NumPy pads every term
+    to the longest, four bytes a character: one 20,000-character token among 100,000 n-grams would
+    make 8 GB). ``model`` itself is not changed. The logged model predicts as ``model`` does; its
+    vectorizers have that ``vocabulary`` as a parameter, so fitting it again keeps those terms.
     """
     import copy
 
@@ -65,7 +68,8 @@ def stored(model: Any) -> Any:
     for name, vectorizer in features.transformer_list:
         terms = np.empty(len(vectorizer.vocabulary_), dtype=object)
         terms[list(vectorizer.vocabulary_.values())] = list(vectorizer.vocabulary_)
-        if any(term.endswith("\x00") for term in terms):
+        lengths = [len(term) for term in terms]
+        if any(term.endswith("\x00") for term in terms) or len(terms) * max(lengths, default=0) > 4 * sum(lengths) + 10**6:
             return model
         compact = copy.copy(vectorizer)
         compact.vocabulary = terms.astype(str)

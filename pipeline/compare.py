@@ -21,7 +21,7 @@ from pipeline import evaluate, tracking
 from pipeline.usage import argument_parser
 from pipeline.config import compose_train
 from pipeline.errors import PipelineError
-from pipeline.tuning.progress import named
+from pipeline.tuning.progress import named, number
 
 #: Metrics shown beside the ranking metric when the runs have them.
 SHOWN = ("trial_score", "val_accuracy", "val_loss", "test_accuracy", "test_accuracy_ci_low", "test_accuracy_ci_high",
@@ -100,9 +100,9 @@ def _direction(metric: str) -> str:
 
 def _label(run: tracking.RunRecord) -> str:
     if "seed_variance.trial_id" in run.tags:
-        return f"{named(run.tags['seed_variance.trial_id'])} seed {run.tags['seed_variance.seed']}"
+        return f"trial {number(run.tags['seed_variance.trial_id'])} seed {run.tags['seed_variance.seed']}"
     if "ensemble.trial_id" in run.tags:
-        return f"{named(run.tags['ensemble.trial_id'])} seed {run.tags['ensemble.seed']} (ensemble)"
+        return f"trial {number(run.tags['ensemble.trial_id'])} seed {run.tags['ensemble.seed']} (ensemble)"
     trial = run.tags.get("tuner.trial_id")
     return named(trial) if trial is not None else (run.name or run.run_id[:8])
 

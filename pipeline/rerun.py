@@ -242,7 +242,8 @@ def run(run_id: str, overrides: List[str], force: bool = False, tracking_uri: Op
     members = int(asked.metrics.get("refit.members", 1)) if refit is not None and asked is source else 1
     if members > 1:
         seed = refit.tags.get("refit.seed")
-        replaced = _child(uri, asked, f"tags.`refit.replaces` = '{seed}'")
+        replaced = _child(uri, asked, f"tags.`refit.replaces` = '{seed}' and tags.`refit.trial_id` = '{refit.tags.get('refit.trial_id')}' "
+                                      f"and tags.`refit.epochs` = '{refit.tags.get('refit.epochs')}'")
         notes.append(
             f"search {run_id}'s final model averaged {members} refits; this reruns the one with the search's "
             f"seed ({seed}), whose test accuracy is its own, not the average's"

@@ -217,7 +217,7 @@ def _finalise(search: Search, best: Any) -> Any:
         tracking.set_tags({"refit.trial_id": str(best.trial_id)})
         if len(members) > 1:  # one refit has no peers to be compared with
             # a member trained before a resume by a version that kept no record of it
-            checked = "unknown (members trained before a resume)" if members["accuracy"].isna().any() else "none"
+            checked = "unknown (members trained before a resume, with no record kept)" if members["accuracy"].isna().any() else "none"
             tracking.set_tags({"refit.untrained": "; ".join(notes) or checked})
         for note in notes:
             print(f"warning: {note} (search/refit.csv)", flush=True)

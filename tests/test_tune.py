@@ -204,7 +204,7 @@ def test_an_ensemble_averages_the_best_trial_with_its_configuration_retrained_pe
     assert parent.data.metrics["ensemble.val_accuracy"] == pytest.approx(table["val_accuracy"].iloc[-1])
     assert 0.0 <= parent.data.metrics["best_trial.test_accuracy"] <= 1.0
     assert compare.main([parent.info.run_id, "--no-log", f"tracking.uri={store_uri}"]) == 0  # overrides after options
-    assert f"trial {int(best) + 1} (run trial-{best}) seed 2 (ensemble)" in capsys.readouterr().out
+    assert f"trial {int(best) + 1} seed 2 (ensemble)" in capsys.readouterr().out
 
     # the logged model is the average: its probabilities are the mean of its three members'
     mlflow.set_tracking_uri(store_uri)
@@ -361,7 +361,7 @@ def test_the_seed_noise_warning_compares_the_gap_with_the_spread() -> None:
 
     table = pd.DataFrame({"trial_id": ["3", "1"], "val_accuracy_mean": [0.80, 0.79], "val_accuracy_std": [0.02, 0.005]})
     warning = seed_noise_warning(table, "val_accuracy")
-    assert warning is not None and "trials 3 and 1" in warning and "0.0100" in warning
+    assert warning is not None and "trial 4 (run trial-3) and trial 2 (run trial-1)" in warning and "0.0100" in warning
     clear = table.assign(val_accuracy_std=[0.004, 0.005])
     assert seed_noise_warning(clear, "val_accuracy") is None
 
@@ -383,6 +383,15 @@ def test_a_refit_far_behind_its_peers_on_its_own_training_texts_is_reported() ->
     assert untrained(members(0.70, 0.95)) == [(0, "refit seed 1 ended at training accuracy 0.7000, against 0.9500 for the best other member")]
     assert untrained(members(0.70, float("nan"), 0.95)) == []
     assert untrained(members(0.30)) == []
+
+
+def test_a_member_trained_in_anothers_place_takes_the_next_seed_not_used() -> None:
+    from pipeline.limits import MAX_SEED
+    from pipeline.tuning.final import next_seed
+
+    assert next_seed({42, 43, 44}) == 45 and next_seed({1, 5}) == 6
+    # seed=MAX_SEED's members are MAX_SEED, 0 and 1 (seeds_after wraps): a seed NumPy accepts, unused
+    assert next_seed({MAX_SEED, 0, 1}) == 2 and next_seed({MAX_SEED - 1, MAX_SEED, 0}) == 1
 
 
 def test_a_refit_that_may_not_have_trained_is_trained_again_with_the_next_seed(make_cfg, store_uri: str, tmp_path: Path,
