@@ -184,26 +184,54 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, handled as Ctrl-C is: the open MLflow runs are marked KILLED on the way out."""
 
 
-def _terminate(signum: int, frame: Any) -> None:
-    raise Terminated()
+#: Modules inside which a signal is not raised: an exception raised in the middle of a write to a
+#: SQLite store can leave its connection holding the database's lock, and closing the runs KILLED
+#: then waits for it and fails ("database is locked", a traceback, runs left RUNNING).
+_DEFERRED_IN = ("sqlite3", "sqlalchemy")
+
+
+def _in_store_call(frame: Any) -> bool:
+    while frame is not None:
+        if str(frame.f_globals.get("__name__", "")).startswith(_DEFERRED_IN):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    """SIGINT raises KeyboardInterrupt and SIGTERM :class:`Terminated`, as soon as the main thread
+    is outside a database call: inside one, the same signal is sent again 50 ms later."""
+    import signal
+    import threading
+
+    if _in_store_call(frame):
+        again = threading.Timer(0.05, os.kill, (os.getpid(), signum))
+        again.daemon = True
+        again.start()
+        return
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """The console script. SIGTERM stops like Ctrl-C (runs KILLED), exiting 143 instead of 130."""
+    """The console script. SIGTERM stops like Ctrl-C (runs KILLED), exiting 143 instead of 130;
+    neither is raised inside a database call (:func:`_interrupt`)."""
     import signal
 
-    try:
-        previous = signal.signal(signal.SIGTERM, _terminate)
-    except ValueError:  # not the main thread: leave signals alone
-        previous = None
+    previous = {}
+    # Ctrl-C only where Python's own handler has it (a shell can start a command with it ignored)
+    for signum in ((signal.SIGINT,) if signal.getsignal(signal.SIGINT) is signal.default_int_handler else ()) + (signal.SIGTERM,):
+        try:
+            previous[signum] = signal.signal(signum, _interrupt)
+        except ValueError:  # not the main thread: leave signals alone
+            break
     try:
         return _main(argv)
     except Terminated:
         print("terminated", file=sys.stderr)
         return 143
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _local_conf(rest: List[str]) -> List[str]:

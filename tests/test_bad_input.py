@@ -144,6 +144,32 @@ def test_help_says_what_exists(tmp_path: Path) -> None:
         assert option in result.stdout
 
 
+def test_a_signal_inside_a_store_call_is_raised_once_the_call_ends(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM or Ctrl-C arriving while the main thread is inside SQLAlchemy or sqlite3 (an exception
+    raised mid-write can leave SQLite's lock held, and closing the runs KILLED then fails) is sent
+    again 50 ms later instead of raised there; anywhere else it is raised at once."""
+    import signal
+    import time
+
+    from pipeline import cli
+
+    sent: list = []
+    monkeypatch.setattr(cli.os, "kill", lambda pid, signum: sent.append(signum))
+    store = {"__name__": "sqlalchemy.orm.session"}
+    exec("import sys\ndef commit():\n    return sys._getframe()\n", store)
+    inside = store["commit"]()
+    cli._interrupt(signal.SIGTERM, inside)  # not raised
+    cli._interrupt(signal.SIGINT, inside)
+    deadline = time.monotonic() + 10
+    while len(sent) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sorted(sent) == sorted([signal.SIGTERM, signal.SIGINT])
+    with pytest.raises(cli.Terminated):
+        cli._interrupt(signal.SIGTERM, sys._getframe())
+    with pytest.raises(KeyboardInterrupt):
+        cli._interrupt(signal.SIGINT, sys._getframe())
+
+
 def test_a_failing_run_is_marked_failed_and_ctrl_c_killed(store_uri: str, make_cfg) -> None:
     cfg = make_cfg(f"tracking.uri={store_uri}")
     tracking.preflight(cfg.tracking)
