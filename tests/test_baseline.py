@@ -160,7 +160,8 @@ def test_ctrl_c_during_the_fits_does_not_wait_for_them(tmp_path: Path) -> None:
 
     script = tmp_path / "slow_fits.py"
     script.write_text(
-        "import os, sys, threading, time\n"
+        "import faulthandler, os, signal, sys, threading, time\n"
+        "faulthandler.register(signal.SIGUSR1)  # its threads' stacks, should it not exit\n"
         "import joblib\n"
         "import numpy as np\n"
         "from sklearn.linear_model import LogisticRegression\n"
@@ -188,7 +189,14 @@ def test_ctrl_c_during_the_fits_does_not_wait_for_them(tmp_path: Path) -> None:
         assert started == ["fit in a thread"] * 2, process.stderr.read() if process.poll() is not None else started
         start = time.monotonic()
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=40) == 130
+        try:
+            process.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGUSR1)
+            time.sleep(2)
+            process.kill()
+            pytest.fail(f"still running 40 s after Ctrl-C; its threads:\n{process.communicate()[1][-6000:]}")
+        assert process.returncode == 130
         assert time.monotonic() - start < 20, "Ctrl-C waited for the fits to end"
     finally:
         process.kill()
