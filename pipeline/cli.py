@@ -188,6 +188,11 @@ class Terminated(KeyboardInterrupt):
 #: SQLite store can leave its connection holding the database's lock, and closing the runs KILLED
 #: then waits for it and fails ("database is locked", a traceback, runs left RUNNING).
 _DEFERRED_IN = ("sqlite3", "sqlalchemy")
+#: How long a signal waits for a database call to end before it is raised inside it anyway (a
+#: database server that does not answer must not make Ctrl-C wait for its connection's timeout).
+DEFER_AT_MOST_S = 5.0
+#: When each signal that is waiting was first received.
+_waiting: Dict[int, float] = {}
 
 
 def _in_store_call(frame: Any) -> bool:
@@ -200,15 +205,19 @@ def _in_store_call(frame: Any) -> bool:
 
 def _interrupt(signum: int, frame: Any) -> None:
     """SIGINT raises KeyboardInterrupt and SIGTERM :class:`Terminated`, as soon as the main thread
-    is outside a database call: inside one, the same signal is sent again 50 ms later."""
+    is outside a database call: inside one, the same signal is sent again 50 ms later, for at most
+    :data:`DEFER_AT_MOST_S`."""
     import signal
     import threading
+    import time
 
-    if _in_store_call(frame):
+    first = _waiting.setdefault(signum, time.monotonic())
+    if _in_store_call(frame) and time.monotonic() - first < DEFER_AT_MOST_S:
         again = threading.Timer(0.05, os.kill, (os.getpid(), signum))
         again.daemon = True
         again.start()
         return
+    _waiting.pop(signum, None)
     raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
