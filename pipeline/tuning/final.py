@@ -21,9 +21,9 @@ import numpy as np
 from omegaconf import DictConfig
 
 from pipeline import experiment, tracking
+from pipeline.config import seeds_after
 from pipeline.diskfull import writing
 from pipeline.model import build_model
-from pipeline.config import seeds_after
 from pipeline.search_space import with_values
 from pipeline.tuning.hypermodel import searched_values
 from pipeline.tuning.compat import write_json
