@@ -60,7 +60,7 @@ def main() -> None:
                 experiment.seed_everything(seed, cfg.training.deterministic)
                 prepared = experiment.prepare(cfg)
                 start = time.perf_counter()
-                model = build_model(cfg, prepared.shape, embedding_matrix=prepared.embedding_matrix)
+                model = build_model(cfg, prepared.shape, embedding_matrix=prepared.initial_embedding(cfg))
                 history = experiment.fit(model, prepared, cfg.training, seed)
                 x_val, y_val = prepared.encoded["val"]
                 scores.append(float(model.evaluate(x_val, y_val, batch_size=256, verbose=0, return_dict=True)["accuracy"]))

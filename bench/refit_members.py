@@ -62,14 +62,14 @@ def main() -> None:
             experiment.seed_everything(seed, cfg.training.deterministic)
             prepared = experiment.prepare(cfg, inner)
             x_test, y_test = prepared.encoded["test"]  # the real validation split
-            trial = build_model(cfg, prepared.shape, embedding_matrix=prepared.embedding_matrix)
+            trial = build_model(cfg, prepared.shape, embedding_matrix=prepared.initial_embedding(cfg))
             history = experiment.fit(trial, prepared, cfg.training, seed)
             epochs = int(np.argmax(history.history["val_accuracy"])) + 1
             probabilities = [class_probabilities(trial, x_test)]
             for refit_seed in (seed, seed + 1, seed + 2):
                 refit_cfg = compose_train([*base, f"seed={refit_seed}", "training.fit_on=train_val", f"training.epochs={epochs}"])
                 experiment.seed_everything(refit_seed, refit_cfg.training.deterministic)
-                refit = build_model(refit_cfg, prepared.shape, embedding_matrix=prepared.embedding_matrix)
+                refit = build_model(refit_cfg, prepared.shape, embedding_matrix=prepared.initial_embedding(refit_cfg))
                 experiment.fit(refit, prepared, refit_cfg.training, refit_seed)
                 probabilities.append(class_probabilities(refit, x_test))
 

@@ -62,7 +62,7 @@ def main() -> None:
                 experiment.seed_everything(seed, cfg.training.deterministic)
                 prepared = experiment.prepare(cfg)
                 start = time.perf_counter()
-                model = build_model(cfg, prepared.shape, embedding_matrix=prepared.embedding_matrix)
+                model = build_model(cfg, prepared.shape, embedding_matrix=prepared.initial_embedding(cfg))
                 history = experiment.fit(model, prepared, cfg.training, seed)
                 x_val, y_val = prepared.encoded["val"]
                 probabilities = class_probabilities(model, x_val)

@@ -83,7 +83,7 @@ def main() -> None:
                     experiment.seed_everything(seed, cfg.training.deterministic)
                     prepared = experiment.prepare(cfg)
                     start = time.perf_counter()
-                    model = build_model(cfg, prepared.shape, embedding_matrix=prepared.embedding_matrix)
+                    model = build_model(cfg, prepared.shape, embedding_matrix=prepared.initial_embedding(cfg))
                     if schedule == "cosine_steps":
                         steps = int(data.make_datasets({"train": prepared.encoded["train"]}, int(cfg.training.batch_size), seed,
                                                          bool(cfg.training.bucket_by_length))["train"].cardinality())

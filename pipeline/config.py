@@ -32,6 +32,8 @@ Source = Choice("Source", {v: v for v in ("bbc_news", "imdb", "files")})
 DataFormat = Choice("DataFormat", {v: v for v in ("auto", "csv", "tsv", "jsonl", "label_text", "lines")})
 VectorFormat = Choice("VectorFormat", {v: v for v in ("auto", "glove", "word2vec", "word2vec_binary")})
 Pooling = Choice("Pooling", {v: v for v in ("last", "max", "mean")})
+#: Where an embedding's first vectors come from: LSA vectors of the texts it trains on, or Keras's random initialiser.
+EmbeddingInit = Choice("EmbeddingInit", {v: v for v in ("lsa", "random")})
 ClassWeight = Choice("ClassWeight", {v: v for v in ("none", "balanced")})
 #: What a model trains on: the training split (validated on the validation split), or both.
 FitOn = Choice("FitOn", {v: v for v in ("train", "train_val")})
@@ -148,6 +150,10 @@ class ModelConfig:
     #: What the classifier reads: ``last`` (the LSTM's final state, the tutorial's), or ``max`` /
     #: ``mean`` over every real token's output.
     pooling: Pooling = MISSING
+    #: The embedding's first vectors (trained further like any weights): ``lsa``, fit on the texts
+    #: the model trains on (:func:`pipeline.vectors.lsa_vectors`), or ``random`` (Keras's uniform).
+    #: ``pretrained.path``, when set, replaces both.
+    embedding_init: EmbeddingInit = MISSING
     pretrained: PretrainedConfig = field(default_factory=PretrainedConfig)
 
 

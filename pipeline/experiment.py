@@ -42,6 +42,22 @@ class Prepared:
     embedding_matrix: Optional[np.ndarray]
     pretrained_coverage: Optional[float]
 
+    def initial_embedding(self, cfg: DictConfig) -> Optional[np.ndarray]:
+        """The vectors the embedding of a model built from ``cfg`` starts from: the file's
+        (``model.pretrained.path``), LSA vectors of the texts it trains on (``model.embedding_init=lsa``:
+        the training split, or the training and validation splits with ``training.fit_on=train_val``;
+        a fold's training rows when this is a fold's data), or none (Keras's random initialiser).
+        Never the test split, whose texts no model trains on."""
+        if self.embedding_matrix is not None:
+            return self.embedding_matrix
+        if str(cfg.model.embedding_init) != "lsa":
+            return None
+        from pipeline.vectors import lsa_vectors
+
+        parts = ("train", "val") if str(cfg.training.fit_on) == "train_val" else ("train",)
+        ids = np.concatenate([self.encoded[part][0] for part in parts])
+        return lsa_vectors(ids, self.shape.vocab_size, int(cfg.model.embedding_dim))
+
     def stats(self) -> Dict[str, str]:
         """Split sizes and vocabulary facts, logged as ``data.*`` params."""
         return {

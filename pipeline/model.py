@@ -94,7 +94,9 @@ def build_model(cfg: Any, shape: DataShape, embedding_matrix: Optional[np.ndarra
 
     Padding id 0 is masked, so the LSTM reads only real tokens. Dropout is applied by separate
     layers, and recurrent dropout only when asked, which keeps the LSTM eligible for the cuDNN
-    kernel on a GPU. ``embedding_matrix`` (vocab_size x embedding_dim) initialises the embedding.
+    kernel on a GPU. ``embedding_matrix`` (vocab_size x embedding_dim) initialises the embedding
+    (``Prepared.initial_embedding``: a file's vectors, frozen unless ``model.pretrained.trainable``,
+    or LSA vectors, trained further).
     """
     model_cfg, training_cfg = cfg.model, cfg.training
     embedding_dim = int(model_cfg.embedding_dim)
@@ -124,7 +126,8 @@ def build_model(cfg: Any, shape: DataShape, embedding_matrix: Optional[np.ndarra
         shape.vocab_size,
         embedding_dim,
         mask_zero=True,
-        trainable=embedding_matrix is None or bool(model_cfg.pretrained.trainable),
+        # a file's vectors stay as they are unless pretrained.trainable; LSA vectors train on
+        trainable=embedding_matrix is None or not model_cfg.pretrained.path or bool(model_cfg.pretrained.trainable),
         name="embedding",
     )
     x = embedding(inputs)

@@ -66,7 +66,7 @@ def train_and_record(
             return done.run_id, {k.removeprefix("test_"): v for k, v in done.metrics.items() if k.startswith("test_")}
     from pipeline.model import build_model
 
-    model = build_model(cfg, prepared.shape, embedding_matrix=prepared.embedding_matrix)
+    model = build_model(cfg, prepared.shape, embedding_matrix=prepared.initial_embedding(cfg))
     fitted = experiment.fit_baseline(cfg, prepared)
 
     with tracking.tracked_run(cfg.tracking, _run_name(cfg), tags, parent_run_id=parent) as active:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import keras
+import keras_tuner
 import numpy as np
 import pytest
 
@@ -207,6 +208,76 @@ def test_frozen_pretrained_embedding(tmp_path: Path, make_cfg) -> None:
         build_model(make_cfg("model.embedding_dim=8"), DataShape(3, 2), embedding_matrix=matrix)
     with pytest.raises(DataError, match="not found"):
         vectors.load_embedding_matrix(str(tmp_path / "nope.txt"), "auto", ["", "[UNK]"], seed=0)
+
+
+def test_lsa_vectors_put_words_of_the_same_texts_together() -> None:
+    """Words 2-4 only ever appear together, as do 5-7: in two dimensions each group's vectors point
+    the same way and away from the other's; padding, [UNK] and a word no text has are zero."""
+    rng = np.random.default_rng(0)
+    texts = [list(rng.choice([2, 3, 4], size=6)) + [0, 0] for _ in range(20)]
+    texts += [list(rng.choice([5, 6, 7], size=6)) + [1, 0] for _ in range(20)]
+    ids = np.array(texts)
+    matrix = vectors.lsa_vectors(ids, vocab_size=9, dim=2)
+    assert matrix.shape == (9, 2) and matrix.dtype == np.float32
+    assert not matrix[[0, 1, 8]].any()
+
+    def cosine(a: int, b: int) -> float:
+        return float(matrix[a] @ matrix[b] / np.linalg.norm(matrix[a]) / np.linalg.norm(matrix[b]))
+
+    assert min(cosine(2, 3), cosine(3, 4), cosine(5, 6), cosine(6, 7)) > 0.9
+    assert max(abs(cosine(2, 5)), abs(cosine(4, 7))) < 0.1
+    assert matrix.std() == pytest.approx(vectors.LSA_SCALE, rel=1e-3)
+    np.testing.assert_array_equal(vectors.lsa_vectors(ids.copy(), vocab_size=9, dim=2), matrix)
+    assert not vectors.lsa_vectors(ids[:20], vocab_size=9, dim=2)[5:].any()  # another input, another matrix
+
+
+@pytest.mark.parametrize("ids", [[[0, 0]], [[1, 1]], [[2, 0]], [[2, 3]], [[2], [3]]], ids=str)
+def test_lsa_vectors_of_too_few_texts_or_words_are_zeros_past_what_they_span(ids: list) -> None:
+    matrix = vectors.lsa_vectors(np.array(ids), vocab_size=4, dim=16)
+    assert matrix.shape == (4, 16) and np.isfinite(matrix).all() and not matrix[:, 1:].any()
+
+
+def test_lsa_vectors_are_trained_further_and_a_files_stay_frozen(tmp_path: Path, make_cfg) -> None:
+    matrix = vectors.lsa_vectors(np.array([[2, 3, 4], [2, 4, 0], [3, 4, 0]]), vocab_size=5, dim=8)
+    model = build_model(make_cfg(), DataShape(5, 2), embedding_matrix=matrix)
+    embedding = model.get_layer("embedding")
+    assert embedding.trainable
+    np.testing.assert_allclose(embedding.get_weights()[0], matrix)
+    _write_glove(tmp_path / "glove.txt")
+    cfg = make_cfg("model.embedding_dim=8", f"model.pretrained.path={tmp_path / 'glove.txt'}")
+    assert not build_model(cfg, DataShape(5, 2), embedding_matrix=matrix).get_layer("embedding").trainable
+    cfg = make_cfg("model.embedding_dim=8", f"model.pretrained.path={tmp_path / 'glove.txt'}", "model.pretrained.trainable=true")
+    assert build_model(cfg, DataShape(5, 2), embedding_matrix=matrix).get_layer("embedding").trainable
+
+
+def test_a_models_lsa_vectors_are_fit_on_the_texts_it_trains_on_and_never_the_test_split(make_cfg) -> None:
+    """A trial's embedding starts from the training split's LSA vectors, a refit's (train_val) from the
+    training and validation splits', a fold's from its own training rows; never from test texts."""
+    from pipeline import experiment
+    from pipeline.tuning import folds
+    from pipeline.tuning.hypermodel import LSTMHyperModel
+
+    cfg = make_cfg("dataset.max_samples=200", config_name="tune")
+    assert cfg.model.embedding_init == "lsa"
+    prepared = experiment.prepare(cfg)
+    (train, _), (val, _), (test, _) = (prepared.encoded[k] for k in ("train", "val", "test"))
+    size, dim = prepared.shape.vocab_size, int(cfg.model.embedding_dim)
+    trial = prepared.initial_embedding(cfg)
+    np.testing.assert_array_equal(trial, vectors.lsa_vectors(train, size, dim))
+    refit = prepared.initial_embedding(make_cfg("dataset.max_samples=200", "training.fit_on=train_val", config_name="tune"))
+    np.testing.assert_array_equal(refit, vectors.lsa_vectors(np.concatenate([train, val]), size, dim))
+    assert not np.array_equal(refit, trial)
+    with_test = vectors.lsa_vectors(np.concatenate([train, val, test]), size, dim)
+    assert not np.array_equal(refit, with_test) and not np.array_equal(trial, with_test)
+    assert prepared.initial_embedding(make_cfg("dataset.max_samples=200", "model.embedding_init=random", config_name="tune")) is None
+
+    train_rows, val_rows = folds.splits(prepared, 5, 42)[0]
+    fold = folds.fold_data(prepared, train_rows, val_rows)
+    hp = keras_tuner.HyperParameters()
+    model = LSTMHyperModel(cfg, prepared).build_on(hp, fold)
+    np.testing.assert_array_equal(model.get_layer("embedding").get_weights()[0],
+                                  vectors.lsa_vectors(np.concatenate([train, val])[train_rows], size, dim))
+    np.testing.assert_array_equal(LSTMHyperModel(cfg, prepared).build(hp).get_layer("embedding").get_weights()[0], trial)
 
 
 def test_metrics_that_do_not_flatter_imbalanced_data() -> None:

@@ -261,7 +261,7 @@ def refit(cfg: DictConfig, prepared: experiment.Prepared, project: Project, pare
             values = searched_values(best)
             tracking.log_params({**{f"hp.{k}": str(v) for k, v in values.items()}, "seed": str(seed),
                                  "training.epochs": str(epochs), "training.fit_on": "train_val"})
-            model = build_model(refit_cfg, prepared.shape, embedding_matrix=prepared.embedding_matrix)
+            model = build_model(refit_cfg, prepared.shape, embedding_matrix=prepared.initial_embedding(refit_cfg))
             history = experiment.fit(model, prepared, refit_cfg.training, seed,
                                      callbacks=[tracking.epoch_logger(describe_model=False)]).history
             row.update(loss=float(history["loss"][-1]), accuracy=float(history["accuracy"][-1]))
@@ -290,7 +290,7 @@ def refit(cfg: DictConfig, prepared: experiment.Prepared, project: Project, pare
         warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
         for row in rows:
             if row["averaged"]:
-                model = build_model(refit_cfg, prepared.shape, embedding_matrix=prepared.embedding_matrix)
+                model = build_model(refit_cfg, prepared.shape, embedding_matrix=prepared.initial_embedding(refit_cfg))
                 model.load_weights(str(weights(row["seed"])))
                 models.append(model)
     table = pd.DataFrame(rows)

@@ -147,8 +147,9 @@ def cross_validate(
         if history is None:
             keras.backend.clear_session()
             keras.utils.set_random_seed(int(cfg.seed) + k)
-            model = hypermodel.build(trial.hyperparameters)
-            fitted = experiment.fit(model, fold_data(prepared, train_rows, val_rows), training, int(cfg.seed) + k, epochs=epochs)
+            fold = fold_data(prepared, train_rows, val_rows)
+            model = hypermodel.build_on(trial.hyperparameters, fold)
+            fitted = experiment.fit(model, fold, training, int(cfg.seed) + k, epochs=epochs)
             history = {key: [float(v) for v in values] for key, values in fitted.history.items()}
             _write_whole(path, {"fold": k, "folds": folds, "val_rows": rows_digest(val_rows), "history": history})
         if log:

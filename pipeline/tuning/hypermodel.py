@@ -32,7 +32,13 @@ class LSTMHyperModel(keras_tuner.HyperModel):
         self.prepared = prepared
 
     def build(self, hp: keras_tuner.HyperParameters) -> Any:
-        return build_model(with_values(self.cfg, hp.values), self.prepared.shape, embedding_matrix=self.prepared.embedding_matrix)
+        return self.build_on(hp, self.prepared)
+
+    def build_on(self, hp: keras_tuner.HyperParameters, prepared: experiment.Prepared) -> Any:
+        """The model for ``hp`` as it is trained on ``prepared`` (a fold's data: its embedding's LSA
+        vectors are the fold's training texts')."""
+        cfg = with_values(self.cfg, hp.values)
+        return build_model(cfg, prepared.shape, embedding_matrix=prepared.initial_embedding(cfg))
 
     def fit(self, hp: keras_tuner.HyperParameters, model: Any, *args: Any, **kwargs: Any) -> Any:
         return experiment.fit(
