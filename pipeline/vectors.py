@@ -106,7 +106,7 @@ def load_embedding_matrix(path: str, fmt: str, vocabulary: List[str], seed: int)
 
 
 #: What an LSA vector's entries are scaled to: unit standard deviation over the matrix
-#: (README "How the defaults were chosen": 0.3 read BBC News lower).
+#: (README "How the defaults were chosen": 0.3, 0.5 and 2.0 read BBC News lower).
 LSA_SCALE = 1.0
 _LSA_CACHE: "collections.OrderedDict[tuple, np.ndarray]" = collections.OrderedDict()
 _LSA_CACHE_SIZE = 8
