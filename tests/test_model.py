@@ -280,6 +280,33 @@ def test_a_models_lsa_vectors_are_fit_on_the_texts_it_trains_on_and_never_the_te
     np.testing.assert_array_equal(LSTMHyperModel(cfg, prepared).build(hp).get_layer("embedding").get_weights()[0], trial)
 
 
+def test_each_folds_model_starts_from_the_lsa_vectors_of_that_folds_training_rows(make_cfg, tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from pipeline import experiment
+    from pipeline.tuning import folds
+    from pipeline.tuning.hypermodel import LSTMHyperModel
+
+    cfg = make_cfg("dataset.max_samples=200", config_name="tune")
+    prepared = experiment.prepare(cfg)
+    started = []
+
+    class Recorded(LSTMHyperModel):
+        def build_on(self, hp, on):  # type: ignore[no-untyped-def]
+            model = super().build_on(hp, on)
+            started.append(model.get_layer("embedding").get_weights()[0])
+            return model
+
+    trial = SimpleNamespace(trial_id="0", hyperparameters=keras_tuner.HyperParameters())
+    folds.cross_validate(Recorded(cfg, prepared), trial, cfg, prepared, tmp_path, 2, 1, log=False)
+    ids = np.concatenate([prepared.encoded["train"][0], prepared.encoded["val"][0]])
+    expected = [vectors.lsa_vectors(ids[train_rows], prepared.shape.vocab_size, int(cfg.model.embedding_dim))
+                for train_rows, _ in folds.search_splits(cfg, prepared, 2)]
+    assert len(started) == 2
+    for got, want in zip(started, expected):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_metrics_that_do_not_flatter_imbalanced_data() -> None:
     # 90 of 100 are class 0; a model that always says 0 is 90% "accurate" and useless.
     y = np.array([0] * 90 + [1] * 10)
