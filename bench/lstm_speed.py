@@ -103,7 +103,7 @@ def run_pipeline(args: argparse.Namespace, bucket: bool) -> Dict[str, Any]:
     from pipeline.model import build_model, class_probabilities
 
     cfg, prepared = _prepared(args, bucket)
-    model = build_model(cfg, prepared.shape)
+    model = build_model(cfg, prepared.shape, embedding_matrix=prepared.initial_embedding(cfg))
     timer = _keras_timer()
     experiment.fit(model, prepared, cfg.training, cfg.seed, callbacks=[timer])
     x_test, y_test = prepared.encoded["test"]

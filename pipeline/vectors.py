@@ -10,7 +10,7 @@ from __future__ import annotations
 import collections
 import hashlib
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -105,31 +105,34 @@ def load_embedding_matrix(path: str, fmt: str, vocabulary: List[str], seed: int)
     return matrix, coverage
 
 
-#: What an LSA vector's entries are scaled to: unit standard deviation over the matrix
-#: (README "How the defaults were chosen": 0.3, 0.5 and 2.0 read BBC News lower).
+#: What an LSA vector's entries are scaled to: their standard deviation over the columns the texts
+#: span (README "How the defaults were chosen": 0.3, 0.5 and 2.0 read BBC News lower).
 LSA_SCALE = 1.0
-_LSA_CACHE: "collections.OrderedDict[tuple, np.ndarray]" = collections.OrderedDict()
+_LSA_CACHE: "collections.OrderedDict[tuple, Optional[np.ndarray]]" = collections.OrderedDict()
 _LSA_CACHE_SIZE = 8
 
 
-def lsa_vectors(ids: np.ndarray, vocab_size: int, dim: int) -> np.ndarray:
+def lsa_vectors(ids: np.ndarray, vocab_size: int, dim: int) -> Optional[np.ndarray]:
     """A (vocab_size, dim) matrix of word vectors fit on token ids ``ids`` (texts x positions, 0 the
-    padding, 1 ``[UNK]``): latent semantic analysis, scikit-learn's TF-IDF weights (sublinear term
-    frequencies) of the texts' words and a truncated SVD of them, each word's row its right singular
-    vectors times the singular values, scaled to entries of standard deviation :data:`LSA_SCALE`.
+    padding, 1 ``[UNK]``, each below ``vocab_size``): latent semantic analysis, scikit-learn's TF-IDF
+    weights (sublinear term frequencies) of the texts' words and a truncated SVD of them, each word's
+    row its right singular vectors times the singular values, the columns the texts span scaled to
+    entries of standard deviation :data:`LSA_SCALE`. None where there is nothing to fit (fewer than
+    two texts or two distinct words): the caller's random initialiser then.
 
     Words that co-occur in the same texts get similar vectors, which an embedding learned from a
     few thousand labelled texts alone does not. A function of the texts and ``dim`` only (the SVD's
     seed is fixed), so a trial, its rerun and every seed of a search share one matrix. Padding,
     ``[UNK]``, words none of the texts has and the dimensions past what the texts span (fewer texts
-    or words than ``dim``) are zero. Kept for the process (a search builds a model per trial).
+    or words than ``dim``) are zero. The last eight matrices are kept for the process (a search
+    builds a model per trial, and a fold's or a refit's texts are other texts).
     """
     from scipy import sparse
     from sklearn.decomposition import TruncatedSVD
     from sklearn.feature_extraction.text import TfidfTransformer
 
     ids = np.ascontiguousarray(ids)
-    key = (hashlib.blake2b(ids.tobytes(), digest_size=16).hexdigest(), ids.shape, str(ids.dtype), int(vocab_size), int(dim))
+    key = (hashlib.blake2b(ids.tobytes(), digest_size=16).hexdigest(), ids.shape, str(ids.dtype), int(vocab_size), int(dim), LSA_SCALE)
     if key in _LSA_CACHE:
         _LSA_CACHE.move_to_end(key)
         return _LSA_CACHE[key]
@@ -141,18 +144,19 @@ def lsa_vectors(ids: np.ndarray, vocab_size: int, dim: int) -> np.ndarray:
         shape=(texts, vocab_size),
     )
     counts.sum_duplicates()
-    matrix = np.zeros((vocab_size, dim), dtype=np.float32)
     seen = np.diff(counts.tocsc().indptr) > 0
     rank = min(dim, texts - 1, int(seen.sum()) - 1)
+    matrix: Optional[np.ndarray] = None
     if rank >= 1:
         weights = TfidfTransformer(sublinear_tf=True).fit_transform(counts)
         svd = TruncatedSVD(rank, algorithm="randomized", random_state=0).fit(weights)
         vectors = svd.components_.T * svd.singular_values_
         std = float(vectors.std())
+        matrix = np.zeros((vocab_size, dim), dtype=np.float32)
         if std > 0:
             matrix[:, :rank] = vectors / std * LSA_SCALE
         matrix[~seen] = 0.0  # the SVD leaves round-off there
-    matrix.setflags(write=False)
+        matrix.setflags(write=False)
     _LSA_CACHE[key] = matrix
     while len(_LSA_CACHE) > _LSA_CACHE_SIZE:
         _LSA_CACHE.popitem(last=False)

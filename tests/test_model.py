@@ -227,14 +227,20 @@ def test_lsa_vectors_put_words_of_the_same_texts_together() -> None:
     assert min(cosine(2, 3), cosine(3, 4), cosine(5, 6), cosine(6, 7)) > 0.9
     assert max(abs(cosine(2, 5)), abs(cosine(4, 7))) < 0.1
     assert matrix.std() == pytest.approx(vectors.LSA_SCALE, rel=1e-3)
+    vectors._LSA_CACHE.clear()  # computed again, not read back: the same matrix (the SVD's seed is fixed)
     np.testing.assert_array_equal(vectors.lsa_vectors(ids.copy(), vocab_size=9, dim=2), matrix)
     assert not vectors.lsa_vectors(ids[:20], vocab_size=9, dim=2)[5:].any()  # another input, another matrix
 
 
-@pytest.mark.parametrize("ids", [[[0, 0]], [[1, 1]], [[2, 0]], [[2, 3]], [[2], [3]]], ids=str)
-def test_lsa_vectors_of_too_few_texts_or_words_are_zeros_past_what_they_span(ids: list) -> None:
-    matrix = vectors.lsa_vectors(np.array(ids), vocab_size=4, dim=16)
-    assert matrix.shape == (4, 16) and np.isfinite(matrix).all() and not matrix[:, 1:].any()
+@pytest.mark.parametrize("ids", [np.zeros((0, 3), int), [[0, 0]], [[1, 1]], [[2, 0]], [[2, 3]], [[2, 0], [2, 0]], [[2, 2], [1, 0]]], ids=str)
+def test_lsa_vectors_of_fewer_than_two_texts_or_words_are_none(ids: list) -> None:
+    assert vectors.lsa_vectors(np.array(ids), vocab_size=4, dim=16) is None
+
+
+def test_lsa_vectors_are_zero_past_the_dimensions_the_texts_span() -> None:
+    matrix = vectors.lsa_vectors(np.array([[2, 0], [3, 0]]), vocab_size=4, dim=16)
+    assert matrix.shape == (4, 16) and np.isfinite(matrix).all()
+    assert matrix[[2, 3], 0].all() and not matrix[:, 1:].any() and not matrix[:2].any()
 
 
 def test_lsa_vectors_are_trained_further_and_a_files_stay_frozen(tmp_path: Path, make_cfg) -> None:
@@ -278,6 +284,16 @@ def test_a_models_lsa_vectors_are_fit_on_the_texts_it_trains_on_and_never_the_te
     np.testing.assert_array_equal(model.get_layer("embedding").get_weights()[0],
                                   vectors.lsa_vectors(np.concatenate([train, val])[train_rows], size, dim))
     np.testing.assert_array_equal(LSTMHyperModel(cfg, prepared).build(hp).get_layer("embedding").get_weights()[0], trial)
+
+
+def test_a_vectors_file_replaces_the_lsa_start(make_cfg, tmp_path: Path) -> None:
+    from pipeline import experiment
+
+    _write_glove(tmp_path / "glove.txt")
+    cfg = make_cfg("dataset.max_samples=200", "model.embedding_dim=3", f"model.pretrained.path={tmp_path / 'glove.txt'}")
+    assert cfg.model.embedding_init == "lsa"
+    prepared = experiment.prepare(cfg)
+    assert prepared.initial_embedding(cfg) is prepared.embedding_matrix is not None
 
 
 def test_each_folds_model_starts_from_the_lsa_vectors_of_that_folds_training_rows(make_cfg, tmp_path: Path) -> None:
