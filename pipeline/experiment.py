@@ -54,9 +54,14 @@ class Prepared:
             return None
         from pipeline.vectors import lsa_vectors
 
-        parts = ("train", "val") if str(cfg.training.fit_on) == "train_val" else ("train",)
-        ids = np.concatenate([self.encoded[part][0] for part in parts])
-        return lsa_vectors(ids, self.shape.vocab_size, int(cfg.model.embedding_dim))
+        return lsa_vectors(self.fit_split(cfg.training)[0], self.shape.vocab_size, int(cfg.model.embedding_dim))
+
+    def fit_split(self, training: Any) -> tuple:
+        """(token ids, label ids) a model with these ``training`` settings trains on: the training
+        split, or the training and validation splits together with ``fit_on=train_val``."""
+        if str(training.fit_on) == "train_val":
+            return tuple(np.concatenate(parts) for parts in zip(self.encoded["train"], self.encoded["val"]))
+        return self.encoded["train"]
 
     def stats(self) -> Dict[str, str]:
         """Split sizes and vocabulary facts, logged as ``data.*`` params."""
@@ -236,12 +241,11 @@ def fit(
     if str(training.lr_schedule) == "cosine":
         # first, so that the rate it writes into each epoch's logs is there when the run records them
         all_callbacks.insert(0, cosine_schedule(float(training.learning_rate), int(training.epochs)))
+    ids, labels = prepared.fit_split(training)
     if str(training.fit_on) == "train_val":
-        ids, labels = (np.concatenate(parts) for parts in zip(prepared.encoded["train"], prepared.encoded["val"]))
         datasets = data.make_datasets({"train": (ids, labels)}, batch, seed, bool(training.bucket_by_length))
         validation = None
     else:
-        labels = prepared.encoded["train"][1]
         datasets = data.make_datasets({k: prepared.encoded[k] for k in ("train", "val")}, batch, seed, bool(training.bucket_by_length))
         validation = datasets["val"]
         es = training.early_stopping
