@@ -841,3 +841,53 @@ def test_a_finished_fold_is_read_back_only_for_the_rows_it_validated_on(make_cfg
     # a file that does not say which rows it validated on is not trusted either
     folds._write_whole(path, {"fold": 0, "folds": 5, "history": history})
     assert folds.finished_fold(path, rows) is None
+
+
+# --- which trial is best -------------------------------------------------------------------------
+
+
+def test_equal_scores_rank_the_model_with_fewer_weights_first(tmp_path: Path) -> None:
+    """213 validation articles score in steps of 0.47 points: two trials often tie exactly, and
+    Keras Tuner would then call the first to run best. The search calls the smaller model best."""
+    import keras_tuner
+
+    from pipeline.tuning import compat
+
+    hp = keras_tuner.HyperParameters()
+    hp.Int("model.units", 8, 256, step=8)
+    oracle = compat.RandomSearchOracle(objective="val_accuracy", max_trials=5, hyperparameters=hp, seed=1)
+    oracle._set_project_dir(str(tmp_path), "p")
+    trials = []
+    for units, score in ((200, 0.75), (64, 0.75), (32, 0.70), (16, 0.75), (128, 0.80)):
+        trial = oracle.create_trial("tuner0")
+        trial.hyperparameters.values["model.units"] = units
+        oracle.update_trial(trial.trial_id, {"val_accuracy": score})
+        trial.status = "COMPLETED"
+        oracle.end_trial(trial)
+        trials.append(trial.trial_id)
+    ran_first = [t.trial_id for t in oracle.get_best_trials(5)]
+    assert ran_first == [trials[4], trials[0], trials[1], trials[3], trials[2]]  # without a weight count: run order
+
+    asked = []
+    oracle.weights_of = lambda values: asked.append(values["model.units"]) or values["model.units"] * 10
+    assert [t.trial_id for t in oracle.get_best_trials(5)] == [trials[4], trials[3], trials[1], trials[0], trials[2]]
+    assert [t.trial_id for t in oracle.get_best_trials(1)] == [trials[4]], "a better score still wins"
+    assert set(asked) == {200, 64, 16}, "a model is built only to break a tie"
+    oracle.weights_of = lambda values: 1  # equal weights too: the order they ran
+    assert [t.trial_id for t in oracle.get_best_trials(5)] == ran_first
+
+
+def test_a_search_breaks_ties_on_its_models_weight_count(make_cfg, tmp_path: Path) -> None:
+    from pipeline import experiment
+    from pipeline.model import build_model
+    from pipeline.search_space import with_values
+    from pipeline.tuning import tuners
+    from pipeline.tuning.project import Project
+
+    csv = write_sentiment_csv(tmp_path / "d.csv", n=60)
+    cfg = make_cfg("dataset=files", f"dataset.path={csv}", *SPACE, config_name="tune")
+    prepared = experiment.prepare(cfg)
+    oracle = tuners.make_tuner(cfg, prepared, Project(tmp_path / "tuner", "p", {}), None, tuners.validate(cfg)).oracle
+    small, large = {"model.units": 8, "model.embedding_dim": 8}, {"model.units": 24, "model.embedding_dim": 16}
+    counts = [build_model(with_values(cfg, v), prepared.shape).count_params() for v in (small, large)]
+    assert [oracle.weights_of(v) for v in (small, large)] == counts and counts[0] < counts[1]

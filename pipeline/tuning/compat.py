@@ -42,6 +42,7 @@ import keras_tuner
 from keras_tuner.src.engine.trial import TrialStatus
 
 from pipeline.diskfull import writing
+from pipeline.tuning.ranking import FewerWeightsOnTies
 
 #: The Keras Tuner release every workaround here was checked against.
 CHECKED_AGAINST = "1.4.8"
@@ -135,15 +136,17 @@ class PipelineOracle:
                 return None
 
 
-class RandomSearchOracle(PipelineOracle, keras_tuner.oracles.RandomSearchOracle):
+# Each also ranks equal scores by the weight count of their models (pipeline/tuning/ranking.py:
+# a choice of the pipeline's, not a workaround).
+class RandomSearchOracle(FewerWeightsOnTies, PipelineOracle, keras_tuner.oracles.RandomSearchOracle):
     pass
 
 
-class BayesianOptimizationOracle(PipelineOracle, keras_tuner.oracles.BayesianOptimizationOracle):
+class BayesianOptimizationOracle(FewerWeightsOnTies, PipelineOracle, keras_tuner.oracles.BayesianOptimizationOracle):
     pass
 
 
-class HyperbandOracle(PipelineOracle, keras_tuner.oracles.HyperbandOracle):
+class HyperbandOracle(FewerWeightsOnTies, PipelineOracle, keras_tuner.oracles.HyperbandOracle):
     pass
 
 

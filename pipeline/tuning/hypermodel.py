@@ -8,6 +8,7 @@ entries. A new model family goes in ``pipeline/model.py``; nothing here needs to
 
 from __future__ import annotations
 
+import json
 from typing import Any, Dict
 
 import keras_tuner
@@ -30,6 +31,7 @@ class LSTMHyperModel(keras_tuner.HyperModel):
         super().__init__(name=str(cfg.model.name))
         self.cfg = cfg
         self.prepared = prepared
+        self._weights: Dict[str, int] = {}
 
     def build(self, hp: keras_tuner.HyperParameters) -> Any:
         return self.build_on(hp, self.prepared)
@@ -39,6 +41,14 @@ class LSTMHyperModel(keras_tuner.HyperModel):
         vectors are the fold's training texts')."""
         cfg = with_values(self.cfg, hp.values)
         return build_model(cfg, prepared.shape, embedding_matrix=prepared.initial_embedding(cfg))
+
+    def weights(self, values: Dict[str, Any]) -> int:
+        """The weight count of the model a trial's ``values`` build (what the search's ranking breaks
+        ties on: ``pipeline/tuning/ranking.py``), built without its starting vectors, once per values."""
+        key = json.dumps(values, sort_keys=True, default=str)
+        if key not in self._weights:
+            self._weights[key] = int(build_model(with_values(self.cfg, values), self.prepared.shape).count_params())
+        return self._weights[key]
 
     def fit(self, hp: keras_tuner.HyperParameters, model: Any, *args: Any, **kwargs: Any) -> Any:
         return experiment.fit(

@@ -47,12 +47,15 @@ def make_tuner(cfg: DictConfig, prepared: experiment.Prepared, project: Project,
             oracle_kwargs["num_initial_points"] = int(t.num_initial_points)
     base = compat.tuner_class(str(t.name))
     cls = type(f"Tracked{base.__name__}", (TrialTracking, base), {})
+    oracle = compat.ORACLES[str(t.name)](**oracle_kwargs)
+    hypermodel = LSTMHyperModel(cfg, prepared)
+    oracle.weights_of = hypermodel.weights  # equal scores: the model with fewer weights ranks first
     tuner = cls(
         cfg=cfg,
         parent_run_id=parent_run_id,
         folds=folds.resolve(cfg, prepared),
-        oracle=compat.ORACLES[str(t.name)](**oracle_kwargs),
-        hypermodel=LSTMHyperModel(cfg, prepared),
+        oracle=oracle,
+        hypermodel=hypermodel,
         executions_per_trial=int(t.executions_per_trial),
         directory=str(project.directory),
         project_name=project.name,
