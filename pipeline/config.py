@@ -47,6 +47,9 @@ TunerName = Choice("TunerName", {v: v for v in ("random", "bayesian", "hyperband
 OnChange = Choice("OnChange", {v: v for v in ("error", "new_project")})
 #: Whether a search stops a trial early that is behind the trials before it (``median``) or not (``none``).
 PruneRule = Choice("PruneRule", {v: v for v in ("none", "median")})
+#: Which of two trials with equal scores a search calls best: the model with fewer weights, or the
+#: first to run (Keras Tuner's order).
+Ties = Choice("Ties", {v: v for v in ("fewer_weights", "first")})
 #: Whether a search's registered model takes the ``champion`` alias: when it beats the champion's
 #: test score on the same data (``auto``), ``always``, or ``never``.
 Promote = Choice("Promote", {v: v for v in ("auto", "always", "never")})
@@ -299,6 +302,8 @@ class TunerConfig:
     #: Stop trials early that are behind the finished ones (random and Bayesian searches; Hyperband
     #: stops trials by its own rounds).
     prune: PruneConfig = field(default_factory=PruneConfig)
+    #: Equal scores: the model with fewer weights ranks first (``fewer_weights``) or the first to run.
+    ties: Ties = MISSING
     #: The search's state: <directory>/<project_name>, reloaded when the same command runs again.
     directory: str = MISSING
     project_name: str = MISSING

@@ -891,3 +891,6 @@ def test_a_search_breaks_ties_on_its_models_weight_count(make_cfg, tmp_path: Pat
     small, large = {"model.units": 8, "model.embedding_dim": 8}, {"model.units": 24, "model.embedding_dim": 16}
     counts = [build_model(with_values(cfg, v), prepared.shape).count_params() for v in (small, large)]
     assert [oracle.weights_of(v) for v in (small, large)] == counts and counts[0] < counts[1]
+    first = tuners.make_tuner(make_cfg("dataset=files", f"dataset.path={csv}", *SPACE, "tuner.ties=first", config_name="tune"),
+                              prepared, Project(tmp_path / "tuner2", "p", {}), None, tuners.validate(cfg)).oracle
+    assert first.weights_of is None, "tuner.ties=first: Keras Tuner's order"

@@ -49,7 +49,8 @@ def make_tuner(cfg: DictConfig, prepared: experiment.Prepared, project: Project,
     cls = type(f"Tracked{base.__name__}", (TrialTracking, base), {})
     oracle = compat.ORACLES[str(t.name)](**oracle_kwargs)
     hypermodel = LSTMHyperModel(cfg, prepared)
-    oracle.weights_of = hypermodel.weights  # equal scores: the model with fewer weights ranks first
+    if t.ties == "fewer_weights":  # equal scores: the model with fewer weights ranks first
+        oracle.weights_of = hypermodel.weights
     tuner = cls(
         cfg=cfg,
         parent_run_id=parent_run_id,
