@@ -873,6 +873,14 @@ def test_equal_scores_rank_the_model_with_fewer_weights_first(tmp_path: Path) ->
     assert [t.trial_id for t in oracle.get_best_trials(5)] == [trials[4], trials[3], trials[1], trials[0], trials[2]]
     assert [t.trial_id for t in oracle.get_best_trials(1)] == [trials[4]], "a better score still wins"
     assert set(asked) == {200, 64, 16}, "a model is built only to break a tie"
+    # the search's ranking (search/trials.csv) agrees: rank 1 is the best trial
+    from types import SimpleNamespace
+
+    from pipeline.tuning.trials import trial_table
+
+    table = trial_table(SimpleNamespace(oracle=oracle, project_dir=str(tmp_path / "p")), "max")
+    assert table["trial_id"].tolist() == [trials[4], trials[3], trials[1], trials[0], trials[2]]
+    assert table["rank"].tolist() == [1, 2, 3, 4, 5]
     oracle.weights_of = lambda values: 1  # equal weights too: the order they ran
     assert [t.trial_id for t in oracle.get_best_trials(5)] == ran_first
 

@@ -220,5 +220,8 @@ def trial_table(tuner: Any, direction: str) -> Any:
     if table.empty:
         return table
     table = table.sort_values("score", ascending=direction == "min", na_position="last", kind="stable")
+    # equal scores as the oracle ranks them (tuner.ties: pipeline/tuning/ranking.py), so rank 1 is the best trial
+    order = {t.trial_id: i for i, t in enumerate(tuner.oracle.get_best_trials(len(table))) if str(t.status) == "COMPLETED"}
+    table = table.sort_values("trial_id", key=lambda ids: ids.map(order).fillna(len(order)), kind="stable")
     table.insert(0, "rank", range(1, len(table) + 1))
     return table.reset_index(drop=True)
