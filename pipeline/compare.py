@@ -112,7 +112,9 @@ def table(runs: List[tracking.RunRecord], metric: str, direction: str) -> pd.Dat
     keys = sorted({k for r in runs for k in r.params} - set(IGNORED))
     differing = [k for k in keys if len({r.params.get(k) for r in runs}) > 1]
     rows = []
-    # ties keep trial order (earlier trial first), as Keras Tuner's ranking does
+    # ties keep trial order (earlier trial first): a search's own ranking breaks a tie between its
+    # trials by their models' weight count (tuner.ties), which the runs do not record; the parent's
+    # best_trial_id tag names the trial it called best
     for run in sorted(runs, key=lambda r: int(r.tags.get("tuner.trial_id", "0") or 0) if r.tags.get("tuner.trial_id", "").isdigit() else 0):
         row = {"run_id": run.run_id, "run": _label(run), "status": run.status, metric: run.metrics.get(metric, math.nan)}
         row.update({m: run.metrics[m] for m in SHOWN if m != metric and m in run.metrics})

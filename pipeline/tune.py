@@ -8,6 +8,7 @@ the search is spread over processes (``pipeline.tuning.distributed``).
 
 from __future__ import annotations
 
+import copy
 import warnings
 from dataclasses import dataclass
 from typing import Any, Dict
@@ -117,8 +118,17 @@ def _open(search: Search, hp: Any, resumed: bool) -> None:
     # The parent run goes into the state first: a process killed from here on is resumed into
     # this run (not a second parent), and records the inputs it had not finished recording.
     record = not resumed or not state.get("inputs_recorded", True)
+    # A search keeps the tie rule it started with (one started before tuner.ties existed: Keras
+    # Tuner's order), so resuming it never makes another trial its best and refits that one.
+    ties = str(state.get("ties", "first")) if resumed else str(cfg.tuner.ties)
+    if ties != str(cfg.tuner.ties):
+        print(f"note: this search ranks equal scores by tuner.ties={ties}, as it started; "
+              f"tuner.ties={cfg.tuner.ties} applies to a new search (tuner.overwrite=true starts this one again)", flush=True)
+        cfg = copy.deepcopy(cfg)
+        cfg.tuner.ties = ties
+        search.cfg = cfg
     search.project.write_state(parent_run_id=search.parent_id, project_name=search.project.name, resumed=times,
-                               inputs_recorded=not record)
+                               inputs_recorded=not record, ties=ties)
     if record:
         experiment.record_inputs(search.config, hydra_overrides(), search.prepared, "tune")
         tracking.log_dict(search_space.describe(cfg.search_space), "search/search_space.yaml")

@@ -846,43 +846,67 @@ def test_a_finished_fold_is_read_back_only_for_the_rows_it_validated_on(make_cfg
 # --- which trial is best -------------------------------------------------------------------------
 
 
-def test_equal_scores_rank_the_model_with_fewer_weights_first(tmp_path: Path) -> None:
-    """213 validation articles score in steps of 0.47 points: two trials often tie exactly, and
-    Keras Tuner would then call the first to run best. The search calls the smaller model best."""
+def _oracle_with(tmp_path: Path, cls, direction: str, results) -> tuple:
+    """A pipeline oracle with one trial per (units, score, status), run in that order; their ids."""
     import keras_tuner
-
-    from pipeline.tuning import compat
 
     hp = keras_tuner.HyperParameters()
     hp.Int("model.units", 8, 256, step=8)
-    oracle = compat.RandomSearchOracle(objective="val_accuracy", max_trials=5, hyperparameters=hp, seed=1)
+    kwargs = {"max_epochs": 4} if cls.__name__ == "HyperbandOracle" else {"max_trials": 10}
+    oracle = cls(objective=keras_tuner.Objective("val_loss" if direction == "min" else "val_accuracy", direction),
+                 hyperparameters=hp, seed=1, **kwargs)
     oracle._set_project_dir(str(tmp_path), "p")
-    trials = []
-    for units, score in ((200, 0.75), (64, 0.75), (32, 0.70), (16, 0.75), (128, 0.80)):
+    ids = []
+    for units, score, status in results:
         trial = oracle.create_trial("tuner0")
         trial.hyperparameters.values["model.units"] = units
-        oracle.update_trial(trial.trial_id, {"val_accuracy": score})
-        trial.status = "COMPLETED"
-        oracle.end_trial(trial)
-        trials.append(trial.trial_id)
-    ran_first = [t.trial_id for t in oracle.get_best_trials(5)]
-    assert ran_first == [trials[4], trials[0], trials[1], trials[3], trials[2]]  # without a weight count: run order
+        if status == "COMPLETED":
+            oracle.update_trial(trial.trial_id, {oracle.objective.name: score})
+            trial.status = "COMPLETED"
+            oracle.end_trial(trial)
+        ids.append(trial.trial_id)
+    return oracle, ids
+
+
+@pytest.mark.parametrize("name", ["RandomSearchOracle", "BayesianOptimizationOracle", "HyperbandOracle"])
+def test_equal_scores_rank_the_model_with_fewer_weights_first(tmp_path: Path, name: str) -> None:
+    """213 validation articles score in steps of 0.47 points: two trials often tie exactly, and
+    Keras Tuner would then call the first to run best. The search calls the smaller model best."""
+    from pipeline.tuning import compat
+
+    results = [(200, 0.75, "COMPLETED"), (64, 0.75, "COMPLETED"), (32, 0.70, "COMPLETED"), (16, 0.75, "COMPLETED"),
+               (128, 0.80, "COMPLETED"), (8, None, "RUNNING")]
+    oracle, ids = _oracle_with(tmp_path, getattr(compat, name), "max", results)
+    ran_first = [t.trial_id for t in oracle.get_best_trials(6)]
+    assert ran_first == [ids[4], ids[0], ids[1], ids[3], ids[2], ids[5]]  # without a weight count: run order
 
     asked = []
     oracle.weights_of = lambda values: asked.append(values["model.units"]) or values["model.units"] * 10
-    assert [t.trial_id for t in oracle.get_best_trials(5)] == [trials[4], trials[3], trials[1], trials[0], trials[2]]
-    assert [t.trial_id for t in oracle.get_best_trials(1)] == [trials[4]], "a better score still wins"
-    assert set(asked) == {200, 64, 16}, "a model is built only to break a tie"
+    assert [t.trial_id for t in oracle.get_best_trials(1)] == [ids[4]], "a better score still wins"
+    assert asked == [], "no tie reaches the top: no model built"
+    # the unfinished trial stays last
+    assert [t.trial_id for t in oracle.get_best_trials(6)] == [ids[4], ids[3], ids[1], ids[0], ids[2], ids[5]]
+    assert asked == [200, 64, 16], "each tied model counted once per ranking"
+
     # the search's ranking (search/trials.csv) agrees: rank 1 is the best trial
     from types import SimpleNamespace
 
     from pipeline.tuning.trials import trial_table
 
     table = trial_table(SimpleNamespace(oracle=oracle, project_dir=str(tmp_path / "p")), "max")
-    assert table["trial_id"].tolist() == [trials[4], trials[3], trials[1], trials[0], trials[2]]
-    assert table["rank"].tolist() == [1, 2, 3, 4, 5]
+    assert table["trial_id"].tolist() == [ids[4], ids[3], ids[1], ids[0], ids[2], ids[5]]
+    assert table["rank"].tolist() == [1, 2, 3, 4, 5, 6]
     oracle.weights_of = lambda values: 1  # equal weights too: the order they ran
-    assert [t.trial_id for t in oracle.get_best_trials(5)] == ran_first
+    assert [t.trial_id for t in oracle.get_best_trials(6)] == ran_first
+
+
+def test_equal_losses_rank_the_model_with_fewer_weights_first(tmp_path: Path) -> None:
+    from pipeline.tuning import compat
+
+    oracle, ids = _oracle_with(tmp_path, compat.RandomSearchOracle, "min",
+                               [(200, 0.5, "COMPLETED"), (64, 0.4, "COMPLETED"), (16, 0.5, "COMPLETED")])
+    oracle.weights_of = lambda values: values["model.units"]
+    assert [t.trial_id for t in oracle.get_best_trials(3)] == [ids[1], ids[2], ids[0]]
 
 
 def test_a_search_breaks_ties_on_its_models_weight_count(make_cfg, tmp_path: Path) -> None:
@@ -899,6 +923,30 @@ def test_a_search_breaks_ties_on_its_models_weight_count(make_cfg, tmp_path: Pat
     small, large = {"model.units": 8, "model.embedding_dim": 8}, {"model.units": 24, "model.embedding_dim": 16}
     counts = [build_model(with_values(cfg, v), prepared.shape).count_params() for v in (small, large)]
     assert [oracle.weights_of(v) for v in (small, large)] == counts and counts[0] < counts[1]
-    first = tuners.make_tuner(make_cfg("dataset=files", f"dataset.path={csv}", *SPACE, "tuner.ties=first", config_name="tune"),
-                              prepared, Project(tmp_path / "tuner2", "p", {}), None, tuners.validate(cfg)).oracle
+    first_cfg = make_cfg("dataset=files", f"dataset.path={csv}", *SPACE, "tuner.ties=first", config_name="tune")
+    first = tuners.make_tuner(first_cfg, prepared, Project(tmp_path / "tuner2", "p", {}), None, tuners.validate(first_cfg)).oracle
     assert first.weights_of is None, "tuner.ties=first: Keras Tuner's order"
+
+
+def test_a_resumed_search_keeps_the_tie_rule_it_started_with(make_cfg, store_uri: str, capsys) -> None:
+    """Resuming never makes another of two tied trials the best (and refits and registers it): a
+    search started before tuner.ties existed keeps Keras Tuner's order."""
+    import json
+
+    from pipeline.tuning.project import STATE_FILE
+
+    cfg = make_cfg(*SMALL, "tuner.max_trials=1", "tracking.log_model=false", config_name="tune")
+    tune.run(cfg)
+    (state_file,) = Path(cfg.tuner.directory).rglob(STATE_FILE)
+    assert json.loads(state_file.read_text())["ties"] == "fewer_weights"
+    capsys.readouterr()
+
+    state = json.loads(state_file.read_text())
+    del state["ties"]  # as a project from before the setting
+    state_file.write_text(json.dumps(state))
+    tune.run(cfg)
+    out = capsys.readouterr().out
+    assert "note: this search ranks equal scores by tuner.ties=first, as it started" in out
+    assert json.loads(state_file.read_text())["ties"] == "first"
+    tune.run(cfg)  # and so again, recorded
+    assert "tuner.ties=first, as it started" in capsys.readouterr().out

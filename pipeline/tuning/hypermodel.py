@@ -45,6 +45,7 @@ class LSTMHyperModel(keras_tuner.HyperModel):
     def weights(self, values: Dict[str, Any]) -> int:
         """The weight count of the model a trial's ``values`` build (what the search's ranking breaks
         ties on: ``pipeline/tuning/ranking.py``), built without its starting vectors, once per values."""
+        values = {k: v for k, v in values.items() if not k.startswith("tuner/")}  # Hyperband's rounds: the same model
         key = json.dumps(values, sort_keys=True, default=str)
         if key not in self._weights:
             self._weights[key] = int(build_model(with_values(self.cfg, values), self.prepared.shape).count_params())

@@ -7,12 +7,13 @@ models the data cannot tell apart, and here the cheaper one too: the final model
 configuration refit with three seeds (README "How the defaults were chosen"). Mixed into every
 oracle of the pipeline (``pipeline/tuning/compat.py``); ranking, the trial lines' "best", the
 final model, ``seed_variance``'s top configurations and Keras Tuner's own ``get_best_*`` all read
-:meth:`FewerWeightsOnTies.get_best_trials`.
+:meth:`FewerWeightsOnTies.get_best_trials`. Not Hyperband's promotion from one round to the next,
+which Keras Tuner sorts by score alone (equal scores there go on in the order they ran). A search
+keeps the rule it started with (``pipeline/tune.py``).
 """
 
 from __future__ import annotations
 
-import collections
 from typing import Any, Callable, Dict, List, Optional
 
 
@@ -24,18 +25,18 @@ class FewerWeightsOnTies:
     weights_of: Optional[Callable[[Dict[str, Any]], int]] = None
 
     def get_best_trials(self, num_trials: int = 1) -> List[Any]:
+        # Keras Tuner's ranking: completed trials by score, equal scores in the order they ran, then the rest
         ranked = super().get_best_trials(len(self.trials))  # type: ignore[misc, attr-defined]
-        done = [t for t in ranked if str(t.status) == "COMPLETED"]
-        if self.weights_of is None or any(t.score is None for t in done):
+        if self.weights_of is None:
             return ranked[:num_trials]
-        scores = collections.Counter(float(t.score) for t in done)
-        sign = -1.0 if self.objective.direction == "max" else 1.0  # type: ignore[attr-defined]
-        weights = self.weights_of
-
-        def key(trial: Any) -> tuple:
-            score = float(trial.score)
-            # a model is built only to break a tie
-            return sign * score, weights(dict(trial.hyperparameters.values)) if scores[score] > 1 else 0
-
-        done = sorted(done, key=key)  # stable: equal scores and weights stay in run order
-        return (done + ranked[len(done):])[:num_trials]
+        done = sum(1 for t in ranked if str(t.status) == "COMPLETED")
+        out = list(ranked)
+        start = 0
+        while start < min(done, num_trials):  # a model is built only for a tie that reaches the top num_trials
+            end = start + 1
+            while end < done and ranked[start].score is not None and ranked[end].score == ranked[start].score:
+                end += 1
+            if end - start > 1:
+                out[start:end] = sorted(ranked[start:end], key=lambda t: self.weights_of(dict(t.hyperparameters.values)))  # type: ignore[misc]
+            start = end
+        return out[:num_trials]
