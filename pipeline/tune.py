@@ -157,7 +157,7 @@ def _summarise(search: Search) -> Summary:
     from pipeline.tuning.hypermodel import searched_values
 
     cfg, tuner = search.cfg, search.tuner
-    table = trials.trial_table(tuner, cfg.tuner.direction)
+    table = trials.trial_table(tuner)
     completed = table[table["status"] == "COMPLETED"] if not table.empty else table
     if completed.empty:
         raise PipelineError("no trial completed; see the FAILED trial runs' error tags")

@@ -893,7 +893,7 @@ def test_equal_scores_rank_the_model_with_fewer_weights_first(tmp_path: Path, na
 
     from pipeline.tuning.trials import trial_table
 
-    table = trial_table(SimpleNamespace(oracle=oracle, project_dir=str(tmp_path / "p")), "max")
+    table = trial_table(SimpleNamespace(oracle=oracle, project_dir=str(tmp_path / "p")))
     assert table["trial_id"].tolist() == [ids[4], ids[3], ids[1], ids[0], ids[2], ids[5]]
     assert table["rank"].tolist() == [1, 2, 3, 4, 5, 6]
     oracle.weights_of = lambda values: 1  # equal weights too: the order they ran

@@ -205,13 +205,15 @@ def trial_statuses(tuner: Any) -> Dict[str, str]:
     return {str(t.trial_id): str(t.status) for t in tuner.oracle.trials.values()}
 
 
-def trial_table(tuner: Any, direction: str) -> Any:
-    """Every trial with its status, score and values, best first: the search's ranking."""
+def trial_table(tuner: Any) -> Any:
+    """Every trial with its status, score and values, best first: the search's ranking, the oracle's
+    (completed trials by score, equal scores as ``tuner.ties`` ranks them, then the rest), so rank 1
+    is the best trial."""
     import pandas as pd
 
     rows = []
     stopped = prune.stopped_epochs(Path(tuner.project_dir))
-    for trial in tuner.oracle.trials.values():
+    for trial in tuner.oracle.get_best_trials(len(tuner.oracle.trials)):
         values = searched_values(trial)
         rows.append({"trial_id": trial.trial_id, "status": str(trial.status), "score": trial.score, "best_step": trial.best_step,
                      # the epoch after which tuner.prune stopped it (a column only where the rule stopped one)
@@ -219,9 +221,5 @@ def trial_table(tuner: Any, direction: str) -> Any:
     table = pd.DataFrame(rows)
     if table.empty:
         return table
-    table = table.sort_values("score", ascending=direction == "min", na_position="last", kind="stable")
-    # equal scores as the oracle ranks them (tuner.ties: pipeline/tuning/ranking.py), so rank 1 is the best trial
-    order = {t.trial_id: i for i, t in enumerate(tuner.oracle.get_best_trials(len(table))) if str(t.status) == "COMPLETED"}
-    table = table.sort_values("trial_id", key=lambda ids: ids.map(order).fillna(len(order)), kind="stable")
     table.insert(0, "rank", range(1, len(table) + 1))
     return table.reset_index(drop=True)
