@@ -89,25 +89,103 @@ def fit(splits: Splits, settings: Any) -> Baseline:
     grid = sorted(float(c) for c in settings.C)
     if not grid or grid[0] <= 0:
         raise DataError(f"baseline.C must be a non-empty list of numbers above 0, got {list(settings.C)}")
-    features = make_union(
-        TfidfVectorizer(ngram_range=tuple(settings.word_ngrams), sublinear_tf=True, min_df=int(settings.min_df)),
-        TfidfVectorizer(analyzer="char_wb", ngram_range=tuple(settings.char_ngrams), sublinear_tf=True, min_df=int(settings.min_df)),
-    )
+    words = TfidfVectorizer(ngram_range=tuple(settings.word_ngrams), sublinear_tf=True, min_df=int(settings.min_df))
+    chars = _CharNgrams(tuple(settings.char_ngrams), int(settings.min_df))
     y_train, y_val = splits.label_ids(splits.train), splits.label_ids(splits.val)
     try:
-        x_train = features.fit_transform(splits.train.texts)
+        x_train = _hstack(words.fit_transform(splits.train.texts), chars.fit_transform(splits.train.texts))
     except ValueError as e:  # e.g. no word or character n-gram in any training text
         raise DataError(f"the TF-IDF baseline cannot be fit on this training split ({first_line(e)}); set baseline.enabled=false") from None
-    x_val = features.transform(splits.val.texts)
+    x_val = _hstack(words.transform(splits.val.texts), chars.transform(splits.val.texts))
     fits = _fits(grid, x_train, y_train, x_val, y_val)
     best = None
     for c, (classifier, accuracy) in zip(grid, fits):
         if best is None or accuracy > best[1]:
             best = (classifier, accuracy, c)
     classifier, val_accuracy, c = best  # type: ignore[misc]
-    model = make_pipeline(features, classifier)
-    test = evaluate.classification_metrics(splits.label_ids(splits.test), probabilities(model, splits.test.texts, len(splits.classes)))
+    model = make_pipeline(make_union(words, chars.vectorizer()), classifier)
+    texts = list(splits.test.texts)
+    x_test = _hstack(words.transform(texts), chars.transform(texts))
+    probs = np.zeros((len(splits.test), len(splits.classes)))
+    probs[:, classifier.classes_] = classifier.predict_proba(x_test)
+    test = evaluate.classification_metrics(splits.label_ids(splits.test), probs)
     return Baseline(model, c, val_accuracy, test)
+
+
+def _hstack(*blocks: Any) -> Any:
+    """Feature blocks side by side, as the model's ``FeatureUnion`` puts them."""
+    import scipy.sparse
+
+    return scipy.sparse.hstack(blocks).tocsr()
+
+
+class _CharNgrams:
+    """scikit-learn's ``TfidfVectorizer(analyzer="char_wb", sublinear_tf=True, min_df=...)``, the same
+    features, counted once per distinct word instead of once per occurrence.
+
+    ``char_wb`` takes its n-grams inside each whitespace-separated word of the lower-cased text
+    (padded with a space each side), so a text's counts are its word counts times each word's own
+    n-gram counts: a product of two sparse matrices, both counted by scikit-learn's
+    ``CountVectorizer``. scikit-learn's counting is a Python loop over every n-gram (BBC News's
+    training split: 11.5 million), and most of the baseline's vectorising time; the words of a text
+    repeat, and their n-grams are counted once here (53,614 distinct words: 2.5 times faster, the
+    whole baseline 30% shorter, README "Hyperparameter search"). The same vocabulary in the same
+    order, the same ``min_df`` and TF-IDF (scikit-learn's ``TfidfTransformer``), the same numbers
+    (tests/test_baseline.py: to the last bit, except a training row's norm, which scikit-learn's
+    ``fit_transform`` sums in another order); the model logged holds a plain ``TfidfVectorizer``
+    with this vocabulary and these IDF weights (:meth:`vectorizer`), which transforms texts the
+    usual way.
+    """
+
+    def __init__(self, ngram_range: tuple, min_df: int) -> None:
+        self.ngram_range, self.min_df = ngram_range, min_df
+
+    def _counts(self, texts: Any, chars: Any, fit: bool) -> Any:
+        import scipy.sparse
+        from sklearn.feature_extraction.text import CountVectorizer
+
+        # each text's words as char_wb splits them: after lower-casing, at any run of whitespace
+        lowered = [text.lower() for text in texts]
+        if not fit and not any(text.split() for text in lowered):  # no word: no n-gram
+            return scipy.sparse.csr_matrix((len(lowered), len(self.terms)), dtype=np.int64)
+        per_text = CountVectorizer(analyzer=str.split, lowercase=False)
+        words = per_text.fit_transform(lowered)
+        terms = per_text.get_feature_names_out()
+        per_word = chars.fit_transform(terms) if fit else chars.transform(terms)
+        return (words @ per_word).tocsr()
+
+    def fit_transform(self, texts: Any) -> Any:
+        from sklearn.feature_extraction.text import CountVectorizer, TfidfTransformer, TfidfVectorizer
+
+        chars = CountVectorizer(analyzer="char_wb", ngram_range=self.ngram_range, lowercase=False)
+        try:
+            counts = self._counts(texts, chars, fit=True)
+        except ValueError:  # no word in any text
+            counts = None
+        keep = None if counts is None else np.flatnonzero(np.bincount(counts.indices, minlength=counts.shape[1]) >= self.min_df)
+        if keep is None or not keep.size:  # scikit-learn's own vectorizer says what is wrong
+            TfidfVectorizer(analyzer="char_wb", ngram_range=self.ngram_range, min_df=self.min_df).fit(texts)
+            raise ValueError("no character n-gram is in enough training texts")
+        self.terms = chars.get_feature_names_out()[keep]
+        counts = counts[:, keep]
+        self.tfidf = TfidfTransformer(sublinear_tf=True).fit(counts)
+        return self.tfidf.transform(counts)
+
+    def transform(self, texts: Any) -> Any:
+        from sklearn.feature_extraction.text import CountVectorizer
+
+        chars = CountVectorizer(analyzer="char_wb", ngram_range=self.ngram_range, lowercase=False, vocabulary=self.terms)
+        return self.tfidf.transform(self._counts(texts, chars, fit=False))
+
+    def vectorizer(self) -> Any:
+        """The fitted features as scikit-learn's own ``TfidfVectorizer``, as its ``fit`` leaves it: its
+        vocabulary (term -> column) and IDF weights (its public setter)."""
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=self.ngram_range, sublinear_tf=True, min_df=self.min_df)
+        vectorizer.vocabulary_ = {term: column for column, term in enumerate(self.terms.tolist())}
+        vectorizer.idf_ = self.tfidf.idf_
+        return vectorizer
 
 
 def _fits(grid: Any, x_train: Any, y_train: Any, x_val: Any, y_val: Any) -> list:

@@ -6,6 +6,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
 from conftest import write_sentiment_csv
@@ -96,6 +98,50 @@ def test_a_train_run_logs_the_baseline_it_was_scored_with(tmp_path: Path, make_c
     accuracy = float((probs.argmax(axis=1) == splits.label_ids(splits.test)).mean())
     assert run.data.metrics["baseline.test_accuracy"] == pytest.approx(accuracy)
     assert run.data.metrics["baseline.C"] in SETTINGS.C or run.data.metrics["baseline.C"] in cfg.baseline.C
+
+
+# Any character (lone surrogates too), with every character Python splits words at and a few letters
+# drawn often enough that texts share words and n-grams.
+_CHARACTERS = st.one_of(st.characters(codec=None, categories=None), st.sampled_from([chr(c) for c in range(0x110000) if chr(c).isspace()]),
+                        st.sampled_from("aAbB\u0130\u00df"))
+_TEXTS = st.lists(st.text(_CHARACTERS, max_size=30), max_size=8)
+
+
+@settings(max_examples=200, deadline=None)
+@given(train=_TEXTS, other=_TEXTS, ngrams=st.sampled_from([(1, 1), (2, 5), (1, 3), (3, 3)]), min_df=st.integers(1, 3))
+@example(train=["ab  ab\tcd", "AB\u2028cd x", "x"], other=["\u0130b", "", " \x1c "], ngrams=(2, 5), min_df=2)
+@example(train=["", " "], other=["a"], ngrams=(2, 5), min_df=1)
+@example(train=["ab", "ab"], other=["", "\x85"], ngrams=(2, 5), min_df=2)
+def test_the_character_n_grams_are_scikit_learns(train: list, other: list, ngrams: tuple, min_df: int) -> None:
+    """The character n-grams counted once per word are scikit-learn's ``char_wb`` TF-IDF: the same
+    vocabulary, the same numbers (to the rounding of a row's norm) for the training texts, and to the
+    last bit for any other texts, through the fitted features and the vectorizer logged in the model;
+    and where scikit-learn cannot fit (no word, no n-gram in min_df texts), neither can they."""
+    import numpy as np
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    reference = TfidfVectorizer(analyzer="char_wb", ngram_range=ngrams, sublinear_tf=True, min_df=min_df)
+    ours = baseline._CharNgrams(ngrams, min_df)
+    try:
+        expected = reference.fit_transform(train)
+    except ValueError:
+        with pytest.raises(ValueError):
+            ours.fit_transform(train)
+        return
+    got = ours.fit_transform(train)
+    assert ours.vectorizer().vocabulary_ == reference.vocabulary_
+    np.testing.assert_allclose(got.toarray(), expected.toarray(), rtol=0, atol=1e-15)
+    try:
+        expected = reference.transform(other)
+    except ValueError:  # no texts
+        for transform in (ours.transform, ours.vectorizer().transform):
+            with pytest.raises(ValueError):
+                transform(other)
+        return
+    for features in (ours.transform(other), ours.vectorizer().transform(other)):
+        assert features.shape == expected.shape and (features != expected).nnz == 0
+        for part in ("indptr", "indices", "data"):  # each row's columns in the same order: its norm summed alike
+            np.testing.assert_array_equal(getattr(features, part), getattr(expected, part))
 
 
 @pytest.mark.parametrize("odd", ["caf\u00e9 \U0001F600 na\u00efve", "ends in a NUL x\x00 and more", "one token " + "z" * 20_000])
