@@ -129,12 +129,12 @@ class _CharNgrams:
     ``CountVectorizer``. scikit-learn's counting is a Python loop over every n-gram (BBC News's
     training split: 11.5 million), and most of the baseline's vectorising time; the words of a text
     repeat, and their n-grams are counted once here (53,614 distinct words: 2.5 times faster, the
-    whole baseline 21-47% shorter on the five datasets, README "Hyperparameter search"). The same vocabulary in the same
-    order, the same ``min_df`` and TF-IDF (scikit-learn's ``TfidfTransformer``), the same numbers
-    (tests/test_baseline.py: to the last bit, except a training row's norm, which scikit-learn's
-    ``fit_transform`` sums in another order); the model logged holds a plain ``TfidfVectorizer``
-    with this vocabulary and these IDF weights (:meth:`vectorizer`), which transforms texts the
-    usual way.
+    whole baseline 21-47% shorter on the five datasets, README "Hyperparameter search"). The same
+    vocabulary in the same order, the same ``min_df`` and TF-IDF (scikit-learn's
+    ``TfidfTransformer``), the same numbers (tests/test_baseline.py: to the last bit, except a
+    training row's norm, which scikit-learn's ``fit_transform`` sums in another order); the model
+    logged holds a plain ``TfidfVectorizer`` with this vocabulary and these IDF weights
+    (:meth:`vectorizer`), which transforms texts the usual way.
     """
 
     def __init__(self, ngram_range: tuple, min_df: int) -> None:
