@@ -43,9 +43,14 @@ def beside(fitted: Optional[Baseline]) -> str:
 
 def probabilities(model: Any, texts: Any, num_classes: int) -> np.ndarray:
     """(n, num_classes) class probabilities, a column for every class of the label map."""
-    probs = np.zeros((len(texts), num_classes))
-    probs[:, model.classes_] = model.predict_proba(list(texts))
-    return probs
+    return _per_class(model, model.predict_proba(list(texts)), num_classes)
+
+
+def _per_class(model: Any, probs: np.ndarray, num_classes: int) -> np.ndarray:
+    """``model``'s ``predict_proba`` columns (the classes it saw in training) spread over every class."""
+    spread = np.zeros((len(probs), num_classes))
+    spread[:, model.classes_] = probs
+    return spread
 
 
 def stored(model: Any) -> Any:
@@ -106,8 +111,7 @@ def fit(splits: Splits, settings: Any) -> Baseline:
     model = make_pipeline(make_union(words, chars.vectorizer()), classifier)
     texts = list(splits.test.texts)
     x_test = _hstack(words.transform(texts), chars.transform(texts))
-    probs = np.zeros((len(splits.test), len(splits.classes)))
-    probs[:, classifier.classes_] = classifier.predict_proba(x_test)
+    probs = _per_class(classifier, classifier.predict_proba(x_test), len(splits.classes))
     test = evaluate.classification_metrics(splits.label_ids(splits.test), probs)
     return Baseline(model, c, val_accuracy, test)
 
