@@ -28,7 +28,8 @@ PRUNED_SEARCH = [*SHRINK, "dataset.max_samples=200", "baseline.enabled=false", "
                  "tuner.prune.rule=median", "tuner.prune.min_trials=1", "tuner.prune.min_epochs=2"]
 
 
-@pytest.mark.parametrize("resumed", [False, True], ids=["one run", "resumed after two trials"])
+# (one run: with -m stress, to keep the default suite within 15 minutes; the resumed search runs every check of it too)
+@pytest.mark.parametrize("resumed", [pytest.param(False, marks=pytest.mark.stress), True], ids=["one run", "resumed after two trials"])
 def test_a_trial_behind_the_finished_ones_stops_after_min_epochs_and_says_so(make_cfg, store_uri: str, tmp_path: Path,
                                                                             capsys: pytest.CaptureFixture, resumed: bool) -> None:
     cfg = make_cfg(*PRUNED_SEARCH, config_name="tune")

@@ -219,7 +219,8 @@ def test_an_ensemble_averages_the_best_trial_with_its_configuration_retrained_pe
     (folder / f"trial{best}-seed2.weights.h5").unlink()
     for member in members.values():
         client.update_run(member.info.run_id, status="RUNNING")
-    tune.run(cfg)
+    tune.run(make_cfg(*SMALL, "tuner.max_trials=2", "training.epochs=2", "tuner.final.ensemble.seeds=[1,2]", "tuner.final.refit=false",
+                      "tracking.log_model=false", config_name="tune"))  # (the model logged above)
     runs = {}
     for run in (r for r in runs_in(store_uri) if "ensemble.seed" in r.data.tags):
         runs.setdefault(run.data.tags["ensemble.seed"], []).append(run.info.status)
@@ -234,7 +235,7 @@ def _rates(client: MlflowClient, run) -> list:
 def test_the_final_model_is_the_best_configuration_refit_on_train_and_validation(make_cfg, store_uri: str, tmp_path: Path, capsys) -> None:
     # (a member named as untrained is only named here: training it again, the default, has its own test)
     cfg = make_cfg(*SMALL, "tuner.max_trials=2", "training.epochs=3", "tuner.final.ensemble.seeds=[1]",
-                   "training.lr_schedule=cosine", "tuner.final.retrain_untrained=false", config_name="tune")
+                   "training.lr_schedule=cosine", "tuner.final.retrain_untrained=false", "tracking.log_model=false", config_name="tune")
     tune.run(cfg)
     client, (parent,), children = _runs(store_uri, refits=True)
     best = parent.data.tags["best_trial_id"]
@@ -397,7 +398,8 @@ def test_a_refit_that_may_not_have_trained_is_trained_again_with_the_next_seed(m
     from pipeline.tuning import final
 
     monkeypatch.setattr(final, "UNTRAINED_MARGIN", -2.0)  # every member named, whatever it reached
-    cfg = make_cfg(*SMALL, "tuner.max_trials=1", "training.epochs=2", "tuner.final.ensemble.seeds=[1]", config_name="tune")
+    cfg = make_cfg(*SMALL, "tuner.max_trials=1", "training.epochs=2", "tuner.final.ensemble.seeds=[1]", "tracking.log_model=false",
+                   config_name="tune")
     tune.run(cfg)
     client, (parent,), children = _runs(store_uri, refits=True)
     refits = {c.data.tags["refit.seed"]: c for c in children if "refit.seed" in c.data.tags}
