@@ -681,7 +681,7 @@ def test_cross_validated_trials_are_ranked_by_their_mean_over_folds(make_cfg, st
 
     from pipeline.tuning import folds
 
-    cfg = make_cfg(*FOLDS, "tuner.max_trials=2", "training.epochs=3", config_name="tune")
+    cfg = make_cfg(*FOLDS, "tuner.max_trials=2", "training.epochs=3", "tracking.log_model=false", config_name="tune")
     tune.run(cfg)
     client, (parent,), children = _runs(store_uri)
     trial_runs = [c for c in children if "tuner.trial_id" in c.data.tags]
