@@ -12,27 +12,24 @@ from conftest import SHRINK, SPACE, assert_one_line_error, run_cli, runs_in, wri
 
 @pytest.mark.no_store  # asserts what the command leaves in an empty directory
 def test_mlflow_tracking_uri_names_the_store_and_the_command_line_wins(tmp_path: Path, store_uri: str) -> None:
+    # (a command writing to the store MLFLOW_TRACKING_URI names: test_mlflow_registry_uri_holds_the_registered_model_and_predict_finds_it)
     elsewhere = f"sqlite:///{tmp_path / 'team' / 'mlflow.db'}"
     (tmp_path / "team").mkdir()
     env = {"MLFLOW_TRACKING_URI": elsewhere}
-    by_env = run_cli(["train", *SHRINK, "dataset.max_samples=200"], cwd=tmp_path, env=env)
-    assert by_env.returncode == 0, by_env.stderr[-2000:]
-    assert [r.info.status for r in runs_in(elsewhere)] == ["FINISHED"]
-    assert elsewhere in by_env.stdout  # the last line's UI command opens that store
-    assert not (tmp_path / "mlruns" / "mlflow.db").exists()
-
     by_flag = run_cli(["train", *SHRINK, "dataset.max_samples=200", f"tracking.uri={store_uri}", "tracking.log_model=false"],
                       cwd=tmp_path, env=env)
     assert by_flag.returncode == 0, by_flag.stderr[-2000:]
-    assert len(runs_in(store_uri)) == 1 and len(runs_in(elsewhere)) == 1
+    assert len(runs_in(store_uri)) == 1 and runs_in(elsewhere) == []
+    assert store_uri in by_flag.stdout and elsewhere not in by_flag.stdout
 
-    # set but empty is unset (as MLflow reads it): the default store here, which holds the second run
+    # set but empty is unset (as MLflow reads it): the default store here, which holds the run above
     listed = run_cli(["compare"], cwd=tmp_path, env={"MLFLOW_TRACKING_URI": ""})
     assert listed.returncode == 0, listed.stderr[-2000:]
     assert runs_in(store_uri)[0].info.run_id[:8] in listed.stdout
     assert_one_line_error(run_cli(["train", *SHRINK, "tracking.uri="], cwd=tmp_path), "tracking.uri is empty")
 
 
+@pytest.mark.no_store  # asserts what the command leaves in an empty directory
 def test_mlflow_registry_uri_holds_the_registered_model_and_predict_finds_it(tmp_path: Path) -> None:
     data = write_sentiment_csv(tmp_path / "reviews.csv", n=160)
     tracking_uri = f"sqlite:///{tmp_path / 'runs.db'}"
@@ -42,6 +39,8 @@ def test_mlflow_registry_uri_holds_the_registered_model_and_predict_finds_it(tmp
                       f"dataset.path={data}", "tuner.final.registered_model_name=reviews"], cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert {r.info.status for r in runs_in(tracking_uri)} == {"FINISHED"}
+    assert tracking_uri in result.stdout  # the last line's UI command opens that store
+    assert not (tmp_path / "mlruns" / "mlflow.db").exists()
     assert [str(v.version) for v in MlflowClient(tracking_uri, registry_uri).search_model_versions("name='reviews'")] == ["1"]
     assert MlflowClient(tracking_uri, tracking_uri).search_registered_models() == []
 

@@ -14,7 +14,7 @@ import pytest
 from mlflow import MlflowClient
 
 from conftest import EXPERIMENT, SHRINK, SPACE, assert_one_line_error, curve, run_cli, runs_in, write_sentiment_csv
-from pipeline import rerun
+from pipeline import rerun, tune
 from pipeline.rerun import RerunError
 
 
@@ -81,14 +81,11 @@ def test_a_rerun_of_a_train_run_reproduces_every_epoch_and_compares(tmp_path: Pa
     assert "version.tensorflow" in forced_run.data.tags["rerun_differences"]
 
 
-def test_a_search_reruns_its_best_trial_and_a_trial_reruns_itself(tmp_path: Path, store_uri: str) -> None:
+def test_a_search_reruns_its_best_trial_and_a_trial_reruns_itself(make_cfg, tmp_path: Path, store_uri: str) -> None:
     data = write_sentiment_csv(tmp_path / "reviews.csv")
-    search = run_cli(
-        ["tune", *SHRINK, *SPACE, "dataset=files", f"dataset.path={data}", "training.epochs=2", "tuner.max_trials=2",
-         "tracking.log_model=false", "baseline.enabled=false"],
-        cwd=tmp_path,
-    )
-    assert search.returncode == 0, search.stderr[-3000:]
+    # the search in this process (its command line: tests/test_tune.py); its rerun and comparison by the command line
+    tune.run(make_cfg(*SPACE, "dataset=files", f"dataset.path={data}", "training.epochs=2", "tuner.max_trials=2",
+                      "tracking.log_model=false", "baseline.enabled=false", config_name="tune"))
     client = MlflowClient(store_uri)
     (parent,) = [r for r in _runs(client) if r.data.tags.get("pipeline.command") == "tune"]
     trials = {r.data.tags["tuner.trial_id"]: r for r in _runs(client) if "tuner.trial_id" in r.data.tags}

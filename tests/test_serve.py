@@ -15,7 +15,7 @@ from pathlib import Path
 import mlflow
 from mlflow import MlflowClient
 
-from conftest import SHRINK, SPACE, assert_one_line_error, run_cli, write_sentiment_csv
+from conftest import SPACE, assert_one_line_error, run_cli, write_sentiment_csv
 from pipeline.tracking.store import using_store
 
 TEXTS = ["the film was great and the acting superb", "a dreadful plot and awful music"]
@@ -50,14 +50,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_the_registered_best_model_predicts_from_the_cli_and_over_http(tmp_path: Path, store_uri: str, capsys) -> None:
+def test_the_registered_best_model_predicts_from_the_cli_and_over_http(make_cfg, tmp_path: Path, store_uri: str, capsys) -> None:
+    from pipeline import tune
+
     data = write_sentiment_csv(tmp_path / "reviews.csv", n=400)
-    search = run_cli(
-        ["tune", *SHRINK, *SPACE, "dataset=files", f"dataset.path={data}", "training.epochs=4", "tuner.max_trials=2",
-         "tuner.final.registered_model_name=sentiment", "baseline.enabled=false"],
-        cwd=tmp_path,
-    )
-    assert search.returncode == 0, search.stderr[-3000:]
+    # the search in this process (its command line: tests/test_tune.py); what is served, by the command line
+    tune.run(make_cfg(*SPACE, "dataset=files", f"dataset.path={data}", "training.epochs=4", "tuner.max_trials=2",
+                      "tuner.final.registered_model_name=sentiment", "baseline.enabled=false", config_name="tune"))
     client = MlflowClient(store_uri)
     (version,) = client.search_model_versions("name='sentiment'")
     experiment_id = client.get_run(version.run_id).info.experiment_id
