@@ -180,9 +180,8 @@ def test_an_ensemble_averages_the_best_trial_with_its_configuration_retrained_pe
     import mlflow
     import numpy as np
 
-    cfg = make_cfg(*SMALL, "tuner.max_trials=2", "training.epochs=2", "tuner.final.ensemble.seeds=[1,2]", "tuner.final.refit=false",
-                   config_name="tune")
-    tune.run(cfg)
+    search = [*SMALL, "tuner.max_trials=2", "training.epochs=2", "tuner.final.ensemble.seeds=[1,2]", "tuner.final.refit=false"]
+    tune.run(make_cfg(*search, config_name="tune"))
     client, (parent,), children = _runs(store_uri)
     best = parent.data.tags["best_trial_id"]
     members = {c.data.tags["ensemble.seed"]: c for c in children if "ensemble.seed" in c.data.tags}
@@ -219,8 +218,7 @@ def test_an_ensemble_averages_the_best_trial_with_its_configuration_retrained_pe
     (folder / f"trial{best}-seed2.weights.h5").unlink()
     for member in members.values():
         client.update_run(member.info.run_id, status="RUNNING")
-    tune.run(make_cfg(*SMALL, "tuner.max_trials=2", "training.epochs=2", "tuner.final.ensemble.seeds=[1,2]", "tuner.final.refit=false",
-                      "tracking.log_model=false", config_name="tune"))  # (the model logged above)
+    tune.run(make_cfg(*search, "tracking.log_model=false", config_name="tune"))  # (the model logged above)
     runs = {}
     for run in (r for r in runs_in(store_uri) if "ensemble.seed" in r.data.tags):
         runs.setdefault(run.data.tags["ensemble.seed"], []).append(run.info.status)
@@ -930,7 +928,8 @@ def test_a_resumed_search_keeps_the_tie_rule_it_started_with(make_cfg, store_uri
 
     from pipeline.tuning.project import STATE_FILE
 
-    cfg = make_cfg(*SMALL, "tuner.max_trials=1", "tracking.log_model=false", config_name="tune")
+    search = [*SMALL, "tuner.max_trials=1", "tracking.log_model=false"]
+    cfg = make_cfg(*search, config_name="tune")
     tune.run(cfg)
     (state_file,) = Path(cfg.tuner.directory).rglob(STATE_FILE)
     assert json.loads(state_file.read_text())["ties"] == "fewer_weights"
@@ -944,7 +943,7 @@ def test_a_resumed_search_keeps_the_tie_rule_it_started_with(make_cfg, store_uri
     assert "note: this search ranks equal scores by tuner.ties=first, as it started" in out
     assert json.loads(state_file.read_text())["ties"] == "first"
     # and so again, recorded; another thread count is the same search (like the log level, not part of its identity)
-    tune.run(make_cfg(*SMALL, "tuner.max_trials=1", "tracking.log_model=false", "training.threads=1", config_name="tune"))
+    tune.run(make_cfg(*search, "training.threads=1", config_name="tune"))
     out = capsys.readouterr().out
     assert "tuner.ties=first, as it started" in out and "resuming search" in out
     assert len(_runs(store_uri)[1]) == 1
