@@ -16,6 +16,7 @@ from typing import Optional
 import pytest
 import pandas as pd
 from mlflow import MlflowClient
+from mlflow.models import ModelSignature, infer_signature
 
 from conftest import SHRINK, SPACE, MlflowServer, file_size_limit, run_cli, runs_in, wait_for
 from pipeline import tracking
@@ -95,6 +96,7 @@ def calls_name(source: Path, calls: list) -> list:
 _KILLED_MID_FILE = """
 import os, shutil, signal, sys
 from mlflow import MlflowClient
+from mlflow.models import ModelSignature, infer_signature
 from mlflow.store.artifact import local_artifact_repo
 from pipeline.tracking import artifacts
 
@@ -180,12 +182,20 @@ def test_a_logged_model_is_uploaded_mlmodel_last_and_loads_by_run_and_by_name(
         assert version.source == model_uri and version.run_id == run_id and version.tags == {"source": "test"}
         meta = yaml.safe_load(Path(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/model/MLmodel")).read_text())
         assert (meta["model_id"], meta["run_id"], meta["artifact_path"]) == (model_id, run_id, logged.artifact_location)
+        # the signature the UI's model page and a server show: a text in; a label, its confidence and
+        # a probability for every class out, as the model answers
+        signature = ModelSignature.from_dict(meta["signature"])
+        assert signature.inputs.input_names() == ["text"]
+        assert signature.outputs.input_names() == ["label", "confidence", "probabilities"]
+        assert sorted(signature.outputs.to_dict()[2]["properties"]) == ["neg", "pos"]
+        assert not [u for u in uploads if "__pycache__" in u]
     finally:
         mlflow.set_tracking_uri(previous)
     for ref in (run_id, "tiny"):
         predictions = tracking.load_text_model(uri, ref).predict(pd.DataFrame({"text": ["a good film", "bad"]}))
         assert list(predictions.columns) == ["label", "confidence", "probabilities"] and len(predictions) == 2
         assert set(predictions["label"]) <= {"neg", "pos"}
+        assert infer_signature(pd.DataFrame({"text": ["a good film"]}), predictions) == signature
 
 
 # --- the trial runs agree with the tuner's trials after a crash -------------------------------

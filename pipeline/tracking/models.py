@@ -80,31 +80,48 @@ def _save_staged(
     tmp: str, model: Any, run_id: str, keras_model_path: str, classes: List[str], requirements: List[str], example_texts: List[str]
 ) -> str:
     """The model saved under ``tmp`` as MLflow's ``log_model`` would save it before its upload,
-    its ``MLmodel`` naming the logged model and the run; checked to answer its input example."""
+    its ``MLmodel`` naming the logged model and the run; checked to answer its input example.
+
+    The signature is given, not inferred: MLflow infers one by loading the saved model and running
+    it on the input example, and the check below loads and runs it again (1.5-2 s each here). It is
+    what inference gives (a text column in; label, confidence and a probability per class out), and
+    the check's answers must have exactly that signature.
+    """
     import shutil
 
     import pandas as pd
-    from mlflow.models import Model
+    from mlflow.models import Model, infer_signature
 
     label_map = Path(tmp) / "label_map.json"
     label_map.write_text(json.dumps({"classes": classes}), encoding="utf-8")
     staged = Path(tmp) / MODEL_NAME
     example = pd.DataFrame({"text": example_texts})
+    signature = infer_signature(example, _answers_like(classes))
     mlflow.pyfunc.save_model(
         path=str(staged),
         python_model=str(PYFUNC_MODEL_FILE),
         artifacts={"keras_model": keras_model_path, "label_map": str(label_map)},
         input_example=example,
+        signature=signature,
         pip_requirements=requirements,
         mlflow_model=Model(artifact_path=model.artifact_location, model_uuid=model.model_id, run_id=run_id, model_id=model.model_id),
     )
-    # saving loads the model once (to infer its requirements), which may leave bytecode behind
+    answers = mlflow.pyfunc.load_model(str(staged)).predict(example)
+    # loading leaves the model code's bytecode behind: not part of the logged model
     for pycache in list(staged.rglob("__pycache__")):
         shutil.rmtree(pycache, ignore_errors=True)
-    answers = mlflow.pyfunc.load_model(str(staged)).predict(example)
     if len(answers) != len(example_texts):
         raise TrackingError(f"the model answered {len(answers)} of its {len(example_texts)} example texts")
+    if infer_signature(example, answers) != signature:
+        raise TrackingError(f"the model's answers do not have its signature's columns ({list(answers.columns)})")
     return str(staged)
+
+
+def _answers_like(classes: List[str]) -> Any:
+    """One answer as ``pyfunc_model.TextClassifier.predict`` gives it, for the signature."""
+    import pandas as pd
+
+    return pd.DataFrame({"label": [classes[0]], "confidence": [1.0], "probabilities": [{c: 0.0 for c in classes}]})
 
 
 def _link_step_metrics(client: Any, run_id: str, model_id: str, step: int) -> None:
