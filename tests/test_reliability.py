@@ -96,7 +96,6 @@ def calls_name(source: Path, calls: list) -> list:
 _KILLED_MID_FILE = """
 import os, shutil, signal, sys
 from mlflow import MlflowClient
-from mlflow.models import ModelSignature, infer_signature
 from mlflow.store.artifact import local_artifact_repo
 from pipeline.tracking import artifacts
 
