@@ -162,6 +162,9 @@ def test_a_logged_model_is_uploaded_mlmodel_last_and_loads_by_run_and_by_name(
         return real(self, model_id, local_path, artifact_path)
 
     monkeypatch.setattr(MlflowClient, "log_model_artifact", recorded)
+    # loading the staged model to check it writes its code's bytecode beside it, unless Python is told
+    # not to (PYTHONDONTWRITEBYTECODE, as on some machines): written here, so none must be uploaded
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(uri)  # MLflow resolves runs:/ URIs of logged models in the current store
     try:
