@@ -88,14 +88,20 @@ class TextClassifier(mlflow.pyfunc.PythonModel):
         probs = np.asarray(self.model.predict(np.array(texts, dtype=object), batch_size=256, verbose=0), dtype="float64")
         if probs.shape[1] == 1:
             probs = np.hstack([1.0 - probs, probs])
-        best = probs.argmax(axis=1)
-        return pd.DataFrame(
-            {
-                "label": [self.classes[i] for i in best],
-                "confidence": probs[np.arange(len(best)), best],
-                "probabilities": [dict(zip(self.classes, row.tolist())) for row in probs],
-            }
-        )
+        return answers(self.classes, probs)
+
+
+def answers(classes: List[str], probs: np.ndarray) -> pd.DataFrame:
+    """What ``predict`` answers for (n, len(classes)) class probabilities: each row's label, its
+    probability as the confidence, and every class's probability (also the logged signature's source)."""
+    best = probs.argmax(axis=1)
+    return pd.DataFrame(
+        {
+            "label": [classes[i] for i in best],
+            "confidence": probs[np.arange(len(best)), best],
+            "probabilities": [dict(zip(classes, row.tolist())) for row in probs],
+        }
+    )
 
 
 mlflow.models.set_model(TextClassifier())

@@ -89,14 +89,17 @@ def _save_staged(
     """
     import shutil
 
+    import numpy as np
     import pandas as pd
     from mlflow.models import Model, infer_signature
+
+    from pipeline.pyfunc_model import answers
 
     label_map = Path(tmp) / "label_map.json"
     label_map.write_text(json.dumps({"classes": classes}), encoding="utf-8")
     staged = Path(tmp) / MODEL_NAME
     example = pd.DataFrame({"text": example_texts})
-    signature = infer_signature(example, _answers_like(classes))
+    signature = infer_signature(example, answers(classes, np.full((1, len(classes)), 1.0 / len(classes))))
     mlflow.pyfunc.save_model(
         path=str(staged),
         python_model=str(PYFUNC_MODEL_FILE),
@@ -115,13 +118,6 @@ def _save_staged(
     if infer_signature(example, answers) != signature:
         raise TrackingError(f"the model's answers do not have its signature's columns ({list(answers.columns)})")
     return str(staged)
-
-
-def _answers_like(classes: List[str]) -> Any:
-    """One answer as ``pyfunc_model.TextClassifier.predict`` gives it, for the signature."""
-    import pandas as pd
-
-    return pd.DataFrame({"label": [classes[0]], "confidence": [1.0], "probabilities": [{c: 0.0 for c in classes}]})
 
 
 def _link_step_metrics(client: Any, run_id: str, model_id: str, step: int) -> None:
