@@ -10,7 +10,7 @@ opened, so data it cannot be fit on is a one-line error that records nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -88,23 +88,15 @@ def stored(model: Any) -> Any:
 
 def fit(splits: Splits, settings: Any) -> Baseline:
     """Fit on train, choose ``C`` among ``settings.C`` on validation, score on test."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.pipeline import make_pipeline, make_union
 
-    grid = sorted(float(c) for c in settings.C)
-    if not grid or grid[0] <= 0:
-        raise DataError(f"baseline.C must be a non-empty list of numbers above 0, got {list(settings.C)}")
-    words = TfidfVectorizer(ngram_range=tuple(settings.word_ngrams), sublinear_tf=True, min_df=int(settings.min_df))
-    chars = _CharNgrams(tuple(settings.char_ngrams), int(settings.min_df))
+    grid = c_grid(settings)
     y_train, y_val = splits.label_ids(splits.train), splits.label_ids(splits.val)
-    try:
-        x_train = _hstack(words.fit_transform(splits.train.texts), chars.fit_transform(splits.train.texts))
-    except ValueError as e:  # e.g. no word or character n-gram in any training text
-        raise DataError(f"the TF-IDF baseline cannot be fit on this training split ({first_line(e)}); set baseline.enabled=false") from None
+    x_train, (words, chars) = features(splits.train.texts, settings, "the TF-IDF baseline", "baseline.enabled=false")
     x_val = _hstack(words.transform(splits.val.texts), chars.transform(splits.val.texts))
-    fits = _fits(grid, x_train, y_train, x_val, y_val)
     best = None
-    for c, (classifier, accuracy) in zip(grid, fits):
+    for c, classifier in zip(grid, logistic_fits([(c, x_train, y_train) for c in grid])):
+        accuracy = float(np.mean(classifier.predict(x_val) == y_val))
         if best is None or accuracy > best[1]:
             best = (classifier, accuracy, c)
     classifier, val_accuracy, c = best  # type: ignore[misc]
@@ -114,6 +106,28 @@ def fit(splits: Splits, settings: Any) -> Baseline:
     probs = _per_class(classifier, classifier.predict_proba(x_test), len(splits.classes))
     test = evaluate.classification_metrics(splits.label_ids(splits.test), probs)
     return Baseline(model, c, val_accuracy, test)
+
+
+def c_grid(settings: Any) -> List[float]:
+    """``settings.C``, sorted (the smallest C among the best is chosen), checked."""
+    grid = sorted(float(c) for c in settings.C)
+    if not grid or grid[0] <= 0:
+        raise DataError(f"baseline.C must be a non-empty list of numbers above 0, got {list(settings.C)}")
+    return grid
+
+
+def features(texts: Any, settings: Any, what: str, off: str) -> Tuple[Any, Tuple[Any, Any]]:
+    """The TF-IDF word and character n-gram features of ``texts`` (fit on them: no label is read),
+    and the fitted (words, characters) vectorizers; ``what`` cannot be fit on texts without a
+    feature (a one-line error that says to set ``off``)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    words = TfidfVectorizer(ngram_range=tuple(settings.word_ngrams), sublinear_tf=True, min_df=int(settings.min_df))
+    chars = _CharNgrams(tuple(settings.char_ngrams), int(settings.min_df))
+    try:
+        return _hstack(words.fit_transform(texts), chars.fit_transform(texts)), (words, chars)
+    except ValueError as e:  # e.g. no word or character n-gram in any training text
+        raise DataError(f"{what} cannot be fit on this training split ({first_line(e)}); set {off}") from None
 
 
 def _hstack(*blocks: Any) -> Any:
@@ -194,10 +208,10 @@ class _CharNgrams:
         return vectorizer
 
 
-def _fits(grid: Any, x_train: Any, y_train: Any, x_val: Any, y_val: Any) -> list:
-    """One logistic regression per ``C`` and its validation accuracy, in ``grid``'s order.
+def logistic_fits(jobs: Sequence[Tuple[float, Any, Any]]) -> list:
+    """One logistic regression per (``C``, features, labels) in ``jobs``, in their order.
 
-    Fit side by side in threads, one per ``C`` up to the number of cores (scikit-learn's wrappers
+    Fit side by side in threads, one per job up to the number of cores (scikit-learn's wrappers
     of joblib's threading backend: the solver's sparse products and L-BFGS steps run outside
     Python's GIL), with BLAS held to one thread meanwhile (threadpoolctl; restored after):
     BLAS's own threads on L-BFGS's vector updates cost more than they gain, and fits side by side
@@ -208,15 +222,13 @@ def _fits(grid: Any, x_train: Any, y_train: Any, x_val: Any, y_val: Any) -> list
     """
     from joblib import cpu_count
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import accuracy_score
     from sklearn.utils.parallel import Parallel, delayed
     from threadpoolctl import threadpool_limits
 
-    def fit_one(c: float) -> tuple:
+    def fit_one(c: float, x: Any, y: Any) -> Any:
         # L-BFGS at tol 1e-4 (scikit-learn's defaults, pinned: its early stop is part of the yardstick;
         # a solver that reaches the optimum scores lower on validation, README "Hyperparameter search")
-        classifier = LogisticRegression(C=c, solver="lbfgs", tol=1e-4, max_iter=2000).fit(x_train, y_train)
-        return classifier, float(accuracy_score(y_val, classifier.predict(x_val)))
+        return LogisticRegression(C=c, solver="lbfgs", tol=1e-4, max_iter=2000).fit(x, y)
 
     with threadpool_limits(limits=1, user_api="blas"):
-        return Parallel(n_jobs=max(1, min(len(grid), cpu_count())), backend="threading")(delayed(fit_one)(c) for c in grid)
+        return Parallel(n_jobs=max(1, min(len(jobs), cpu_count())), backend="threading")(delayed(fit_one)(*job) for job in jobs)

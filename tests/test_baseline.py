@@ -173,8 +173,8 @@ def test_the_stored_baseline_predicts_as_the_fitted_one(tmp_path: Path, odd: str
 
 
 def test_the_fits_side_by_side_are_the_fits_one_after_another() -> None:
-    """One fit per C in threads: each C's model and validation score as fitted alone, in the grid's
-    order (a shuffled order would pair a C with another's score), and BLAS's threads as they were."""
+    """One fit per (C, data) in threads: each model as fitted alone, in the jobs' order (a shuffled
+    order would pair a C with another's data or score), and BLAS's threads as they were."""
     import numpy as np
     import scipy.sparse
     from sklearn.linear_model import LogisticRegression
@@ -185,14 +185,17 @@ def test_the_fits_side_by_side_are_the_fits_one_after_another() -> None:
     y_train, y_val = rng.integers(0, 3, 80), rng.integers(0, 3, 40)
     grid = [0.01, 0.03, 1.0, 100.0]
     before = [(pool["internal_api"], pool["num_threads"]) for pool in threadpool_info()]
-    fits = baseline._fits(grid, x_train, y_train, x_val, y_val)
+    jobs = [(c, x_train[: 40 + 10 * i], y_train[: 40 + 10 * i]) for i, c in enumerate(grid)]
+    fits = baseline.logistic_fits(jobs)
     assert [(pool["internal_api"], pool["num_threads"]) for pool in threadpool_info()] == before
-    for c, (classifier, accuracy) in zip(grid, fits):
-        alone = LogisticRegression(C=c, solver="lbfgs", tol=1e-4, max_iter=2000).fit(x_train, y_train)
+    scores = []
+    for (c, x, y), classifier in zip(jobs, fits):
+        alone = LogisticRegression(C=c, solver="lbfgs", tol=1e-4, max_iter=2000).fit(x, y)
         assert classifier.C == c
         np.testing.assert_allclose(classifier.coef_, alone.coef_, rtol=1e-9, atol=1e-12)
-        assert accuracy == float((alone.predict(x_val) == y_val).mean())
-    assert len({accuracy for _, accuracy in fits}) > 1, "the check above tells the Cs' scores apart"
+        assert (classifier.predict(x_val) == alone.predict(x_val)).all()
+        scores.append(float((classifier.predict(x_val) == y_val).mean()))
+    assert len(set(scores)) > 1, "the check above tells the fits apart"
 
 
 def test_ctrl_c_during_the_fits_does_not_wait_for_them(tmp_path: Path) -> None:
@@ -224,7 +227,7 @@ def test_ctrl_c_during_the_fits_does_not_wait_for_them(tmp_path: Path) -> None:
         "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])\n"
         "try:\n"
-        "    baseline._fits([1.0, 10.0], np.zeros((4, 2)), np.array([0, 1, 0, 1]), np.zeros((2, 2)), np.array([0, 1]))\n"
+        "    baseline.logistic_fits([(c, np.zeros((4, 2)), np.array([0, 1, 0, 1])) for c in (1.0, 10.0)])\n"
         "except KeyboardInterrupt:\n"
         "    sys.exit(130)\n")
     process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
