@@ -169,6 +169,16 @@ class EarlyStoppingConfig:
 
 
 @dataclass
+class DistillConfig:
+    #: Weight of the label in a fit's targets, the rest the teacher's probabilities (the TF-IDF
+    #: baseline's, out of fold, on the texts the model trains on: ``pipeline/distill.py``); ``null``
+    #: or 1: the label alone.
+    alpha: Optional[float] = MISSING
+    #: Stratified folds of the teacher's out-of-fold probabilities.
+    folds: int = MISSING
+
+
+@dataclass
 class TrainingConfig:
     #: What ``pipeline train`` returns to a sweeper: this metric at its best epoch.
     objective: Metric = MISSING
@@ -190,6 +200,7 @@ class TrainingConfig:
     #: ``train``; ``train_val``: train and validation splits together for exactly ``epochs``, with
     #: no validation metrics and no early stopping (a final model on all labelled data).
     fit_on: FitOn = MISSING
+    distill: DistillConfig = field(default_factory=DistillConfig)
     #: TensorFlow's thread pools (intra- and inter-op); ``null``: TensorFlow's default, every core.
     #: The speed of a fit (1 and 2 threads: the same numbers here). ``tuner.workers`` gives each worker
     #: its share of the cores.

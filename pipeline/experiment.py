@@ -41,6 +41,11 @@ class Prepared:
     shape: DataShape
     embedding_matrix: Optional[np.ndarray]
     pretrained_coverage: Optional[float]
+    #: The linear baseline's settings (``baseline``): the features and ``C`` grid of a distilled
+    #: fit's teacher (``training.distill``).
+    linear: Any = None
+    #: A fold's data (``pipeline/tuning/folds.py``): the rows of train+validation it trains on.
+    fold_rows: Optional[np.ndarray] = None
 
     def initial_embedding(self, cfg: DictConfig) -> Optional[np.ndarray]:
         """The vectors the embedding of a model built from ``cfg`` starts from: the file's
@@ -62,6 +67,23 @@ class Prepared:
         if str(training.fit_on) == "train_val":
             return tuple(np.concatenate(parts) for parts in zip(self.encoded["train"], self.encoded["val"]))
         return self.encoded["train"]
+
+    def fit_texts(self, training: Any) -> List[str]:
+        """The texts of :meth:`fit_split`'s rows, in its order."""
+        labelled = [*self.splits.train.texts, *self.splits.val.texts]
+        if self.fold_rows is not None:
+            return [labelled[i] for i in self.fold_rows]
+        return labelled if str(training.fit_on) == "train_val" else list(self.splits.train.texts)
+
+    def teacher(self, training: Any) -> Optional[np.ndarray]:
+        """The teacher's probabilities for :meth:`fit_split`'s rows (``training.distill``:
+        ``pipeline/distill.py``), fit on those rows alone; None without distillation."""
+        if not distilled(training):
+            return None
+        from pipeline import distill
+
+        labels = self.fit_split(training)[1]
+        return distill.teacher(self.fit_texts(training), labels, self.shape.num_classes, self.linear, int(training.distill.folds))
 
     def stats(self) -> Dict[str, str]:
         """Split sizes and vocabulary facts, logged as ``data.*`` params."""
@@ -120,8 +142,15 @@ def prepare(cfg: DictConfig, splits: Optional[Splits] = None) -> Prepared:
 
         matrix, coverage = load_embedding_matrix(cfg.model.pretrained.path, cfg.model.pretrained.format, vocabulary, cfg.seed)
     return Prepared(
-        splits, vectorizer, vocabulary, encoded, DataShape(len(vocabulary), len(splits.classes)), matrix, coverage
+        splits, vectorizer, vocabulary, encoded, DataShape(len(vocabulary), len(splits.classes)), matrix, coverage, cfg.baseline
     )
+
+
+def distilled(training: Any) -> bool:
+    """Whether a fit with these ``training`` settings learns from the teacher (``training.distill.alpha``
+    set, below 1)."""
+    distill = training.get("distill")
+    return distill is not None and distill.alpha is not None and float(distill.alpha) < 1.0
 
 
 def run_tags(cfg: DictConfig, config: Dict[str, Any], prepared: Prepared, command: str) -> Dict[str, str]:
@@ -242,12 +271,24 @@ def fit(
         # first, so that the rate it writes into each epoch's logs is there when the run records them
         all_callbacks.insert(0, cosine_schedule(float(training.learning_rate), int(training.epochs)))
     ids, labels = prepared.fit_split(training)
-    if str(training.fit_on) == "train_val":
-        datasets = data.make_datasets({"train": (ids, labels)}, batch, seed, bool(training.bucket_by_length))
-        validation = None
-    else:
-        datasets = data.make_datasets({k: prepared.encoded[k] for k in ("train", "val")}, batch, seed, bool(training.bucket_by_length))
-        validation = datasets["val"]
+    weights = class_weight(prepared, training.class_weight, labels)
+    encoded = {"train": (ids, labels)}
+    if str(training.fit_on) != "train_val":
+        encoded["val"] = prepared.encoded["val"]
+    teacher = prepared.teacher(training)
+    if teacher is not None:  # targets packed with the label and weight; the distilled loss reads them
+        from pipeline import distill
+
+        classes = prepared.shape.num_classes
+        per_row = None if weights is None else np.array([weights[int(y)] for y in labels])
+        encoded = {name: (x, distill.targets(y, teacher if name == "train" else None, float(training.distill.alpha), classes,
+                                             per_row if name == "train" else None))
+                   for name, (x, y) in encoded.items()}
+        weights = None
+        model.compile(optimizer=model.optimizer, loss=distill.loss(classes == 2), metrics=[distill.accuracy(classes == 2)])
+    datasets = data.make_datasets(encoded, batch, seed, bool(training.bucket_by_length))
+    validation = datasets.get("val")
+    if validation is not None:
         es = training.early_stopping
         if es.enabled:
             # before the caller's callbacks, after the schedule: one that stops training itself (a
@@ -256,16 +297,22 @@ def fit(
                 1 if str(training.lr_schedule) == "cosine" else 0,
                 keras.callbacks.EarlyStopping(monitor=es.monitor, patience=es.patience, restore_best_weights=es.restore_best_weights),
             )
-    history = model.fit(
-        datasets["train"],
-        validation_data=validation,
-        epochs=int(epochs or training.epochs),
-        initial_epoch=int(initial_epoch),
-        callbacks=all_callbacks,
-        class_weight=class_weight(prepared, training.class_weight, labels),
-        shuffle=False,  # the tf.data pipeline shuffles, seeded
-        verbose=training.verbose,
-    )
+    try:
+        history = model.fit(
+            datasets["train"],
+            validation_data=validation,
+            epochs=int(epochs or training.epochs),
+            initial_epoch=int(initial_epoch),
+            callbacks=all_callbacks,
+            class_weight=weights,
+            shuffle=False,  # the tf.data pipeline shuffles, seeded
+            verbose=training.verbose,
+        )
+    finally:
+        if teacher is not None:  # evaluated, averaged and saved as any model
+            from pipeline.model import compile_standard
+
+            compile_standard(model, model.optimizer)
     tracking.raise_stopped(all_callbacks)  # a full store stopped training: not a model trained to the end
     return history
 

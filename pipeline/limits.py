@@ -186,6 +186,9 @@ def training(t: Any) -> None:
     if t.clipnorm is not None and _number("training.clipnorm", t.clipnorm) <= 0:
         raise ConfigError(f"training.clipnorm must be above 0 (null: no clipping), got {t.clipnorm}")
     _at_least("training.early_stopping.patience", t.early_stopping.patience, 0)
+    if t.distill.alpha is not None and not 0.0 <= _number("training.distill.alpha", t.distill.alpha) <= 1.0:
+        raise ConfigError(f"training.distill.alpha must be in [0, 1] (null: the label alone), got {t.distill.alpha}")
+    _within("training.distill.folds", t.distill.folds, 2, 100)
     if t.threads is not None:
         _within("training.threads", t.threads, 1, 4096)
     _within("training.verbose", t.verbose, 0, 2)

@@ -151,12 +151,15 @@ def build_model(cfg: Any, shape: DataShape, embedding_matrix: Optional[np.ndarra
     model = keras.Model(inputs, outputs, name=str(model_cfg.name))
     if embedding_matrix is not None:
         embedding.set_weights([embedding_matrix.astype("float32")])
-    model.compile(
-        optimizer=_optimizer(training_cfg.optimizer, learning_rate, training_cfg.clipnorm),
-        loss="binary_crossentropy" if binary else "sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
+    compile_standard(model, _optimizer(training_cfg.optimizer, learning_rate, training_cfg.clipnorm))
     return model
+
+
+def compile_standard(model: keras.Model, optimizer: Any = "rmsprop") -> None:
+    """Compiled with cross-entropy against the label id and ``accuracy`` (a distilled fit compiles
+    its own loss for the fit, and this again after it: ``pipeline/distill.py``)."""
+    binary = model.outputs[0].shape[-1] == 1
+    model.compile(optimizer=optimizer, loss="binary_crossentropy" if binary else "sparse_categorical_crossentropy", metrics=["accuracy"])
 
 
 def average(members: List[keras.Model]) -> keras.Model:
@@ -168,8 +171,7 @@ def average(members: List[keras.Model]) -> keras.Model:
     inputs = keras.Input(shape=(None,), dtype="int32", name="token_ids")
     outputs = [keras.Model(m.inputs[0], m.outputs[0], name=f"member_{i}")(inputs) for i, m in enumerate(members)]
     model = keras.Model(inputs, keras.layers.Average(name="average")(outputs), name="ensemble")
-    binary = members[0].outputs[0].shape[-1] == 1
-    model.compile(loss="binary_crossentropy" if binary else "sparse_categorical_crossentropy", metrics=["accuracy"])
+    compile_standard(model)
     return model
 
 

@@ -68,6 +68,7 @@ def train_and_record(
 
     model = build_model(cfg, prepared.shape, embedding_matrix=prepared.initial_embedding(cfg))
     fitted = experiment.fit_baseline(cfg, prepared)
+    prepared.teacher(cfg.training)  # distillation's, before the run: one that cannot be fit is a one-line error
 
     with tracking.tracked_run(cfg.tracking, _run_name(cfg), tags, parent_run_id=parent) as active:
         experiment.record_inputs(config, hydra_overrides() if overrides is None else overrides, prepared)

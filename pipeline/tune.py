@@ -63,7 +63,10 @@ def run(cfg: DictConfig) -> float:
 
     experiment.seed_everything(cfg.seed, cfg.training.deterministic)
     prepared = experiment.prepare(cfg, splits)
-    identity = search_identity(cfg, prepared.splits.fingerprint()["all"], folds.resolve(cfg, prepared))
+    on_folds = folds.resolve(cfg, prepared)
+    identity = search_identity(cfg, prepared.splits.fingerprint()["all"], on_folds)
+    if on_folds == 1:  # the trials' teacher (distillation), before any run: one that cannot be fit is a one-line error
+        prepared.teacher(cfg.training)
     role = distributed.role(cfg)
     if role == "worker":
         return distributed.work(cfg, prepared, identity, hp)

@@ -82,12 +82,13 @@ def search_splits(cfg: DictConfig, prepared: experiment.Prepared, folds: int) ->
 
 
 def fold_data(prepared: experiment.Prepared, train_rows: np.ndarray, val_rows: np.ndarray) -> experiment.Prepared:
-    """``prepared`` with one fold's training and validation rows as its train and val splits."""
+    """``prepared`` with one fold's training and validation rows as its train and val splits (a
+    distilled fit's teacher is fit on the fold's training rows: ``Prepared.fit_texts``)."""
     ids = np.concatenate([prepared.encoded["train"][0], prepared.encoded["val"][0]])
     labels = np.concatenate([prepared.encoded["train"][1], prepared.encoded["val"][1]])
     encoded = {"train": (ids[train_rows], labels[train_rows]), "val": (ids[val_rows], labels[val_rows]),
                "test": prepared.encoded["test"]}
-    return dataclasses.replace(prepared, encoded=encoded)
+    return dataclasses.replace(prepared, encoded=encoded, fold_rows=np.asarray(train_rows))
 
 
 def mean_curve(histories: List[Dict[str, List[float]]]) -> Dict[str, List[float]]:
