@@ -90,9 +90,27 @@ def fit(splits: Splits, settings: Any) -> Baseline:
     """Fit on train, choose ``C`` among ``settings.C`` on validation, score on test."""
     from sklearn.pipeline import make_pipeline, make_union
 
+    (words, chars), classifier, val_accuracy, c = _chosen(splits, settings)
+    model = make_pipeline(make_union(words, chars.vectorizer()), classifier)
+    texts = list(splits.test.texts)
+    x_test = _hstack(words.transform(texts), chars.transform(texts))
+    probs = _per_class(classifier, classifier.predict_proba(x_test), len(splits.classes))
+    test = evaluate.classification_metrics(splits.label_ids(splits.test), probs)
+    return Baseline(model, c, val_accuracy, test)
+
+
+def chosen_c(splits: Splits, settings: Any, what: str, off: str) -> float:
+    """The ``C`` :func:`fit` chooses on these splits (the test split is not read), for ``what``
+    (which ``off`` turns off)."""
+    return _chosen(splits, settings, what, off)[3]
+
+
+def _chosen(splits: Splits, settings: Any, what: str = "the TF-IDF baseline", off: str = "baseline.enabled=false") -> tuple:
+    """((words, characters) fitted on train, the classifier, its validation accuracy, its C): the
+    best on validation of ``settings.C``, the smallest C among the best."""
     grid = c_grid(settings)
     y_train, y_val = splits.label_ids(splits.train), splits.label_ids(splits.val)
-    x_train, (words, chars) = features(splits.train.texts, settings, "the TF-IDF baseline", "baseline.enabled=false")
+    x_train, (words, chars) = features(splits.train.texts, settings, what, off)
     x_val = _hstack(words.transform(splits.val.texts), chars.transform(splits.val.texts))
     best = None
     for c, classifier in zip(grid, logistic_fits([(c, x_train, y_train) for c in grid])):
@@ -100,12 +118,7 @@ def fit(splits: Splits, settings: Any) -> Baseline:
         if best is None or accuracy > best[1]:
             best = (classifier, accuracy, c)
     classifier, val_accuracy, c = best  # type: ignore[misc]
-    model = make_pipeline(make_union(words, chars.vectorizer()), classifier)
-    texts = list(splits.test.texts)
-    x_test = _hstack(words.transform(texts), chars.transform(texts))
-    probs = _per_class(classifier, classifier.predict_proba(x_test), len(splits.classes))
-    test = evaluate.classification_metrics(splits.label_ids(splits.test), probs)
-    return Baseline(model, c, val_accuracy, test)
+    return (words, chars), classifier, val_accuracy, c
 
 
 def c_grid(settings: Any) -> List[float]:

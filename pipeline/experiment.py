@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
@@ -46,6 +46,8 @@ class Prepared:
     linear: Any = None
     #: A fold's data (``pipeline/tuning/folds.py``): the rows of train+validation it trains on.
     fold_rows: Optional[np.ndarray] = None
+    #: The baseline's ``C`` chosen on these splits, once known (shared by a fold's copy).
+    linear_c: Dict[str, float] = field(default_factory=dict)
 
     def initial_embedding(self, cfg: DictConfig) -> Optional[np.ndarray]:
         """The vectors the embedding of a model built from ``cfg`` starts from: the file's
@@ -82,8 +84,14 @@ class Prepared:
             return None
         from pipeline import distill
 
+        what, off = "the distillation's teacher (the TF-IDF baseline)", "training.distill.alpha=null"
+        if "C" not in self.linear_c:
+            from pipeline import baseline
+
+            self.linear_c["C"] = baseline.chosen_c(self.splits, self.linear, what, off)
         labels = self.fit_split(training)[1]
-        return distill.teacher(self.fit_texts(training), labels, self.shape.num_classes, self.linear, int(training.distill.folds))
+        return distill.teacher(self.fit_texts(training), labels, self.shape.num_classes, self.linear,
+                               int(training.distill.folds), self.linear_c["C"], what, off)
 
     def stats(self) -> Dict[str, str]:
         """Split sizes and vocabulary facts, logged as ``data.*`` params."""
@@ -201,7 +209,9 @@ def fit_baseline(cfg: DictConfig, prepared: Prepared) -> Optional[Any]:
         return None
     from pipeline import baseline
 
-    return baseline.fit(prepared.splits, cfg.baseline)
+    fitted = baseline.fit(prepared.splits, cfg.baseline)
+    prepared.linear_c["C"] = fitted.C  # the C a distilled fit's teacher takes (chosen on the same splits)
+    return fitted
 
 
 def record_baseline(fitted: Optional[Any]) -> None:

@@ -65,14 +65,15 @@ def run(cfg: DictConfig) -> float:
     prepared = experiment.prepare(cfg, splits)
     on_folds = folds.resolve(cfg, prepared)
     identity = search_identity(cfg, prepared.splits.fingerprint()["all"], on_folds)
+    role = distributed.role(cfg)
+    fitted = None if role == "worker" else experiment.fit_baseline(cfg, prepared)  # its C is the teacher's
     if on_folds == 1:  # the trials' teacher (distillation), before any run: one that cannot be fit is a one-line error
         prepared.teacher(cfg.training)
-    role = distributed.role(cfg)
     if role == "worker":
         return distributed.work(cfg, prepared, identity, hp)
 
     project = resolve_project(cfg, identity)
-    search = Search(cfg, config, prepared, project, project.state(), experiment.fit_baseline(cfg, prepared))
+    search = Search(cfg, config, prepared, project, project.state(), fitted)
     resumed = bool(search.state.get("parent_run_id")) and tracking.run_exists(cfg.tracking, search.state["parent_run_id"])
     with _parent_run(search, resumed) as parent:
         search.parent_id = parent.info.run_id

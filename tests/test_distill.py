@@ -31,11 +31,11 @@ def test_the_teacher_never_repeats_a_label_it_was_fit_on() -> None:
     x, _ = baseline.features(texts, SETTINGS, "test", "nothing")
     in_sample = baseline.logistic_fits([(100.0, x, noise)])[0]
     assert np.mean(in_sample.predict(x) == noise) > 0.95, "the check below can tell a teacher that saw its labels"
-    teacher = distill.teacher(texts, noise, 2, SETTINGS, 5)
+    teacher = distill.teacher(texts, noise, 2, SETTINGS, 5, 100.0)
     assert teacher.shape == (300, 2) and np.allclose(teacher.sum(1), 1.0)
     assert np.mean(teacher.argmax(1) == noise) < 0.65
     cued = [f"{_words(rng, 6)} {'superb' if y else 'dreadful'}" for y in noise]
-    assert np.mean(distill.teacher(cued, noise, 2, SETTINGS, 5).argmax(1) == noise) > 0.95
+    assert np.mean(distill.teacher(cued, noise, 2, SETTINGS, 5, 100.0).argmax(1) == noise) > 0.95
 
 
 def test_a_teacher_is_the_same_for_the_same_texts_whatever_else_and_each_class_gets_a_column() -> None:
@@ -44,13 +44,13 @@ def test_a_teacher_is_the_same_for_the_same_texts_whatever_else_and_each_class_g
     rng = random.Random(1)
     texts = [_words(rng, 5) + (" alpha" if i % 3 == 0 else " beta" if i % 3 == 1 else "") for i in range(60)]
     labels = np.array([0 if i % 3 == 0 else 1 if i % 3 == 1 else 3 for i in range(60)])
-    first = distill.teacher(texts, labels, 4, SETTINGS, 5)
+    first = distill.teacher(texts, labels, 4, SETTINGS, 5, 1.0)
     distill._TEACHERS.clear()
-    again = distill.teacher(texts, labels, 4, SETTINGS, 5)
+    again = distill.teacher(texts, labels, 4, SETTINGS, 5, 1.0)
     assert np.array_equal(first, again) and not first.flags.writeable
     assert first.shape == (60, 4) and (first[:, 2] == 0).all()
     lone = np.array([0] * 59 + [1])  # class 1's only text: the folds without it have one class
-    probs = distill.teacher(texts, lone, 2, SETTINGS, 5)
+    probs = distill.teacher(texts, lone, 2, SETTINGS, 5, 1.0)
     assert (probs[:59, 0] > 0).all() and probs[59].tolist() == [0.0, 1.0]
 
 
@@ -69,6 +69,7 @@ def test_each_fit_s_teacher_is_fit_on_the_texts_that_fit_trains_on_and_no_other(
     from pipeline.tuning import folds
 
     cfg, prepared = _prepared(make_cfg, tmp_path)
+    prepared.linear_c["C"] = 1.0  # the baseline's, chosen on the validation split (a setting, as the LSTM's are)
     seen: List[List[str]] = []
     real = baseline.features
     monkeypatch.setattr(baseline, "features", lambda texts, *a: (seen.append(list(texts)), real(texts, *a))[1])
