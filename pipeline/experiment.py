@@ -305,7 +305,9 @@ def fit(
             # search's median rule) sees whether early stopping ends the fit at this epoch anyway
             all_callbacks.insert(
                 1 if str(training.lr_schedule) == "cosine" else 0,
-                keras.callbacks.EarlyStopping(monitor=es.monitor, patience=es.patience, restore_best_weights=es.restore_best_weights),
+                keras.callbacks.EarlyStopping(monitor=es.monitor, patience=es.patience, restore_best_weights=es.restore_best_weights,
+                                              # said, not inferred: a distilled fit's accuracy is its own metric
+                                              mode="min" if str(es.monitor).endswith("loss") else "max"),
             )
     try:
         history = model.fit(
