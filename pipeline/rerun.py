@@ -28,7 +28,7 @@ TOLERANCE = 1e-6
 #: Settings added after runs were recorded whose default has changed since: what a record without
 #: them had (the behaviour before the setting existed), not today's default.
 WHEN_ABSENT = {"model.pooling": "last", "dataset.split_punctuation": False, "training.fit_on": "train",
-               "training.lr_schedule": "constant", "model.embedding_init": "random", "training.distill": {"alpha": None}}
+               "training.lr_schedule": "constant", "model.embedding_init": "random"}
 
 
 class RerunError(PipelineError):

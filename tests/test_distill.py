@@ -93,17 +93,19 @@ def test_each_fit_s_teacher_is_fit_on_the_texts_that_fit_trains_on_and_no_other(
     assert not set(test) & set(train + val), "the test split's texts are not among these"
 
 
-@pytest.mark.parametrize("classes", [2, 5])
-def test_a_distilled_fit_stops_and_reports_on_the_label_and_ends_compiled_as_any_model(make_cfg, tmp_path: Path, classes: int) -> None:
+@pytest.mark.parametrize("classes, monitor", [(2, "val_loss"), (5, "val_loss"), (2, "val_accuracy")])
+def test_a_distilled_fit_stops_and_reports_on_the_label_and_ends_compiled_as_any_model(make_cfg, tmp_path: Path, classes: int, monitor: str) -> None:
     """``val_loss`` is the cross-entropy with the validation labels (what the restored model
-    evaluates to), ``accuracy`` agreement with the label; after the fit the model has the standard
-    loss, so it evaluates, averages and saves as without distillation."""
+    evaluates to), ``accuracy`` agreement with the label, and early stopping can watch either;
+    after the fit the model has the standard loss, so it evaluates, averages and saves as without
+    distillation."""
     from pipeline.model import build_model
 
+    settings = ["training.epochs=3", "training.early_stopping.patience=0", f"training.early_stopping.monitor={monitor}"]
     if classes == 2:
-        cfg, prepared = _prepared(make_cfg, tmp_path, "training.epochs=3", "training.early_stopping.patience=0")
+        cfg, prepared = _prepared(make_cfg, tmp_path, *settings)
     else:  # BBC News's five topics
-        cfg = make_cfg("dataset.max_samples=150", "training.distill.alpha=0.3", "training.epochs=3", "training.early_stopping.patience=0")
+        cfg = make_cfg("dataset.max_samples=150", "training.distill.alpha=0.3", *settings)
         prepared = experiment.prepare(cfg)
     assert prepared.shape.num_classes == classes
     model = build_model(cfg, prepared.shape)
@@ -112,7 +114,8 @@ def test_a_distilled_fit_stops_and_reports_on_the_label_and_ends_compiled_as_any
     assert all(0.0 <= a <= 1.0 for a in history["accuracy"] + history["val_accuracy"])
     x_val, y_val = prepared.encoded["val"]
     evaluated = model.evaluate(x_val, y_val, verbose=0, return_dict=True)
-    best = int(np.argmin(history["val_loss"]))  # early stopping restored this epoch's weights
+    # early stopping restored this epoch's weights (the first best)
+    best = int(np.argmin(history["val_loss"]) if monitor == "val_loss" else np.argmax(history["val_accuracy"]))
     assert evaluated["loss"] == pytest.approx(history["val_loss"][best], rel=1e-4)
     assert evaluated["accuracy"] == pytest.approx(history["val_accuracy"][best], abs=1e-6)
     assert model.loss == ("binary_crossentropy" if classes == 2 else "sparse_categorical_crossentropy")

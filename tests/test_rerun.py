@@ -195,7 +195,6 @@ def test_a_run_recorded_before_values_were_named_by_path_still_rebuilds() -> Non
     recorded = to_container(compose_train(["dataset=sst2", "model.pooling=max", "dataset.split_punctuation=true"]))
     del recorded["model"]["pooling"], recorded["training"]["bucket_by_length"], recorded["dataset"]["split_punctuation"]
     del recorded["training"]["fit_on"], recorded["training"]["lr_schedule"], recorded["model"]["embedding_init"]
-    del recorded["training"]["distill"]
     trial = tracking.RunRecord("r" * 32, "trial-3", "FINISHED", "1", {"tuner.trial_id": "3"},
                                {"hp.units": "16", "hp.learning_rate": "0.01", "hp.tuner/epochs": "4", "seed": "42"}, {})
     cfg, notes = rebuild_config(recorded, trial, [])
@@ -204,7 +203,6 @@ def test_a_run_recorded_before_values_were_named_by_path_still_rebuilds() -> Non
     assert (cfg.model.pooling, cfg.training.bucket_by_length, cfg.dataset.name) == ("last", True, "sst2")
     assert (cfg.dataset.split_punctuation, cfg.training.fit_on) == (False, "train")
     assert (cfg.training.lr_schedule, cfg.model.embedding_init) == ("constant", "random")
-    assert cfg.training.distill.alpha is None and cfg.training.distill.folds == 5  # the label alone, as then
     assert notes == []
     folded = tracking.RunRecord("f" * 32, "trial-1", "FINISHED", "1", {"tuner.trial_id": "1"}, {"hp.model.units": "16"}, {"cv_folds": 5.0})
     _, notes = rebuild_config(recorded, folded, [])
