@@ -35,6 +35,9 @@ from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
+#: What a teacher that cannot be fit is called in its one-line error, and the setting that turns it off.
+WHAT, OFF = "the distillation's teacher (the TF-IDF baseline)", "training.distill.alpha=null"
+
 #: teacher probabilities by (texts, labels, settings) digest: a search's trials share one teacher
 _TEACHERS: Dict[str, np.ndarray] = {}
 
@@ -51,15 +54,14 @@ def _digest(texts: Sequence[str], labels: np.ndarray, num_classes: int, settings
     return h.hexdigest()
 
 
-def teacher(texts: Sequence[str], labels: np.ndarray, num_classes: int, settings: Any, folds: int, c: float,
-            what: str = "the distillation's teacher", off: str = "training.distill.alpha=null") -> np.ndarray:
+def teacher(texts: Sequence[str], labels: np.ndarray, num_classes: int, settings: Any, folds: int, c: float) -> np.ndarray:
     """(n, num_classes) out-of-fold probabilities of the TF-IDF baseline at ``C=c`` over ``texts``.
 
     ``folds`` stratified folds (fewer when there are fewer texts), fixed (not the run's seed: the
     same texts get the same teacher whatever seed trains on them). A text whose fold leaves fewer
     than two classes to fit on gets its own label as its teacher (nothing to learn from there).
     The features are fit on all of ``texts`` (no label is read), as ``settings`` say (texts
-    without any: a one-line error about ``what``, which ``off`` turns off).
+    without any: a one-line error, :data:`WHAT` and :data:`OFF`).
     """
     from sklearn.model_selection import StratifiedKFold
 
@@ -76,7 +78,7 @@ def teacher(texts: Sequence[str], labels: np.ndarray, num_classes: int, settings
     if k < 2 or len(np.unique(labels)) < 2:
         probs = onehot
     else:
-        x, _ = baseline.features(list(texts), settings, what, off)
+        x, _ = baseline.features(list(texts), settings, WHAT, OFF)
         with warnings.catch_warnings():  # a class with fewer texts than folds: some folds lack it
             warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
             splits = list(StratifiedKFold(k, shuffle=True, random_state=0).split(np.zeros(len(labels)), labels))

@@ -72,10 +72,10 @@ class Prepared:
 
     def fit_texts(self, training: Any) -> List[str]:
         """The texts of :meth:`fit_split`'s rows, in its order."""
+        if self.fold_rows is None and str(training.fit_on) != "train_val":
+            return list(self.splits.train.texts)
         labelled = [*self.splits.train.texts, *self.splits.val.texts]
-        if self.fold_rows is not None:
-            return [labelled[i] for i in self.fold_rows]
-        return labelled if str(training.fit_on) == "train_val" else list(self.splits.train.texts)
+        return labelled if self.fold_rows is None else [labelled[i] for i in self.fold_rows]
 
     def teacher(self, training: Any) -> Optional[np.ndarray]:
         """The teacher's probabilities for :meth:`fit_split`'s rows (``training.distill``:
@@ -84,14 +84,13 @@ class Prepared:
             return None
         from pipeline import distill
 
-        what, off = "the distillation's teacher (the TF-IDF baseline)", "training.distill.alpha=null"
         if "C" not in self.linear_c:
             from pipeline import baseline
 
-            self.linear_c["C"] = baseline.chosen_c(self.splits, self.linear, what, off)
+            self.linear_c["C"] = baseline.chosen_c(self.splits, self.linear, distill.WHAT, distill.OFF)
         labels = self.fit_split(training)[1]
         return distill.teacher(self.fit_texts(training), labels, self.shape.num_classes, self.linear,
-                               int(training.distill.folds), self.linear_c["C"], what, off)
+                               int(training.distill.folds), self.linear_c["C"])
 
     def stats(self) -> Dict[str, str]:
         """Split sizes and vocabulary facts, logged as ``data.*`` params."""
@@ -290,7 +289,7 @@ def fit(
         from pipeline import distill
 
         classes = prepared.shape.num_classes
-        per_row = None if weights is None else np.array([weights[int(y)] for y in labels])
+        per_row = None if weights is None else np.array([weights[k] for k in range(classes)])[labels]
         encoded = {name: (x, distill.targets(y, teacher if name == "train" else None, float(training.distill.alpha), classes,
                                              per_row if name == "train" else None))
                    for name, (x, y) in encoded.items()}
