@@ -43,10 +43,10 @@ def beside(fitted: Optional[Baseline]) -> str:
 
 def probabilities(model: Any, texts: Any, num_classes: int) -> np.ndarray:
     """(n, num_classes) class probabilities, a column for every class of the label map."""
-    return _per_class(model, model.predict_proba(list(texts)), num_classes)
+    return per_class(model, model.predict_proba(list(texts)), num_classes)
 
 
-def _per_class(model: Any, probs: np.ndarray, num_classes: int) -> np.ndarray:
+def per_class(model: Any, probs: np.ndarray, num_classes: int) -> np.ndarray:
     """``model``'s ``predict_proba`` columns (the classes it saw in training) spread over every class."""
     spread = np.zeros((len(probs), num_classes))
     spread[:, model.classes_] = probs
@@ -94,7 +94,7 @@ def fit(splits: Splits, settings: Any) -> Baseline:
     model = make_pipeline(make_union(words, chars.vectorizer()), classifier)
     texts = list(splits.test.texts)
     x_test = _hstack(words.transform(texts), chars.transform(texts))
-    probs = _per_class(classifier, classifier.predict_proba(x_test), len(splits.classes))
+    probs = per_class(classifier, classifier.predict_proba(x_test), len(splits.classes))
     test = evaluate.classification_metrics(splits.label_ids(splits.test), probs)
     return Baseline(model, c, val_accuracy, test)
 

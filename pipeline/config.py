@@ -256,6 +256,16 @@ class EnsembleConfig:
 
 
 @dataclass
+class FinalDistillConfig:
+    """The refits' targets (``tuner.final.refit``): distilled from the linear baseline or not."""
+
+    #: Weight of the label in each refit's targets, the rest the TF-IDF baseline's out-of-fold
+    #: probabilities over train+validation (``training.distill``'s teacher; its ``folds``); ``null``
+    #: or 1: the label alone. The trials train as ``training.distill`` says.
+    alpha: Optional[float] = MISSING
+
+
+@dataclass
 class FinalConfig:
     """What happens after the search: the final model, its registration, and the seed check."""
 
@@ -266,6 +276,8 @@ class FinalConfig:
     refit: bool = MISSING
     #: The final model as an average over seeds of the best configuration.
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    #: The refits learn from the linear baseline's probabilities too.
+    distill: FinalDistillConfig = field(default_factory=FinalDistillConfig)
     #: A refit far behind the best other member on its own training texts is trained again with the next seed.
     retrain_untrained: bool = MISSING
     #: Is the best configuration better than the next beyond seed noise? ``top_k`` x ``seeds`` runs.

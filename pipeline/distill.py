@@ -54,14 +54,15 @@ def _digest(texts: Sequence[str], labels: np.ndarray, num_classes: int, settings
     return h.hexdigest()
 
 
-def teacher(texts: Sequence[str], labels: np.ndarray, num_classes: int, settings: Any, folds: int, c: float) -> np.ndarray:
+def teacher(texts: Sequence[str], labels: np.ndarray, num_classes: int, settings: Any, folds: int, c: float,
+            off: str = OFF) -> np.ndarray:
     """(n, num_classes) out-of-fold probabilities of the TF-IDF baseline at ``C=c`` over ``texts``.
 
     ``folds`` stratified folds (fewer when there are fewer texts), fixed (not the run's seed: the
     same texts get the same teacher whatever seed trains on them). A text whose fold leaves fewer
     than two classes to fit on gets its own label as its teacher (nothing to learn from there).
     The features are fit on all of ``texts`` (no label is read), as ``settings`` say (texts
-    without any: a one-line error, :data:`WHAT` and :data:`OFF`).
+    without any: a one-line error, :data:`WHAT` and ``off``, the setting that turns it off).
     """
     from sklearn.model_selection import StratifiedKFold
 
@@ -78,14 +79,14 @@ def teacher(texts: Sequence[str], labels: np.ndarray, num_classes: int, settings
     if k < 2 or len(np.unique(labels)) < 2:
         probs = onehot
     else:
-        x, _ = baseline.features(list(texts), settings, WHAT, OFF)
+        x, _ = baseline.features(list(texts), settings, WHAT, off)
         with warnings.catch_warnings():  # a class with fewer texts than folds: some folds lack it
             warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
             splits = list(StratifiedKFold(k, shuffle=True, random_state=0).split(np.zeros(len(labels)), labels))
         fittable = [(train, held) for train, held in splits if len(np.unique(labels[train])) > 1]
         probs = onehot.copy()
         for (_, held), classifier in zip(fittable, baseline.logistic_fits([(float(c), x[train], labels[train]) for train, _ in fittable])):
-            probs[held] = baseline._per_class(classifier, classifier.predict_proba(x[held]), num_classes)
+            probs[held] = baseline.per_class(classifier, classifier.predict_proba(x[held]), num_classes)
     probs.setflags(write=False)
     _TEACHERS[key] = probs
     return probs

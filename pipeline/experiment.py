@@ -77,20 +77,22 @@ class Prepared:
         labelled = [*self.splits.train.texts, *self.splits.val.texts]
         return labelled if self.fold_rows is None else [labelled[i] for i in self.fold_rows]
 
-    def teacher(self, training: Any) -> Optional[np.ndarray]:
+    def teacher(self, training: Any, off: Optional[str] = None) -> Optional[np.ndarray]:
         """The teacher's probabilities for :meth:`fit_split`'s rows (``training.distill``:
-        ``pipeline/distill.py``), fit on those rows alone; None without distillation."""
+        ``pipeline/distill.py``), fit on those rows alone; None without distillation. One that
+        cannot be fit is a one-line error naming ``off`` (default ``training.distill.alpha=null``)."""
         if not distilled(training):
             return None
         from pipeline import distill
 
+        off = off or distill.OFF
         if "C" not in self.linear_c:
             from pipeline import baseline
 
-            self.linear_c["C"] = baseline.chosen_c(self.splits, self.linear, distill.WHAT, distill.OFF)
+            self.linear_c["C"] = baseline.chosen_c(self.splits, self.linear, distill.WHAT, off)
         labels = self.fit_split(training)[1]
         return distill.teacher(self.fit_texts(training), labels, self.shape.num_classes, self.linear,
-                               int(training.distill.folds), self.linear_c["C"])
+                               int(training.distill.folds), self.linear_c["C"], off)
 
     def stats(self) -> Dict[str, str]:
         """Split sizes and vocabulary facts, logged as ``data.*`` params."""

@@ -242,6 +242,9 @@ def tuner(cfg: DictConfig) -> None:
         raise ConfigError(
             f"tuner.final.seed_variance needs top_k >= 0 and, when on, at least two different seeds; got top_k={sv.top_k} seeds={list(sv.seeds)}"
         )
+    alpha = t.final.distill.alpha
+    if alpha is not None and not 0.0 <= _number("tuner.final.distill.alpha", alpha) <= 1.0:
+        raise ConfigError(f"tuner.final.distill.alpha must be in [0, 1] (null: the label alone), got {alpha}")
     cv_folds(cfg)
     prune(t)
     if str(cfg.training.fit_on) != "train":

@@ -196,6 +196,9 @@ def rebuild_config(
     if refit is not None:
         cfg.training.fit_on = "train_val"
         cfg.training.epochs = int(refit.tags["refit.epochs"])
+        if "refit.distill.alpha" in refit.tags:  # tuner.final.distill (a refit recorded before it: the trials' targets)
+            alpha = refit.tags["refit.distill.alpha"]
+            cfg.training.distill.alpha = None if alpha == "None" else float(alpha)
         cfg.training.early_stopping.enabled = False
     return _apply_overrides(cfg, overrides), notes
 

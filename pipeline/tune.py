@@ -69,6 +69,10 @@ def run(cfg: DictConfig) -> float:
     fitted = None if role == "worker" else experiment.fit_baseline(cfg, prepared)  # its C is the teacher's
     if on_folds == 1:  # the trials' teacher (distillation), before any run: one that cannot be fit is a one-line error
         prepared.teacher(cfg.training)
+    if role != "worker" and cfg.tuner.final.refit:  # and the refits' (tuner.final.distill)
+        from pipeline.tuning.final import refit_training
+
+        prepared.teacher(refit_training(cfg), off="tuner.final.distill.alpha=null")
     if role == "worker":
         return distributed.work(cfg, prepared, identity, hp)
 

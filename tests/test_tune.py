@@ -49,7 +49,9 @@ END = re.compile(r"trial (\d+)/(\d+) (units=\d+ embedding_dim=\d+) val_accuracy=
 
 
 def test_search_is_a_parent_run_with_a_child_per_trial_and_says_each_trial(tmp_path: Path, store_uri: str) -> None:
-    result = run_cli(["tune", *SMALL_AS_IS, "tuner.max_trials=3"], cwd=tmp_path)
+    # (a refit of these 8-unit models, one or two epochs on 200 texts, may end far behind its peers
+    # and be trained again with the next seed: that has its own test; here the three are named)
+    result = run_cli(["tune", *SMALL_AS_IS, "tuner.max_trials=3", "tuner.final.retrain_untrained=false"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "search " in result.stdout and "3 trials" in result.stdout
 
@@ -247,6 +249,8 @@ def test_the_final_model_is_the_best_configuration_refit_on_train_and_validation
     for run in refits.values():
         assert run.info.status == "FINISHED" and run.data.tags["refit.trial_id"] == best
         assert run.data.tags["refit.epochs"] == str(epochs) and run.data.params["training.fit_on"] == "train_val"
+        # the trials learned from the label alone, the refits from the baseline too (tuner.final.distill)
+        assert run.data.tags["refit.distill.alpha"] == "0.5" and run.data.params["training.distill.alpha"] == "0.5"
         assert run.data.params["hp.model.units"] == parent.data.tags["best.model.units"]
         assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == list(range(epochs))
         assert "val_loss" not in run.data.metrics  # nothing held out: validation is trained on
@@ -278,7 +282,7 @@ def test_the_final_model_is_the_best_configuration_refit_on_train_and_validation
 
     # resumed after a crash mid-refit: a member whose weights were saved is kept, the other trained again
     folder = Path(parent.data.tags["tuner.directory"]) / "refit"
-    (folder / f"trial{best}-epochs{epochs}-seed1.weights.h5").unlink()
+    (folder / f"trial{best}-epochs{epochs}-distill0.5-seed1.weights.h5").unlink()
     for run in refits.values():
         client.update_run(run.info.run_id, status="RUNNING")
     tune.run(cfg)

@@ -175,12 +175,22 @@ def ensemble(tuner: Any, cfg: DictConfig, prepared: experiment.Prepared, project
 def refit_config(cfg: DictConfig, best: Any) -> DictConfig:
     """The best trial's configuration, set to train on train+validation for the epochs that trial
     found best (its best epoch for the objective, counted from 1); early stopping has nothing to
-    watch there and is off."""
+    watch there and is off. Its targets are distilled from the linear baseline as
+    ``tuner.final.distill`` says (``training.distill.alpha``), whatever the trials' were."""
     refit = with_values(cfg, searched_values(best))
-    refit.training.fit_on = "train_val"
+    refit.training = refit_training(refit)
     refit.training.epochs = int(best.best_step) + 1
     refit.training.early_stopping.enabled = False
     return refit
+
+
+def refit_training(cfg: DictConfig) -> Any:
+    """The ``training`` settings every refit of a search with ``cfg`` trains with, as far as its
+    data and targets go (train+validation, ``tuner.final.distill``): what its teacher is fit for."""
+    training = cfg.training.copy()
+    training.fit_on = "train_val"
+    training.distill.alpha = cfg.tuner.final.distill.alpha
+    return training
 
 
 #: How far (in training accuracy) a refit may end below the best other member before it is named
@@ -240,7 +250,11 @@ def refit(cfg: DictConfig, prepared: experiment.Prepared, project: Project, pare
 
     refit_cfg = refit_config(cfg, best)
     epochs = int(refit_cfg.training.epochs)
-    weights = _member_weights(cfg, project, parent_run_id, best, "refit", f"trial{best.trial_id}-epochs{epochs}")
+    alpha = refit_cfg.training.distill.alpha
+    distilled = experiment.distilled(refit_cfg.training)
+    # a resumed search with other targets for its refits trains them again
+    stem = f"trial{best.trial_id}-epochs{epochs}" + (f"-distill{float(alpha):g}" if distilled else "")
+    weights = _member_weights(cfg, project, parent_run_id, best, "refit", stem)
 
     def member(seed: int, replaces: Optional[int] = None) -> dict:
         path, record = weights(seed), weights(seed).with_suffix(".json")
@@ -255,12 +269,14 @@ def refit(cfg: DictConfig, prepared: experiment.Prepared, project: Project, pare
         experiment.seed_everything(seed, cfg.training.deterministic)
         tags = {"refit.trial_id": str(best.trial_id), "refit.seed": str(seed), "refit.epochs": str(epochs),
                 "dataset": str(cfg.dataset.name), "model": str(cfg.model.name)}
+        tags["refit.distill.alpha"] = str(alpha)  # its targets, as a rerun of it trains (pipeline/rerun.py)
         if replaces is not None:
             tags["refit.replaces"] = str(replaces)
         with tracking.tracked_run(cfg.tracking, f"refit-trial{best.trial_id}-seed{seed}", tags, parent_run_id=parent_run_id):
             values = searched_values(best)
             tracking.log_params({**{f"hp.{k}": str(v) for k, v in values.items()}, "seed": str(seed),
-                                 "training.epochs": str(epochs), "training.fit_on": "train_val"})
+                                 "training.epochs": str(epochs), "training.fit_on": "train_val",
+                                 "training.distill.alpha": str(alpha)})
             model = build_model(refit_cfg, prepared.shape, embedding_matrix=prepared.initial_embedding(refit_cfg))
             history = experiment.fit(model, prepared, refit_cfg.training, seed,
                                      callbacks=[tracking.epoch_logger(describe_model=False)]).history
