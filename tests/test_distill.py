@@ -86,8 +86,8 @@ def test_each_fit_s_teacher_is_fit_on_the_texts_that_fit_trains_on_and_no_other(
     assert fit(prepared, cfg.training) == train
     refit = OmegaConf.merge(cfg.training, {"fit_on": "train_val", "early_stopping": {"enabled": False}})
     assert fit(prepared, refit) == train + val
-    # a search's refits (tuner.final.distill, on by default) where its trials learn from the label alone
-    search = make_cfg("dataset=files", f"dataset.path={cfg.dataset.path}", config_name="tune")
+    # a search's refits (tuner.final.distill) where its trials learn from the label alone
+    search = make_cfg("dataset=files", f"dataset.path={cfg.dataset.path}", "tuner.final.distill.alpha=0.5", config_name="tune")
     assert not experiment.distilled(search.training) and experiment.distilled(final.refit_training(search))
     assert fit(prepared, OmegaConf.merge(final.refit_training(search), {"early_stopping": {"enabled": False}})) == train + val
     labelled = train + val
@@ -159,7 +159,8 @@ def test_a_teacher_that_cannot_be_fit_is_one_line_before_any_run(tmp_path: Path,
     result = run_cli(["train", *SHRINK, "dataset=files", "dataset.path=letters.csv", "training.distill.alpha=0.5"], cwd=tmp_path)
     assert_one_line_error(result, "teacher", "cannot be fit", "training.distill.alpha=null")
     assert runs_in(store_uri) == []
-    # a search's refits' teacher (tuner.final.distill, by default), with the baseline's own check off
-    result = run_cli(["tune", *SHRINK, "dataset=files", "dataset.path=letters.csv", "baseline.enabled=false"], cwd=tmp_path)
+    # a search's refits' teacher (tuner.final.distill), with the baseline's own check off
+    result = run_cli(["tune", *SHRINK, "dataset=files", "dataset.path=letters.csv", "baseline.enabled=false",
+                      "tuner.final.distill.alpha=0.5"], cwd=tmp_path)
     assert_one_line_error(result, "teacher", "cannot be fit", "tuner.final.distill.alpha=null")
     assert runs_in(store_uri) == [] and not (tmp_path / "tuner").exists()

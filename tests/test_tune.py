@@ -49,9 +49,7 @@ END = re.compile(r"trial (\d+)/(\d+) (units=\d+ embedding_dim=\d+) val_accuracy=
 
 
 def test_search_is_a_parent_run_with_a_child_per_trial_and_says_each_trial(tmp_path: Path, store_uri: str) -> None:
-    # (a refit of these 8-unit models, one or two epochs on 200 texts, may end far behind its peers
-    # and be trained again with the next seed: that has its own test; here the three are named)
-    result = run_cli(["tune", *SMALL_AS_IS, "tuner.max_trials=3", "tuner.final.retrain_untrained=false"], cwd=tmp_path)
+    result = run_cli(["tune", *SMALL_AS_IS, "tuner.max_trials=3"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "search " in result.stdout and "3 trials" in result.stdout
 
@@ -234,7 +232,7 @@ def _rates(client: MlflowClient, run) -> list:
 
 def test_the_final_model_is_the_best_configuration_refit_on_train_and_validation(make_cfg, store_uri: str, tmp_path: Path, capsys) -> None:
     # (a member named as untrained is only named here: training it again, the default, has its own test)
-    cfg = make_cfg(*SMALL, "tuner.max_trials=2", "training.epochs=3", "tuner.final.ensemble.seeds=[1]",
+    cfg = make_cfg(*SMALL, "tuner.max_trials=2", "training.epochs=3", "tuner.final.ensemble.seeds=[1]", "tuner.final.distill.alpha=0.5",
                    "training.lr_schedule=cosine", "tuner.final.retrain_untrained=false", "tracking.log_model=false", config_name="tune")
     tune.run(cfg)
     client, (parent,), children = _runs(store_uri, refits=True)
