@@ -260,8 +260,8 @@ class FinalDistillConfig:
     """The refits' targets (``tuner.final.refit``): distilled from the linear baseline or not."""
 
     #: Weight of the label in each refit's targets, the rest the TF-IDF baseline's out-of-fold
-    #: probabilities over train+validation (``training.distill``'s teacher; its ``folds``); ``null``
-    #: or 1: the label alone. The trials train as ``training.distill`` says.
+    #: probabilities over train+validation (``training.distill``'s teacher; its ``folds``); 1: the
+    #: label alone; ``null``: as the trials (``training.distill.alpha``).
     alpha: Optional[float] = MISSING
 
 

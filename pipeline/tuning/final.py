@@ -176,7 +176,7 @@ def refit_config(cfg: DictConfig, best: Any) -> DictConfig:
     """The best trial's configuration, set to train on train+validation for the epochs that trial
     found best (its best epoch for the objective, counted from 1); early stopping has nothing to
     watch there and is off. Its targets are distilled from the linear baseline as
-    ``tuner.final.distill`` says (``training.distill.alpha``), whatever the trials' were."""
+    ``tuner.final.distill.alpha`` says, or as the trials' were (``training.distill.alpha``) where it is null."""
     refit = with_values(cfg, searched_values(best))
     refit.training = refit_training(refit)
     refit.training.epochs = int(best.best_step) + 1
@@ -186,10 +186,12 @@ def refit_config(cfg: DictConfig, best: Any) -> DictConfig:
 
 def refit_training(cfg: DictConfig) -> Any:
     """The ``training`` settings every refit of a search with ``cfg`` trains with, as far as its
-    data and targets go (train+validation, ``tuner.final.distill``): what its teacher is fit for."""
+    data and targets go (train+validation; ``tuner.final.distill.alpha`` where set, else the
+    trials' ``training.distill.alpha``): what its teacher is fit for."""
     training = cfg.training.copy()
     training.fit_on = "train_val"
-    training.distill.alpha = cfg.tuner.final.distill.alpha
+    if cfg.tuner.final.distill.alpha is not None:
+        training.distill.alpha = cfg.tuner.final.distill.alpha
     return training
 
 
