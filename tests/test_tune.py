@@ -296,6 +296,9 @@ def test_the_final_model_is_the_best_configuration_refit_on_train_and_validation
     assert "final model averaged 2 refits; this reruns the one with the search's seed (42)" in out
     again = [r for r in runs_in(store_uri) if r.data.tags.get("rerun_of") == parent.info.run_id]
     assert len(again) == 1 and again[0].data.tags["rerun_of_run"] == refits["42"].info.run_id
+    # with the refit's own targets (tuner.final.distill), not the trials' label alone: the same epochs
+    assert again[0].data.params["training.distill.alpha"] == "0.5"
+    assert curve(client, again[0].info.run_id, "loss") == pytest.approx(curve(client, refits["42"].info.run_id, "loss"), abs=1e-6)
     assert f"(original, averaged over 2 refits {parent.data.metrics['test_accuracy']:.4f})" in out
 
 
