@@ -69,10 +69,11 @@ def run(cfg: DictConfig) -> float:
     fitted = None if role == "worker" else experiment.fit_baseline(cfg, prepared)  # its C is the teacher's
     if on_folds == 1:  # the trials' teacher (distillation), before any run: one that cannot be fit is a one-line error
         prepared.teacher(cfg.training)
-    if role != "worker" and cfg.tuner.final.refit:  # and the refits' (tuner.final.distill)
+    if role != "worker" and cfg.tuner.final.refit:  # and the refits' (tuner.final.distill, or the trials' when null)
         from pipeline.tuning.final import refit_training
 
-        prepared.teacher(refit_training(cfg), off="tuner.final.distill.alpha=null")
+        own = cfg.tuner.final.distill.alpha is not None
+        prepared.teacher(refit_training(cfg), off="tuner.final.distill.alpha=null" if own else None)
     if role == "worker":
         return distributed.work(cfg, prepared, identity, hp)
 

@@ -170,3 +170,9 @@ def test_a_teacher_that_cannot_be_fit_is_one_line_before_any_run(tmp_path: Path,
                       "tuner.final.distill.alpha=0.5"], cwd=tmp_path)
     assert_one_line_error(result, "teacher", "cannot be fit", "tuner.final.distill.alpha=null")
     assert runs_in(store_uri) == [] and not (tmp_path / "tuner").exists()
+    # the refits' teacher where they follow the trials (null) and the trials' is fit per fold, later:
+    # the setting that turns it off is the trials'
+    result = run_cli(["tune", *SHRINK, "dataset=files", "dataset.path=letters.csv", "baseline.enabled=false",
+                      "training.distill.alpha=0.5", "tuner.cv_folds=3"], cwd=tmp_path)
+    assert_one_line_error(result, "teacher", "cannot be fit", "training.distill.alpha=null")
+    assert runs_in(store_uri) == [] and not (tmp_path / "tuner").exists()
