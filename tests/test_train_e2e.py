@@ -136,6 +136,25 @@ def test_a_run_is_reproducible_with_the_same_seed(make_cfg, store_uri: str) -> N
     assert runs[0].data.tags["data_fingerprint"] == runs[1].data.tags["data_fingerprint"]
 
 
+@pytest.mark.parametrize("alpha", ["null", "0.5"])
+def test_a_fit_traces_its_training_step_once(make_cfg, alpha: str) -> None:
+    """Most of a small dataset's trial is TensorFlow tracing the training step. Keras makes the
+    optimizer's and the metrics' variables while tracing it unless they exist, and TensorFlow then
+    traces it again: about a second of every fit on 2 cores. (A distilled fit is compiled again,
+    with its own metric.) That the fit computes the same as before is the reproducibility tests'."""
+    from pipeline import experiment
+    from pipeline.model import build_model
+
+    cfg = make_cfg("dataset.max_samples=150", "training.epochs=2", f"training.distill.alpha={alpha}")
+    prepared = experiment.prepare(cfg)
+    model = build_model(cfg, prepared.shape)
+    traced = []
+    step = model.train_step
+    model.train_step = lambda data: traced.append(data) or step(data)
+    history = experiment.fit(model, prepared, cfg.training, cfg.seed).history
+    assert len(history["loss"]) == 2 and len(traced) == 1
+
+
 def test_training_threads_changes_how_fast_a_fit_runs_not_what_it_computes(tmp_path: Path, store_uri: str) -> None:
     # what tuner.workers relies on when it gives each worker one thread of a 2-core machine: the
     # same losses and accuracies as with two threads (math libraries promise the same bits only for
