@@ -30,6 +30,15 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class ChosenC:
+    """The baseline's regularisation ``C`` chosen on a job's splits (None until known): set by the
+    baseline's fit or a distilled fit's teacher, whichever comes first, and read by every later
+    teacher, a fold's included (its copy of :class:`Prepared` holds the same object)."""
+
+    value: Optional[float] = None
+
+
+@dataclass
 class Prepared:
     """Everything about the data a model needs, computed once per job."""
 
@@ -46,8 +55,8 @@ class Prepared:
     linear: Any = None
     #: A fold's data (``pipeline/tuning/folds.py``): the rows of train+validation it trains on.
     fold_rows: Optional[np.ndarray] = None
-    #: The baseline's ``C`` chosen on these splits, once known (shared by a fold's copy).
-    linear_c: Dict[str, float] = field(default_factory=dict)
+    #: The baseline's ``C`` chosen on these splits, once known: one object, shared by a fold's copy.
+    linear_c: ChosenC = field(default_factory=ChosenC)
 
     def initial_embedding(self, cfg: DictConfig) -> Optional[np.ndarray]:
         """The vectors the embedding of a model built from ``cfg`` starts from: the file's
@@ -86,13 +95,13 @@ class Prepared:
         from pipeline import distill
 
         off = off or distill.OFF
-        if "C" not in self.linear_c:
+        if self.linear_c.value is None:
             from pipeline import baseline
 
-            self.linear_c["C"] = baseline.chosen_c(self.splits, self.linear, distill.WHAT, off)
+            self.linear_c.value = baseline.chosen_c(self.splits, self.linear, distill.WHAT, off)
         labels = self.fit_split(training)[1]
         return distill.teacher(self.fit_texts(training), labels, self.shape.num_classes, self.linear,
-                               int(training.distill.folds), self.linear_c["C"], off)
+                               int(training.distill.folds), self.linear_c.value, off)
 
     def stats(self) -> Dict[str, str]:
         """Split sizes and vocabulary facts, logged as ``data.*`` params."""
@@ -211,7 +220,7 @@ def fit_baseline(cfg: DictConfig, prepared: Prepared) -> Optional[Any]:
     from pipeline import baseline
 
     fitted = baseline.fit(prepared.splits, cfg.baseline)
-    prepared.linear_c["C"] = fitted.C  # the C a distilled fit's teacher takes (chosen on the same splits)
+    prepared.linear_c.value = fitted.C  # the C a distilled fit's teacher takes (chosen on the same splits)
     return fitted
 
 

@@ -69,7 +69,7 @@ def test_each_fit_s_teacher_is_fit_on_the_texts_that_fit_trains_on_and_no_other(
     from pipeline.tuning import final, folds
 
     cfg, prepared = _prepared(make_cfg, tmp_path)
-    prepared.linear_c["C"] = 1.0  # the baseline's, chosen on the validation split (a setting, as the LSTM's are)
+    prepared.linear_c.value = 1.0  # the baseline's, chosen on the validation split (a setting, as the LSTM's are)
     seen: List[List[str]] = []
     real = baseline.features
     monkeypatch.setattr(baseline, "features", lambda texts, *a: (seen.append(list(texts)), real(texts, *a))[1])
