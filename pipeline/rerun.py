@@ -198,7 +198,7 @@ def rebuild_config(
         cfg.training.epochs = int(refit.tags["refit.epochs"])
         if "refit.distill.alpha" in refit.tags:  # tuner.final.distill (a refit recorded before it: the trials' targets)
             alpha = refit.tags["refit.distill.alpha"]
-            cfg.training.distill.alpha = None if alpha == "None" else float(alpha)
+            cfg.training.distill.alpha = None if alpha in ("null", "None") else float(alpha)  # "None": as refits recorded it at first
         cfg.training.early_stopping.enabled = False
     return _apply_overrides(cfg, overrides), notes
 

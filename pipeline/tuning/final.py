@@ -271,14 +271,16 @@ def refit(cfg: DictConfig, prepared: experiment.Prepared, project: Project, pare
         experiment.seed_everything(seed, cfg.training.deterministic)
         tags = {"refit.trial_id": str(best.trial_id), "refit.seed": str(seed), "refit.epochs": str(epochs),
                 "dataset": str(cfg.dataset.name), "model": str(cfg.model.name)}
-        tags["refit.distill.alpha"] = str(alpha)  # its targets, as a rerun of it trains (pipeline/rerun.py)
+        # its targets, as a rerun of it trains (pipeline/rerun.py); "null" (the label alone) as the config's params say it
+        shown_alpha = "null" if alpha is None else str(alpha)
+        tags["refit.distill.alpha"] = shown_alpha
         if replaces is not None:
             tags["refit.replaces"] = str(replaces)
         with tracking.tracked_run(cfg.tracking, f"refit-trial{best.trial_id}-seed{seed}", tags, parent_run_id=parent_run_id):
             values = searched_values(best)
             tracking.log_params({**{f"hp.{k}": str(v) for k, v in values.items()}, "seed": str(seed),
                                  "training.epochs": str(epochs), "training.fit_on": "train_val",
-                                 "training.distill.alpha": str(alpha)})
+                                 "training.distill.alpha": shown_alpha})
             model = build_model(refit_cfg, prepared.shape, embedding_matrix=prepared.initial_embedding(refit_cfg))
             history = experiment.fit(model, prepared, refit_cfg.training, seed,
                                      callbacks=[tracking.epoch_logger(describe_model=False)]).history
