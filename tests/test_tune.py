@@ -58,7 +58,7 @@ def test_search_is_a_parent_run_with_a_child_per_trial_and_says_each_trial(tmp_p
     # and the final model: the best configuration refit with the search's seed and the two after it
     refits = [r for r in _runs(store_uri, refits=True)[2] if "refit.seed" in r.data.tags]
     assert sorted(r.data.tags["refit.seed"] for r in refits) == ["42", "43", "44"]
-    # on the label alone, said as the config's params say it (the parent's training.distill.alpha)
+    # on the label alone, said as the config's params say it (null)
     assert {r.data.tags["refit.distill.alpha"] for r in refits} == {r.data.params["training.distill.alpha"] for r in refits} == {"null"}
     assert ", averaged over 3 seeds" in result.stdout
     parent = parents[0]

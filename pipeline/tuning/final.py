@@ -256,6 +256,8 @@ def refit(cfg: DictConfig, prepared: experiment.Prepared, project: Project, pare
     distilled = experiment.distilled(refit_cfg.training)
     # a resumed search with other targets for its refits trains them again
     stem = f"trial{best.trial_id}-epochs{epochs}" + (f"-distill{float(alpha):g}" if distilled else "")
+    # its targets, as a rerun of it trains (pipeline/rerun.py); "null" (the label alone) as the config's params say it
+    shown_alpha = "null" if alpha is None else str(alpha)
     weights = _member_weights(cfg, project, parent_run_id, best, "refit", stem)
 
     def member(seed: int, replaces: Optional[int] = None) -> dict:
@@ -270,10 +272,7 @@ def refit(cfg: DictConfig, prepared: experiment.Prepared, project: Project, pare
         # as `pipeline train` with this config trains: seeded, built, fit (so rerun reproduces it)
         experiment.seed_everything(seed, cfg.training.deterministic)
         tags = {"refit.trial_id": str(best.trial_id), "refit.seed": str(seed), "refit.epochs": str(epochs),
-                "dataset": str(cfg.dataset.name), "model": str(cfg.model.name)}
-        # its targets, as a rerun of it trains (pipeline/rerun.py); "null" (the label alone) as the config's params say it
-        shown_alpha = "null" if alpha is None else str(alpha)
-        tags["refit.distill.alpha"] = shown_alpha
+                "dataset": str(cfg.dataset.name), "model": str(cfg.model.name), "refit.distill.alpha": shown_alpha}
         if replaces is not None:
             tags["refit.replaces"] = str(replaces)
         with tracking.tracked_run(cfg.tracking, f"refit-trial{best.trial_id}-seed{seed}", tags, parent_run_id=parent_run_id):
