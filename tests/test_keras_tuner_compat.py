@@ -5,6 +5,7 @@ the fault, so these fail once a release fixes it and the workaround can go) and 
 from __future__ import annotations
 
 import json
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any, List
@@ -210,3 +211,57 @@ def test_every_oracle_gives_its_trials_the_values_as_written(name: str, tmp_path
     oracle._set_project_dir(str(tmp_path), "p")
     trials = [oracle.create_trial(f"tuner{i}") for i in range(3)]  # three at once: none ends
     assert sorted(str(t.hyperparameters.values["model.dropout"]) for t in trials) == ["0.1", "0.2", "0.3"]
+
+
+# --- no configuration twice (Bayesian) ------------------------------------------------------------
+
+#: How a search's trials score, by width.
+SCORES = {"wider is better": lambda units: units / 100, "one width best": lambda units: 0.9 if units == 32 else 0.5}
+
+
+def _bayesian_search(cls: Any, directory: Path, max_trials: int, score: Any, space: Any = None) -> List[dict]:
+    """A Bayesian search run to its end (two random trials, then the Gaussian process's), each
+    trial scored by ``score``; the values of the trials it ran, in order."""
+    if space is None:
+        space = keras_tuner.HyperParameters()
+        space.Int("model.units", 8, 64, step=8)  # eight widths
+    oracle = cls(objective="val_accuracy", max_trials=max_trials, hyperparameters=space, seed=1, num_initial_points=2)
+    oracle._set_project_dir(str(directory), "p")
+    ran: List[dict] = []
+    while True:
+        trial = oracle.create_trial("tuner0")
+        if trial.status != "RUNNING":
+            return ran
+        ran.append(dict(trial.hyperparameters.values))
+        oracle.update_trial(trial.trial_id, {"val_accuracy": score(ran[-1])})
+        trial.status = "COMPLETED"
+        oracle.end_trial(trial)
+
+
+@pytest.mark.parametrize("score", SCORES.values(), ids=SCORES.keys())
+def test_keras_tuner_alone_proposes_a_configuration_it_already_ran(score: Any, tmp_path: Path) -> None:
+    ran = [v["model.units"] for v in _bayesian_search(keras_tuner.oracles.BayesianOptimizationOracle, tmp_path, 8, lambda v: score(v["model.units"]))]
+    assert len(ran) == 8 and len(set(ran)) < 8, ran  # the same width trained again, to the same score
+
+
+@pytest.mark.parametrize("score", SCORES.values(), ids=SCORES.keys())
+def test_the_pipelines_bayesian_oracle_runs_each_configuration_once_then_stops(score: Any, tmp_path: Path) -> None:
+    ran = [v["model.units"] for v in _bayesian_search(compat.BayesianOptimizationOracle, tmp_path, 12, lambda v: score(v["model.units"]))]
+    # no width twice; it stops, as a random search does, when its draws keep finding tried ones (20 in
+    # a row: here after seven or all eight widths), though 12 trials were allowed
+    assert len(set(ran)) == len(ran) and 7 <= len(ran) <= 8, ran
+
+
+def test_the_pipelines_bayesian_oracle_does_not_show_the_gaussian_process_fit_warning(tmp_path: Path) -> None:
+    """Trials that all score the same: the Gaussian process's length scale ends at its bound, which
+    scikit-learn warns about at each proposal; nothing a user can act on."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    space = compile_space({"model.units": {"type": "int", "min": 32, "max": 256, "step": 32},
+                           "model.embedding_dim": {"type": "choice", "values": [32, 64, 128, 256]}})
+    with pytest.warns(ConvergenceWarning):
+        _bayesian_search(keras_tuner.oracles.BayesianOptimizationOracle, tmp_path / "alone", 8, lambda v: 0.5, space)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        ran = _bayesian_search(compat.BayesianOptimizationOracle, tmp_path / "pipeline", 8, lambda v: 0.5, space)
+    assert len(ran) == 8 and len({tuple(sorted(v.items())) for v in ran}) == 8
