@@ -21,12 +21,10 @@ from pipeline.errors import ConfigError
 def _pooling(name: str) -> Any:
     """The layer ``model.pooling`` names, which turns the last LSTM's outputs into one vector
     (``mean`` or ``max``; ``last`` takes the LSTM's last state and has none)."""
-    if name == "max":
-        # in the one code file logged with every model, so that a served model finds it
-        from pipeline.pyfunc_model import MaxOverSteps
+    # in the one code file logged with every model, so that a served model finds them
+    from pipeline.pyfunc_model import MaxOverSteps, MeanOverSteps
 
-        return MaxOverSteps
-    return keras.layers.GlobalAveragePooling1D
+    return MaxOverSteps if name == "max" else MeanOverSteps
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,27 @@ class MaxOverSteps(keras.layers.GlobalMaxPooling1D):
         return None
 
 
+@keras.saving.register_keras_serializable(package="pipeline")
+class MeanOverSteps(keras.layers.GlobalAveragePooling1D):
+    """``model.pooling=mean``: Keras's GlobalAveragePooling1D over the real tokens (the padding
+    mask), the same numbers, except that a text with no token (empty, blank, or only what the
+    standardisation strips) pools to zeros instead of 0 / 0: Keras's layer gave NaN probabilities
+    there, which ``pipeline predict`` and a served model answered (not JSON) with the first
+    label. Zeros give the classifier's answer to no evidence (its bias), as the last state of an
+    LSTM that read nothing does."""
+
+    def call(self, inputs: Any, mask: Any = None) -> Any:
+        if mask is None:
+            return super().call(inputs)
+        from keras import ops
+
+        steps_axis = 1 if self.data_format == "channels_last" else 2
+        real = ops.cast(ops.expand_dims(mask, 2 if self.data_format == "channels_last" else 1), "bool")
+        total = ops.sum(ops.where(real, inputs, 0), axis=steps_axis, keepdims=self.keepdims)
+        count = ops.sum(ops.cast(real, inputs.dtype), axis=steps_axis, keepdims=self.keepdims)
+        return total / ops.maximum(count, 1)  # the count itself wherever a text has a token
+
+
 def _texts(model_input: Any) -> List[str]:
     if isinstance(model_input, pd.DataFrame):
         if TEXT_COLUMN in model_input.columns:

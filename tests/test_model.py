@@ -99,6 +99,28 @@ def test_max_pooling_reads_every_step_as_keras_does_without_a_mask_warning(make_
     np.testing.assert_allclose(np.load(tmp_path / "served.npy"), ours, atol=1e-6)
 
 
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_mean_pooling_answers_a_text_without_a_token_with_the_classifier_alone(make_cfg, bidirectional: bool) -> None:
+    """An empty or blank text (or one of only what the standardisation strips) has no token: Keras's
+    mean pooling divided by its zero count, and `pipeline predict` answered NaN probabilities and
+    the first label. The pipeline's pools such a text to zeros (the classifier's answer to no
+    evidence) and every other text to Keras's numbers, to the bit."""
+    cfg = make_cfg("model.pooling=mean", f"model.bidirectional={str(bidirectional).lower()}")
+    ids = np.array([[7, 8, 9, 0, 0], [4, 5, 6, 7, 8], [0, 0, 0, 0, 0]])
+    keras.utils.set_random_seed(0)
+    model = build_model(cfg, DataShape(vocab_size=50, num_classes=3))
+    model.fit(ids[:2], np.array([0, 2]), epochs=1, verbose=0)
+    ours = model.predict(ids, verbose=0)
+    assert np.isfinite(ours).all(), ours
+    steps = keras.Model(model.input, model.get_layer(f"{'bi' if bidirectional else ''}lstm_0").output)(ids)  # what is pooled
+    classifier = model.get_layer("classifier")
+    with np.errstate(invalid="ignore"):
+        keras_pooled = keras.layers.GlobalAveragePooling1D().call(steps, mask=keras.ops.convert_to_tensor(ids != 0))
+    assert np.isnan(keras.ops.convert_to_numpy(keras_pooled)[2]).all()  # Keras's layer alone: 0 / 0
+    np.testing.assert_array_equal(ours[:2], keras.ops.convert_to_numpy(classifier(keras_pooled))[:2])
+    np.testing.assert_allclose(ours[2], keras.ops.convert_to_numpy(classifier(keras.ops.zeros((1, steps.shape[-1]))))[0], atol=1e-7)
+
+
 def _textbook_adam(grads: list, w0: np.ndarray, lr: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-7) -> np.ndarray:
     w, m, v = w0.astype("float64"), np.zeros_like(w0, dtype="float64"), np.zeros_like(w0, dtype="float64")
     for t, g in enumerate(grads, start=1):

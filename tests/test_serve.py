@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import socket
@@ -19,6 +20,8 @@ from conftest import SPACE, assert_one_line_error, run_cli, write_sentiment_csv
 from pipeline.tracking.store import using_store
 
 TEXTS = ["the film was great and the acting superb", "a dreadful plot and awful music"]
+#: Texts without a token: empty, blank, only punctuation (which this model's standardisation strips).
+NO_TOKEN = ["", "   ", "?!"]
 
 
 class _Pickled(mlflow.pyfunc.PythonModel):
@@ -63,10 +66,14 @@ def test_the_registered_best_model_predicts_from_the_cli_and_over_http(make_cfg,
     trial = next(r for r in client.search_runs([experiment_id]) if "tuner.trial_id" in r.data.tags)
 
     # the command line, by registered name and by the search's run id, from arguments and a file
-    by_name = run_cli(["predict", "sentiment", *TEXTS], cwd=tmp_path)
+    by_name = run_cli(["predict", "sentiment", *TEXTS, *NO_TOKEN], cwd=tmp_path)
     assert by_name.returncode == 0, by_name.stderr[-3000:]
     answers = [json.loads(line) for line in by_name.stdout.splitlines() if line.startswith("{")]
-    assert [a["text"] for a in answers] == TEXTS
+    assert [a["text"] for a in answers] == TEXTS + NO_TOKEN
+    # a text with no token: an answer in numbers (the classifier's to no evidence), not NaN
+    for answer in answers[len(TEXTS):]:
+        assert all(math.isfinite(v) for v in answer["probabilities"].values()) and math.isfinite(answer["confidence"]), answer
+    answers = answers[: len(TEXTS)]
     assert [a["label"] for a in answers] == ["positive", "negative"]
     for answer in answers:
         assert set(answer["probabilities"]) == {"negative", "positive"}
