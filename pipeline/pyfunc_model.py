@@ -86,10 +86,16 @@ def _texts(model_input: Any) -> List[str]:
             column = model_input.iloc[:, 0]
         else:
             raise ValueError(f"expected a DataFrame with a {TEXT_COLUMN!r} column, got {list(model_input.columns)}")
-        return ["" if v is None else str(v) for v in column.tolist()]
+        return [_text(v) for v in column.tolist()]
     if isinstance(model_input, str):
         return [model_input]
-    return [str(v) for v in np.asarray(model_input, dtype=object).ravel().tolist()]
+    return [_text(v) for v in np.asarray(model_input, dtype=object).ravel().tolist()]
+
+
+def _text(value: Any) -> str:
+    """A value as the text it stands for: a missing one (None, NaN, ``pd.NA``: an empty cell of a CSV
+    read by pandas) is no text, not the word "nan" or "None"."""
+    return "" if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)) else str(value)
 
 
 class TextClassifier(mlflow.pyfunc.PythonModel):

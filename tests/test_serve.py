@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -141,3 +142,19 @@ def test_the_registered_best_model_predicts_from_the_cli_and_over_http(make_cfg,
     assert [p["label"] for p in served] == ["positive", "negative"]
     for p, answer in zip(served, answers):
         assert abs(p["probabilities"]["positive"] - answer["probabilities"]["positive"]) < 1e-5
+
+
+def test_a_missing_text_is_read_as_no_text_not_as_the_word_nan() -> None:
+    """An empty cell of a CSV read by pandas is NaN; a served model's input may hold None or pd.NA.
+    Each is the empty text (answered as a text without a token), not "nan" or "None" (the unknown
+    word, a confident answer)."""
+    import numpy as np
+    import pandas as pd
+
+    from pipeline.pyfunc_model import _texts
+
+    frame = pd.DataFrame({"text": ["a film", None, np.nan, pd.NA, "", "None"]})
+    assert _texts(frame) == ["a film", "", "", "", "", "None"]
+    assert _texts(pd.read_csv(io.StringIO('text\na film\n""\n'))) == ["a film", ""]
+    assert _texts(np.array(["a film", None], dtype=object)) == ["a film", ""]
+    assert _texts([3, 0.5]) == ["3", "0.5"]  # values that are there, as written
