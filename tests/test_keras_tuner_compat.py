@@ -247,8 +247,8 @@ def test_keras_tuner_alone_proposes_a_configuration_it_already_ran(score: Any, t
 @pytest.mark.parametrize("score", SCORES.values(), ids=SCORES.keys())
 def test_the_pipelines_bayesian_oracle_runs_each_configuration_once_then_stops(score: Any, tmp_path: Path) -> None:
     ran = [v["model.units"] for v in _bayesian_search(compat.BayesianOptimizationOracle, tmp_path, 12, lambda v: score(v["model.units"]))]
-    # no width twice; it stops, as a random search does, when its draws keep finding tried ones (20 in
-    # a row: here after seven or all eight widths), though 12 trials were allowed
+    # no width twice; it stops, as a random search does, when its draws keep finding tried ones (more
+    # than 20 in a row: here after seven or all eight widths), though 12 trials were allowed
     assert len(set(ran)) == len(ran) and 7 <= len(ran) <= 8, ran
 
 

@@ -154,8 +154,8 @@ class BayesianOptimizationOracle(FewerWeightsOnTies, PipelineOracle, keras_tuner
     def populate_space(self, trial_id: str) -> Dict[str, Any]:
         """Keras Tuner's Gaussian-process proposal, or, where it names a configuration already tried
         (or running), a random one not tried yet (Keras Tuner's own draw, as before its first
-        proposals); STOPPED when that draw finds none, as a random search stops (Keras Tuner's 20
-        tried configurations in a row). The Gaussian process's fit on a few trials warns
+        proposals); STOPPED when that draw finds none, as a random search stops (more than 20 tried
+        configurations in a row: Keras Tuner's limit). The Gaussian process's fit on a few trials warns
         when a length scale ends at its bound (scikit-learn's ``ConvergenceWarning``): expected
         there, and nothing a user can act on, so not shown."""
         from sklearn.exceptions import ConvergenceWarning
