@@ -61,9 +61,8 @@ def main() -> None:
             scores.append(float(np.mean(probabilities[-1].argmax(1) == y_val)))
             seconds.append(time.perf_counter() - start)
         splits = prepared.splits
-        c = baseline.chosen_c(splits, cfg.baseline, "the TF-IDF baseline", "baseline.enabled=false")
-        x_train, (words, chars) = baseline.features(splits.train.texts, cfg.baseline, "the TF-IDF baseline", "baseline.enabled=false")
-        classifier = baseline.logistic_fits([(c, x_train, splits.label_ids(splits.train))])[0]
+        # the baseline's own choice: fit on train at each C, the best on validation (the test split unread)
+        (words, chars), classifier, _, c = baseline._chosen(splits, cfg.baseline)
         x_val_features = baseline._hstack(words.transform(splits.val.texts), chars.transform(splits.val.texts))
         linear = baseline.per_class(classifier, classifier.predict_proba(x_val_features), prepared.shape.num_classes)
         lstm = np.mean(probabilities, axis=0)
