@@ -43,6 +43,27 @@ def _child(uri: str, parent: tracking.RunRecord, condition: str) -> Optional[tra
     return found[0] if found else None
 
 
+def _replaced_by(uri: str, parent: tracking.RunRecord, refit: tracking.RunRecord) -> Optional[str]:
+    """The seed averaged into a search's final model in place of ``refit`` (its refit with the
+    search's seed), or None: as the search's last final stage recorded it in ``search/refit.csv``
+    (a resumed search may have averaged what an earlier process replaced); for a search logged
+    without that table, the refit run tagged as replacing it."""
+    seed = refit.tags.get("refit.seed")
+    try:
+        table = tracking.load_table(uri, parent.run_id, "search/refit.csv")
+    except PipelineError:
+        table = None
+    if table is not None and {"seed", "averaged", "replaced_by"} <= set(table.columns):
+        rows = table[table["seed"].astype(str) == str(seed)]
+        if len(rows):
+            row = rows.iloc[-1]
+            averaged = str(row["averaged"]).strip().lower() == "true"
+            return None if averaged or row.isna()["replaced_by"] else str(int(float(row["replaced_by"])))
+    replaced = _child(uri, parent, f"tags.`refit.replaces` = '{seed}' and tags.`refit.trial_id` = '{refit.tags.get('refit.trial_id')}' "
+                                   f"and tags.`refit.epochs` = '{refit.tags.get('refit.epochs')}'")
+    return replaced.tags.get("refit.seed") if replaced else None
+
+
 def _refit_source(uri: str, parent: tracking.RunRecord, refit: tracking.RunRecord) -> Tuple[tracking.RunRecord, tracking.RunRecord]:
     """(the trial whose values the refit used, the refit run) for a search's final model."""
     if refit.tags.get("refit.seed") != parent.params.get("seed"):
@@ -245,12 +266,11 @@ def run(run_id: str, overrides: List[str], force: bool = False, tracking_uri: Op
     members = int(asked.metrics.get("refit.members", 1)) if refit is not None and asked is source else 1
     if members > 1:
         seed = refit.tags.get("refit.seed")
-        replaced = _child(uri, asked, f"tags.`refit.replaces` = '{seed}' and tags.`refit.trial_id` = '{refit.tags.get('refit.trial_id')}' "
-                                      f"and tags.`refit.epochs` = '{refit.tags.get('refit.epochs')}'")
+        replaced_by = _replaced_by(uri, asked, refit)
         notes.append(
             f"search {run_id}'s final model averaged {members} refits; this reruns the one with the search's "
             f"seed ({seed}), whose test accuracy is its own, not the average's"
-            + (f" (it may not have trained, and seed {replaced.tags.get('refit.seed')} was averaged in its place)" if replaced else "")
+            + (f" (it may not have trained, and seed {replaced_by} was averaged in its place)" if replaced_by else "")
         )
     for note in notes:
         print(f"warning: {note}", flush=True)

@@ -450,6 +450,18 @@ def test_a_refit_that_may_not_have_trained_is_trained_again_with_the_next_seed(m
     rerun.run(parent.info.run_id, [], tracking_uri=store_uri)
     assert "(it may not have trained, and seed 43 was averaged in its place)" in capsys.readouterr().out
 
+    # resumed once more with `tuner.final.retrain_untrained=false`: the final model averages the
+    # search seed's refit in, as search/refit.csv records, and a rerun says no other seed took its place
+    tune.run(make_cfg(*SMALL, "tuner.max_trials=1", "training.epochs=2", "tuner.final.ensemble.seeds=[1]", "tracking.log_model=false",
+                      "tuner.final.retrain_untrained=false", config_name="tune"))
+    table = pd.read_csv(client.download_artifacts(parent.info.run_id, "search/refit.csv", str(tmp_path / "again")))
+    assert table["seed"].tolist() == [42, 1] and table["averaged"].tolist() == [True, True]
+    capsys.readouterr()
+    rerun.run(parent.info.run_id, [], tracking_uri=store_uri)
+    out = capsys.readouterr().out
+    assert "this reruns the one with the search's seed (42), whose test accuracy is its own" in out
+    assert "in its place" not in out
+
 
 def test_sigterm_mid_trial_marks_the_runs_killed_and_exits_143(tmp_path: Path, store_uri: str) -> None:
     args = ["tune", *SMALL, "tuner.max_trials=2", "training.epochs=15", "training.early_stopping.enabled=false", "tracking.log_model=false"]

@@ -87,6 +87,18 @@ def load_artifact(uri: str, run_id: str, artifact_path: str) -> Any:
     return yaml.safe_load(text)
 
 
+def load_table(uri: str, run_id: str, artifact_path: str) -> Any:
+    """A CSV artifact of a run (``log_table``'s) as a DataFrame; a one-line error when it is gone."""
+    import pandas as pd
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path, dst_path=tmp, tracking_uri=uri)
+            return pd.read_csv(local)
+    except Exception:  # noqa: BLE001 - missing file, deleted directory, unreadable table alike
+        raise TrackingError(f"run {run_id} has no artifact {artifact_path} (was it deleted?)") from None
+
+
 def metric_history(uri: str, run_id: str, key: str) -> List[float]:
     """A metric's values in step order."""
     history = mlflow.MlflowClient(uri).get_metric_history(run_id, key)
