@@ -114,6 +114,11 @@ def test_train_on_a_csv_it_has_never_seen_learns_and_predicts(tmp_path: Path, st
     assert result.returncode == 0, result.stderr[-2000:]
     client, run = _only_run(store_uri)
     assert run.info.status == "FINISHED" and run.data.tags["dataset"] == "files-reviews"
+    # the splits' dataset inputs name the file they came from, and say so without MLflow's warning
+    # that a local path is ambiguous (two registered source classes of one name)
+    assert "UserWarning" not in result.stderr and "interpreted in multiple ways" not in result.stderr, result.stderr[-2000:]
+    for entry in run.inputs.dataset_inputs:
+        assert entry.dataset.source_type == "local" and json.loads(entry.dataset.source) == {"uri": str(csv)}
     # The cue words decide the label: a pipeline that trains at all gets this right.
     assert run.data.metrics["test_accuracy"] >= 0.9
     assert 0.5 < run.data.metrics["test_roc_auc"] <= 1.0

@@ -61,11 +61,14 @@ def log_datasets(name: str, source: Optional[str], splits: Dict[str, Tuple[List[
     named ``<name>-<split>``, with the pipeline's own fingerprint as the digest, in the contexts
     ``train``, ``validation`` and ``test``."""
     import pandas as pd
+    from mlflow.data.sources import LocalArtifactDatasetSource
 
+    # the file the splits were read from, as MLflow's local source: given as a path string, MLflow
+    # resolves it by two registered classes of that name and warns that it is ambiguous (mlflow#9702)
+    origin = LocalArtifactDatasetSource(scrub(source)) if source else None
     for split, (texts, labels, digest) in splits.items():
         frame = pd.DataFrame({"text": texts, "label": labels})
-        dataset = mlflow.data.from_pandas(frame, source=scrub(source) if source else None, targets="label",
-                                          name=scrub(f"{name}-{split}"), digest=digest)
+        dataset = mlflow.data.from_pandas(frame, source=origin, targets="label", name=scrub(f"{name}-{split}"), digest=digest)
         mlflow.log_input(dataset, context=DATASET_CONTEXTS.get(split, split))
 
 
