@@ -126,6 +126,28 @@ def table(runs: List[tracking.RunRecord], metric: str, direction: str) -> pd.Dat
     return frame.reset_index(drop=True)
 
 
+def lead(ranked: pd.DataFrame, runs: List[tracking.RunRecord], metric: str) -> str:
+    """The line under the table: the best run and its lead over the next, and whether that lead
+    says anything. Test scores from different test splits (``data_fingerprint.test``: another
+    dataset, split seed or sample) do not rank runs; and where the next run's test accuracy lies
+    inside the best's 95% interval, the test split cannot tell the two apart."""
+    best, runner_up = ranked.iloc[0], ranked.iloc[1]
+    score, gap = float(best[metric]), abs(float(best[metric]) - float(runner_up[metric]))
+    line = f"best: {best['run']} ({metric}={score:.4f}, {gap:.4f} ahead of the next"
+    if not metric.startswith("test_"):
+        return line + ")"
+    shown = set(ranked["run_id"])
+    splits = {r.tags.get("data_fingerprint.test") for r in runs if r.run_id in shown} - {None}  # older runs: unknown
+    if len(splits) > 1:
+        return line + f"); but these runs were tested on {len(splits)} different test splits, so their test scores do not rank them"
+    low, high = best.get("test_accuracy_ci_low"), best.get("test_accuracy_ci_high")
+    if metric != "test_accuracy" or low is None or high is None or pd.isna(low) or pd.isna(high):
+        return line + ")"
+    inside = float(low) <= float(runner_up[metric]) <= float(high)
+    return line + (f", inside its 95% interval [{float(low):.4f}, {float(high):.4f}]: no difference this test split can show)" if inside
+                   else f", outside its 95% interval [{float(low):.4f}, {float(high):.4f}])")
+
+
 def main(argv: List[str]) -> int:
     args = _parse(argv)
     cfg = compose_train([o for o in args.overrides])
@@ -145,8 +167,7 @@ def main(argv: List[str]) -> int:
         print(f"... {len(frame) - args.top} more (--top N)")
     ranked = frame[frame[metric].notna()]
     if len(ranked) >= 2:
-        gap = abs(float(ranked[metric].iloc[0]) - float(ranked[metric].iloc[1]))
-        print(f"best: {ranked['run'].iloc[0]} ({metric}={float(ranked[metric].iloc[0]):.4f}, {gap:.4f} ahead of the next)")
+        print(lead(ranked, runs, metric))
     if args.no_log:
         return 0
     top = ranked.head(args.top)

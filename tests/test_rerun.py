@@ -220,3 +220,27 @@ def test_a_run_recorded_before_values_were_named_by_path_still_rebuilds() -> Non
                           ("~model.units", "model.units"), ("model.units=[", "cannot parse")):
         with pytest.raises(ConfigError, match=re.escape(fragment)):
             rebuild_config(recorded, None, [bad])
+
+
+def test_compare_says_when_its_best_run_is_not_really_ahead() -> None:
+    """The line under the table: a lead inside the best run's 95% interval is no difference the
+    test split can show, and test scores from different test splits do not rank runs at all."""
+    from pipeline.compare import lead, table
+    from pipeline.tracking import RunRecord
+
+    def run(run_id: str, accuracy: float, low: float, high: float, test_split: str) -> RunRecord:
+        return RunRecord(run_id, run_id, "FINISHED", "1", {"data_fingerprint.test": test_split}, {"seed": run_id},
+                         {"test_accuracy": accuracy, "test_accuracy_ci_low": low, "test_accuracy_ci_high": high})
+
+    def said(*runs: RunRecord) -> str:
+        frame = table(list(runs), "test_accuracy", "max")
+        return lead(frame[frame["test_accuracy"].notna()], list(runs), "test_accuracy")
+
+    close = said(run("a", 0.8105, 0.7919, 0.8279, "s"), run("b", 0.8171, 0.7987, 0.8342, "s"))
+    assert close.startswith("best: b (test_accuracy=0.8171, 0.0066 ahead of the next, inside its 95% interval [0.7987, 0.8342]")
+    assert "no difference this test split can show" in close
+    apart = said(run("a", 0.7000, 0.6800, 0.7200, "s"), run("b", 0.9000, 0.8800, 0.9200, "s"))
+    assert apart == "best: b (test_accuracy=0.9000, 0.2000 ahead of the next, outside its 95% interval [0.8800, 0.9200])"
+    mixed = said(run("a", 0.7000, 0.6800, 0.7200, "s"), run("b", 0.9000, 0.8800, 0.9200, "t"))
+    assert mixed.endswith("; but these runs were tested on 2 different test splits, so their test scores do not rank them")
+    assert "interval" not in mixed
