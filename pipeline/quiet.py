@@ -6,7 +6,8 @@ the CPU-feature and oneDNN notices, op-definition mismatches), and MLflow logs I
 store's tables, inferring a signature, a link per run); a user's mistake, told in one ``error:``
 line, was the last of many. By default the console script, before anything imports TensorFlow,
 sets TensorFlow's C++ log level to FATAL only and MLflow's to WARNING, and drops what TensorFlow
-writes to stderr while it is being imported (those lines come before its log level is read).
+writes to stderr while it is being imported (those lines come before its log level is read); and
+TensorFlow's warning about retracing, which a process that builds a model per job prints by design.
 
 ``pipeline --verbose ...`` or ``PIPELINE_TF_LOGS=1`` leaves all of it as the libraries have it.
 Environment variables are set for this process only (and the search's worker processes it starts,
@@ -18,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import importlib.abc
 import importlib.util
+import logging
 import os
 import sys
 from typing import Any, Iterator, Mapping, Optional, Sequence
@@ -47,9 +49,23 @@ def configure(args: Sequence[str]) -> list:
         return rest
     for name, value in QUIET_ENV.items():
         os.environ.setdefault(name, value)
+    tensorflow_logger = logging.getLogger("tensorflow")  # TensorFlow's Python logger, the same object once it is imported
+    if not any(isinstance(f, _ExpectedRetracing) for f in tensorflow_logger.filters):
+        tensorflow_logger.addFilter(_ExpectedRetracing())
     if "tensorflow" not in sys.modules and not any(isinstance(f, _QuietTensorFlowImport) for f in sys.meta_path):
         sys.meta_path.insert(0, _QuietTensorFlowImport())
     return rest
+
+
+class _ExpectedRetracing(logging.Filter):
+    """Drops TensorFlow's "N out of the last N calls to <function> triggered tf.function retracing"
+    warning. A process that runs several jobs (a ``-m`` sweep, a search and its refits) builds a new
+    model for each, and each model traces its own predict and train steps: retracing by design, the
+    warning's own case (1), which TensorFlow counts across the models and reports once the jobs pass
+    its threshold, as if something were wrong."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
 
 
 @contextlib.contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import socket
@@ -109,6 +110,8 @@ def test_the_switch_leaves_tensorflow_its_log_level_and_reaches_the_workers(monk
     from pipeline import quiet
 
     monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))  # whatever configure adds goes with the test
+    tensorflow_logger = logging.getLogger("tensorflow")
+    monkeypatch.setattr(tensorflow_logger, "filters", list(tensorflow_logger.filters))
     for name in (*quiet.QUIET_ENV, quiet.VERBOSE_ENV):
         monkeypatch.delenv(name, raising=False)
     assert quiet.configure(["tune", "--verbose", "tuner.max_trials=3"]) == ["tune", "tuner.max_trials=3"]
@@ -119,6 +122,50 @@ def test_the_switch_leaves_tensorflow_its_log_level_and_reaches_the_workers(monk
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "1")  # the user's own setting is kept
     assert quiet.configure(["train"]) == ["train"]
     assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "1" and os.environ["MLFLOW_LOGGING_LEVEL"] == "WARNING"
+
+
+def test_tensorflow_s_retracing_warning_is_dropped_unless_verbose(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sweep's third or fourth job in one process got TensorFlow's "5 out of the last 5 calls ...
+    triggered tf.function retracing. Tracing is expensive ..." (each job's new model traces its
+    steps; TensorFlow counts them by the step's code): dropped by default, its other warnings kept."""
+    import tensorflow as tf
+
+    from pipeline import quiet
+
+    monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
+    logger = logging.getLogger("tensorflow")
+    # whatever configure adds goes with the test, and an earlier test's configure is not here
+    monkeypatch.setattr(logger, "filters", [f for f in logger.filters if type(f).__module__ != quiet.__name__])
+    for name in (*quiet.QUIET_ENV, quiet.VERBOSE_ENV):
+        monkeypatch.delenv(name, raising=False)
+    seen: list = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+    logger.addHandler(handler)
+    try:
+        def as_models_do(step) -> None:  # each call a new tf.function of the same code, as each job's model
+            for n in range(1, 8):
+                tf.function(step)(tf.zeros([n]))
+
+        def verbose_step(x):
+            return x + 1
+
+        quiet.configure(["train", "--verbose"])  # --verbose: TensorFlow's own warning, as before
+        as_models_do(verbose_step)
+        assert any("triggered tf.function retracing" in m for m in seen), seen
+
+        def quiet_step(x):
+            return x + 1
+
+        seen.clear()
+        monkeypatch.delenv(quiet.VERBOSE_ENV, raising=False)
+        quiet.configure(["train"])
+        as_models_do(quiet_step)
+        assert not any("retracing" in m for m in seen), seen
+        logger.warning("another TensorFlow warning")
+        assert seen == ["another TensorFlow warning"]
+    finally:
+        logger.removeHandler(handler)
 
 
 def test_unknown_command(tmp_path: Path) -> None:
