@@ -700,6 +700,7 @@ def test_cross_validated_trials_are_ranked_by_their_mean_over_folds(make_cfg, st
 
     cfg = make_cfg(*FOLDS, "tuner.max_trials=2", "training.epochs=3", "tracking.log_model=false", config_name="tune")
     tune.run(cfg)
+    out = capsys.readouterr().out
     client, (parent,), children = _runs(store_uri)
     trial_runs = [c for c in children if "tuner.trial_id" in c.data.tags]
     assert len(trial_runs) == 2
@@ -718,6 +719,9 @@ def test_cross_validated_trials_are_ranked_by_their_mean_over_folds(make_cfg, st
         spread = np.std([c[min(best, len(c) - 1)] for c in curves], ddof=1)
         assert run.data.metrics["trial_score_std"] == pytest.approx(spread) and run.data.metrics["cv_folds"] == 3
         assert curve(client, run.info.run_id, "val_accuracy") == pytest.approx(mean)
+        # and its line says so: the mean, over how many folds, the spread beside it
+        number = int(run.data.tags["tuner.trial_id"]) + 1
+        assert f"trial {number}/2 " in out and f" val_accuracy={max(mean):.4f} (mean of 3 folds, sd {spread:.4f}) (best " in out, out
     # what the oracle ranked by is the mean: the best trial is the one with the best mean
     top = max(trial_runs, key=lambda r: r.data.metrics["trial_score"])
     assert parent.data.metrics["best_score"] == pytest.approx(top.data.metrics["trial_score"])

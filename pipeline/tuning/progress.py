@@ -6,6 +6,7 @@
     trial 3/10 units=192 embedding_dim=128 val_accuracy=0.8606 (best 0.8606, trial 1) 14 s, about 2 min left
     trial 7/10 units=64 embedding_dim=32 val_accuracy=0.7840 (best 0.9577, trial 5), stopped after epoch 3:
       val_accuracy 0.7840 behind 0.8780, the median of 5 finished trials by then, 9 s, about 1 min left
+    trial 2/10 units=64 embedding_dim=256 val_accuracy=0.7131 (mean of 5 folds, sd 0.0213) (best 0.7131, trial 2) 41 s, about 5 min left
 
 A trial's number counts from 1 in the order Keras Tuner created the trials (its trial id + 1; its
 MLflow run is ``trial-<id>``), so a resumed search goes on counting from the trials it had, and an
@@ -13,7 +14,8 @@ interrupted trial run again keeps its number. Values are named by the last part 
 path (``model.units`` -> ``units``) unless two would share a name. The time left is the mean time of
 the trials this process ran times the trials left; Hyperband decides its number of trials as it goes,
 so its lines give each trial's epochs and the time so far instead. A failed trial says FAILED and
-its error in one line; one stopped early by ``tuner.prune`` says after which epoch and why. Keras
+its error in one line; one stopped early by ``tuner.prune`` says after which epoch and why; one
+scored on folds (``tuner.cv_folds``), over how many and its standard deviation over them. Keras
 Tuner's own display is off (``search(verbose=0)``), and Keras's per-epoch lines are off during a
 search unless ``training.verbose`` says otherwise (conf/tune.yaml).
 """
@@ -93,14 +95,19 @@ class Progress:
         self._print(f"{self._head(trial_id, values)} ...")
 
     def ended(self, trial_id: str, values: Mapping[str, Any], status: str, score: Optional[float],
-              best: Optional[Tuple[str, Optional[float]]], reason: Optional[str] = None, note: Optional[str] = None) -> None:
+              best: Optional[Tuple[str, Optional[float]]], reason: Optional[str] = None, note: Optional[str] = None,
+              folds: Optional[Tuple[int, float]] = None) -> None:
         """The trial's end line: its score and the best so far (``best``: its trial id and score),
-        or FAILED and ``reason``; ``note`` (why it stopped early); its time, and the time left."""
+        or FAILED and ``reason``; ``note`` (why it stopped early); ``folds`` (how many, and the
+        score's standard deviation over them: a fold-scored trial's score is their mean); its time,
+        and the time left."""
         now = self._clock()
         took = now - self._started.pop(str(trial_id), now)
         self._durations.append(took)
         if status == "COMPLETED" and score is not None:
             outcome = f"{self.objective}={score:.4f}"
+            if folds is not None:
+                outcome += f" (mean of {folds[0]} folds, sd {folds[1]:.4f})"
             if best is not None and best[1] is not None:
                 outcome += f" (best {best[1]:.4f}, trial {number(best[0])})"
         else:

@@ -77,6 +77,7 @@ class TrialTracking:
                                   prefix=f"{self.tuner_id}: " if worker else "", estimate=not worker)  # type: ignore[attr-defined]
         self._failures: Dict[str, str] = {}
         self._pruned: Dict[str, str] = {}  # trial id -> why tuner.prune stopped it
+        self._spreads: Dict[str, float] = {}  # trial id -> the standard deviation of its score over folds
 
     def on_trial_begin(self, trial: Any) -> None:
         super().on_trial_begin(trial)  # type: ignore[misc]
@@ -95,8 +96,10 @@ class TrialTracking:
             raise
         ended = self.oracle.get_trial(trial_id)  # type: ignore[attr-defined]
         best = self.oracle.get_best_trials(1)  # type: ignore[attr-defined]
+        spread = self._spreads.pop(trial_id, None)
         self._progress.ended(trial_id, values, str(ended.status), ended.score,
-                             (str(best[0].trial_id), best[0].score) if best else None, reason, note=self._pruned.pop(trial_id, None))
+                             (str(best[0].trial_id), best[0].score) if best else None, reason, note=self._pruned.pop(trial_id, None),
+                             folds=(self._folds, spread) if spread is not None else None)
 
     def run_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
         for attempt in range(LOST_SERVER_TRIAL_RERUNS + 1):
@@ -174,6 +177,7 @@ class TrialTracking:
             hypermodel, trial, self._cfg, hypermodel.prepared, Path(self.project_dir) / "folds",  # type: ignore[attr-defined]
             self._folds, epochs, log=self._parent_run_id is not None,
         )
+        self._spreads[str(trial.trial_id)] = float(self._spread)
         history = keras.callbacks.History()
         history.history = curve
         return [history]
