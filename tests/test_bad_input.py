@@ -113,7 +113,8 @@ def test_the_switch_leaves_tensorflow_its_log_level_and_reaches_the_workers(monk
     tensorflow_logger = logging.getLogger("tensorflow")
     monkeypatch.setattr(tensorflow_logger, "filters", list(tensorflow_logger.filters))
     for name in (*quiet.QUIET_ENV, quiet.VERBOSE_ENV):
-        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(name, "")  # what configure sets below is undone after the test, as it was before
+        monkeypatch.delenv(name)
     assert quiet.configure(["tune", "--verbose", "tuner.max_trials=3"]) == ["tune", "tuner.max_trials=3"]
     assert "TF_CPP_MIN_LOG_LEVEL" not in os.environ and "MLFLOW_LOGGING_LEVEL" not in os.environ
     assert os.environ["PIPELINE_TF_LOGS"] == "1"  # a search's worker processes inherit it
@@ -137,7 +138,8 @@ def test_tensorflow_s_retracing_warning_is_dropped_unless_verbose(monkeypatch: p
     # whatever configure adds goes with the test, and an earlier test's configure is not here
     monkeypatch.setattr(logger, "filters", [f for f in logger.filters if type(f).__module__ != quiet.__name__])
     for name in (*quiet.QUIET_ENV, quiet.VERBOSE_ENV):
-        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(name, "")  # what configure sets below is undone after the test, as it was before
+        monkeypatch.delenv(name)
     seen: list = []
     handler = logging.Handler()
     handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
@@ -158,7 +160,7 @@ def test_tensorflow_s_retracing_warning_is_dropped_unless_verbose(monkeypatch: p
             return x + 1
 
         seen.clear()
-        monkeypatch.delenv(quiet.VERBOSE_ENV, raising=False)
+        del os.environ[quiet.VERBOSE_ENV]  # as a new process without --verbose starts
         quiet.configure(["train"])
         as_models_do(quiet_step)
         assert not any("retracing" in m for m in seen), seen
