@@ -10,7 +10,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import mlflow
 from mlflow.exceptions import MlflowException
@@ -74,29 +74,28 @@ def experiment_id_by_name(uri: str, name: str) -> Optional[str]:
     return None if experiment is None or experiment.lifecycle_stage != "active" else experiment.experiment_id
 
 
+def _read_artifact(uri: str, run_id: str, artifact_path: str, read: Callable[[str], Any]) -> Any:
+    """``read`` of a run's artifact, downloaded to a temporary directory; a one-line error when it
+    is gone or ``read`` fails on it."""
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            return read(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path, dst_path=tmp, tracking_uri=uri))
+    except Exception:  # noqa: BLE001 - missing file, deleted directory, unreachable store, unreadable file alike
+        raise TrackingError(f"run {run_id} has no artifact {artifact_path} (was it deleted?)") from None
+
+
 def load_artifact(uri: str, run_id: str, artifact_path: str) -> Any:
     """A YAML or JSON artifact of a run, parsed; a one-line error when it is gone."""
     import yaml
 
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path, dst_path=tmp, tracking_uri=uri)
-            text = Path(local).read_text(encoding="utf-8")
-    except Exception:  # noqa: BLE001 - missing file, deleted directory, unreachable store alike
-        raise TrackingError(f"run {run_id} has no artifact {artifact_path} (was it deleted?)") from None
-    return yaml.safe_load(text)
+    return yaml.safe_load(_read_artifact(uri, run_id, artifact_path, lambda local: Path(local).read_text(encoding="utf-8")))
 
 
 def load_table(uri: str, run_id: str, artifact_path: str) -> Any:
     """A CSV artifact of a run (``log_table``'s) as a DataFrame; a one-line error when it is gone."""
     import pandas as pd
 
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path, dst_path=tmp, tracking_uri=uri)
-            return pd.read_csv(local)
-    except Exception:  # noqa: BLE001 - missing file, deleted directory, unreadable table alike
-        raise TrackingError(f"run {run_id} has no artifact {artifact_path} (was it deleted?)") from None
+    return _read_artifact(uri, run_id, artifact_path, pd.read_csv)
 
 
 def metric_history(uri: str, run_id: str, key: str) -> List[float]:

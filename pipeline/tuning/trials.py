@@ -158,7 +158,7 @@ class TrialTracking:
                 histories = self._fit_trial(trial, *args, callbacks=callbacks, **kwargs)
             scores = [prune.best_of(h.history.get(self._cfg.tuner.objective, []), self._cfg.tuner.direction) for h in histories]
             tracking.log_metrics({"trial_score": float(np.mean(scores)), **memory_mb(),
-                                  **({"trial_score_std": self._spread, "cv_folds": float(self._folds)} if self._folds > 1 else {})})
+                                  **({"trial_score_std": self._spreads[str(trial.trial_id)], "cv_folds": float(self._folds)} if self._folds > 1 else {})})
             return histories
 
     def _fit_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
@@ -173,11 +173,11 @@ class TrialTracking:
         # Hyperband's round budget; with folds a round trains from scratch (there is no single checkpoint)
         epochs = int(trial.hyperparameters.values.get("tuner/epochs") or self._cfg.training.epochs)
         hypermodel = self.hypermodel  # type: ignore[attr-defined]
-        curve, self._spread = folds.cross_validate(
+        curve, spread = folds.cross_validate(
             hypermodel, trial, self._cfg, hypermodel.prepared, Path(self.project_dir) / "folds",  # type: ignore[attr-defined]
             self._folds, epochs, log=self._parent_run_id is not None,
         )
-        self._spreads[str(trial.trial_id)] = float(self._spread)
+        self._spreads[str(trial.trial_id)] = float(spread)  # logged with the trial, and printed in its line
         history = keras.callbacks.History()
         history.history = curve
         return [history]
