@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import shutil
 import time
 from typing import List, Optional, Tuple
 
@@ -126,6 +127,39 @@ def table(runs: List[tracking.RunRecord], metric: str, direction: str) -> pd.Dat
     return frame.reset_index(drop=True)
 
 
+def terminal_view(frame: pd.DataFrame, fixed: int, width: int) -> Tuple[pd.DataFrame, List[str]]:
+    """What of ``frame`` (:func:`table`'s: its first ``fixed`` columns the run and its metrics, the
+    rest the params that differ) fits a terminal ``width`` characters wide, and a line for each
+    kind of param left out. A param that only some of the runs have (a search's ``tuner.*`` and
+    ``search_space.*`` beside a train run, Keras's ``optimizer_*`` on a train run) says what kind
+    of run each is, not how their settings differ: those are named by prefix under the table; then
+    the params the runs all have, from the right, until the table fits. The logged CSV has every
+    column."""
+    params = list(frame.columns[fixed:])
+    some = [k for k in params if (frame[k].astype(str) == "").any()]
+    kept = [k for k in params if k not in some]
+    view = frame[list(frame.columns[:fixed]) + kept]
+    dropped: List[str] = []
+    while kept and max(len(line) for line in view.to_string(index=False).splitlines()) > width:
+        dropped.insert(0, kept.pop())
+        view = frame[list(frame.columns[:fixed]) + kept]
+    notes = []
+    if some:
+        notes.append(f"also differ, set on only some of these runs: {_grouped(some)}")
+    if dropped:
+        notes.append(f"also differ, left out to fit {width} columns: {_grouped(dropped)}")
+    return view, notes
+
+
+def _grouped(names: List[str]) -> str:
+    """Param names by prefix: ``optimizer_* (14), search_space.* (4), seed``."""
+    groups: dict = {}
+    for name in names:
+        cut = name.find(".") if "." in name else name.find("_") if "_" in name else len(name)
+        groups.setdefault(name[:cut + 1] + "*" if cut < len(name) else name, []).append(name)
+    return ", ".join(members[0] if len(members) == 1 else f"{prefix} ({len(members)})" for prefix, members in groups.items())
+
+
 def lead(ranked: pd.DataFrame, runs: List[tracking.RunRecord], metric: str) -> str:
     """The line under the table: the best run and its lead over the next, and whether that lead
     says anything. Test scores from different test splits (``data_fingerprint.test``: another
@@ -160,11 +194,18 @@ def main(argv: List[str]) -> int:
         have = sorted({m for r in runs for m in r.metrics})
         raise CompareError(f"none of these runs logged {metric!r}; they have: {', '.join(have[:12])}")
     frame = table(runs, metric, direction)
-    shown = frame.head(args.top).drop(columns=["run_id"]).assign(run_id=frame["run_id"].str[:8])
-    with pd.option_context("display.width", 200, "display.max_columns", 40, "display.float_format", "{:.4f}".format):
-        print(shown.to_string(index=False))
+    head = frame.head(args.top)
+    # the run and its metrics, its id's first 8 characters (the full id is in the logged CSV), the params
+    leading = ["rank", "run", "status", metric] + [m for m in SHOWN if m != metric and m in frame.columns]
+    shown = head.assign(run_id=head["run_id"].str[:8])
+    shown = shown[leading + ["run_id"] + [c for c in shown.columns if c not in leading and c != "run_id"]]
+    with pd.option_context("display.float_format", "{:.4f}".format):
+        view, notes = terminal_view(shown, len(leading) + 1, max(80, shutil.get_terminal_size((200, 24)).columns))
+        print(view.to_string(index=False))
     if len(frame) > args.top:
         print(f"... {len(frame) - args.top} more (--top N)")
+    for note in notes:
+        print(note + ("" if args.no_log else " (every column is in the logged compare/runs.csv)"))
     ranked = frame[frame[metric].notna()]
     if len(ranked) >= 2:
         print(lead(ranked, runs, metric))

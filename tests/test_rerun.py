@@ -244,3 +244,35 @@ def test_compare_says_when_its_best_run_is_not_really_ahead() -> None:
     mixed = said(run("a", 0.7000, 0.6800, 0.7200, "s"), run("b", 0.9000, 0.8800, 0.9200, "t"))
     assert mixed.endswith("; but these runs were tested on 2 different test splits, so their test scores do not rank them")
     assert "interval" not in mixed
+
+
+def test_compare_s_terminal_table_fits_and_names_what_it_leaves_out() -> None:
+    """Comparing a search with a train run differs in every ``tuner.*`` and ``search_space.*``
+    param (the search's) and Keras's ``optimizer_*`` (the train run's): the terminal's table was
+    hundreds of characters wide. Params only some runs have are named by prefix under it, the
+    rest are cut from the right to the terminal's width, and the logged table keeps every one."""
+    from pipeline.compare import table, terminal_view
+    from pipeline.tracking import RunRecord
+
+    search = RunRecord("s" * 32, "search", "FINISHED", "1", {}, {
+        "model.units": "192", "seed": "42", "dataset.name": "bbc_news", "tuner.name": "random", "tuner.max_trials": "10",
+        "search_space.model.units.max": "256", **{f"training.long_setting_{i}": f"value-{i}" for i in range(12)}},
+        {"test_accuracy": 0.94})
+    train = RunRecord("t" * 32, "train", "FINISHED", "1", {}, {
+        "model.units": "128", "seed": "1", "dataset.name": "sst2", "optimizer_name": "adam", "optimizer_beta_1": "0.9",
+        **{f"training.long_setting_{i}": f"other-{i}" for i in range(12)}},
+        {"test_accuracy": 0.53})
+    frame = table([search, train], "test_accuracy", "max")
+    assert {"tuner.name", "optimizer_name", "training.long_setting_11"} <= set(frame.columns)  # the logged CSV: all
+
+    view, notes = terminal_view(frame, 5, 120)
+    lines = view.to_string(index=False).splitlines()
+    assert max(map(len, lines)) <= 120 and len(lines) == 3
+    assert {"dataset.name", "model.units", "seed"} <= set(view.columns)  # alphabetical, first to stay
+    assert not any(c.startswith(("tuner.", "search_space.", "optimizer_")) for c in view.columns)
+    assert notes[0] == "also differ, set on only some of these runs: optimizer_* (2), search_space.model.units.max, tuner.* (2)"
+    cut = [c for c in frame.columns[5:] if c.startswith("training.") and c not in view.columns]
+    assert cut and notes[1] == f"also differ, left out to fit 120 columns: training.* ({len(cut)})"
+
+    wide, notes = terminal_view(frame, 5, 10_000)  # all that every run has fits: one note
+    assert "training.long_setting_11" in wide.columns and len(notes) == 1
