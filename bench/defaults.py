@@ -79,6 +79,31 @@ def fit_and_score(cfg, seed: int) -> tuple:  # type: ignore[no-untyped-def]
     return score, len(history.history["loss"]), time.perf_counter() - start
 
 
+def interleaved(datasets: list, seeds: list, variants: list, patch) -> None:  # type: ignore[no-untyped-def]
+    """Print the table of ``variants`` that are not settings: per dataset and seed, each variant in
+    turn (``patch(name)`` sets this process up for it), so that the machine's hour falls on each
+    alike; then a row per variant."""
+    from pipeline import experiment
+    from pipeline.config import compose_train
+
+    print("| dataset | variant | val accuracy (median) | min - max | epochs | seconds per fit |")
+    print("|---|---|---|---|---|---|")
+    for dataset in datasets:
+        results: dict = {name: ([], [], []) for name in variants}
+        for seed in seeds:
+            for name in variants:
+                patch(name)
+                scores, epochs, seconds = results[name]
+                cfg = compose_train([f"dataset={dataset}", f"seed={seed}", "training.verbose=0"])
+                experiment.seed_everything(seed, cfg.training.deterministic)
+                score, trained, took = fit_and_score(cfg, seed)  # builds through the patched modules
+                scores.append(score)
+                epochs.append(trained)
+                seconds.append(took)
+        for name in variants:
+            print(row(dataset, name, *results[name]), flush=True)
+
+
 def row(dataset: str, name: str, scores: list, epochs: list, seconds: list) -> str:
     """One table row: median and range of validation accuracy, median epochs and seconds per fit."""
     return (f"| {dataset} | {name} | {statistics.median(scores):.4f} | {min(scores):.4f} - {max(scores):.4f} "

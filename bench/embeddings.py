@@ -28,7 +28,7 @@ from typing import Optional
 
 import numpy as np
 
-from defaults import fit_and_score, row  # bench/defaults.py, beside this script
+from defaults import interleaved  # bench/defaults.py, beside this script
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -95,26 +95,10 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=["today", "w2", "w5"])
     args = parser.parse_args()
 
-    from pipeline import experiment, vectors
-    from pipeline.config import compose_train
+    from pipeline import vectors
 
     _ORIGINAL.update(lsa=vectors.lsa_vectors)
-    print("| dataset | variant | val accuracy (median) | min - max | epochs | seconds per fit |")
-    print("|---|---|---|---|---|---|")
-    for dataset in args.datasets:
-        results: dict = {name: ([], [], []) for name in args.variants}
-        for seed in args.seeds:
-            for name in args.variants:  # taking turns, so that the machine's hour falls on each alike
-                _patch(name)
-                scores, epochs, seconds = results[name]
-                cfg = compose_train([f"dataset={dataset}", f"seed={seed}", "training.verbose=0"])
-                experiment.seed_everything(seed, cfg.training.deterministic)
-                score, trained, took = fit_and_score(cfg, seed)
-                scores.append(score)
-                epochs.append(trained)
-                seconds.append(took)
-        for name in args.variants:
-            print(row(dataset, name, *results[name]), flush=True)
+    interleaved(args.datasets, args.seeds, args.variants, _patch)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from defaults import fit_and_score, row  # bench/defaults.py, beside this script
+from defaults import interleaved  # bench/defaults.py, beside this script
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -80,27 +80,10 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=["today", "concat", "smooth"])
     args = parser.parse_args()
 
-    from pipeline import experiment
     from pipeline import model as model_module
-    from pipeline.config import compose_train
 
     _ORIGINAL.update(pooling=model_module._pooling, compile=model_module.compile_standard)
-    print("| dataset | variant | val accuracy (median) | min - max | epochs | seconds per fit |")
-    print("|---|---|---|---|---|---|")
-    for dataset in args.datasets:
-        results: dict = {name: ([], [], []) for name in args.variants}
-        for seed in args.seeds:
-            for name in args.variants:  # taking turns, so that the machine's hour falls on each alike
-                _patch(name)
-                scores, epochs, seconds = results[name]
-                cfg = compose_train([f"dataset={dataset}", f"seed={seed}", "training.verbose=0"])
-                experiment.seed_everything(seed, cfg.training.deterministic)
-                score, trained, took = fit_and_score(cfg, seed)  # builds through the patched module
-                scores.append(score)
-                epochs.append(trained)
-                seconds.append(took)
-        for name in args.variants:
-            print(row(dataset, name, *results[name]), flush=True)
+    interleaved(args.datasets, args.seeds, args.variants, _patch)
 
 
 if __name__ == "__main__":
