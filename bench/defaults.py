@@ -104,6 +104,17 @@ def interleaved(datasets: list, seeds: list, variants: list, patch) -> None:  # 
             print(row(dataset, name, *results[name]), flush=True)
 
 
+def interleaved_main(description: str, variants: list, patch) -> None:  # type: ignore[no-untyped-def]
+    """The command line of a script whose variants are not settings (``--datasets``, ``--seeds``,
+    ``--variants``, ``variants`` the default), then its ``interleaved`` table."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--datasets", nargs="+", default=["sst2", "mr", "subj", "bbc_news"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    parser.add_argument("--variants", nargs="+", default=variants)
+    args = parser.parse_args()
+    interleaved(args.datasets, args.seeds, args.variants, patch)
+
+
 def row(dataset: str, name: str, scores: list, epochs: list, seconds: list) -> str:
     """One table row: median and range of validation accuracy, median epochs and seconds per fit."""
     return (f"| {dataset} | {name} | {statistics.median(scores):.4f} | {min(scores):.4f} - {max(scores):.4f} "

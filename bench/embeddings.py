@@ -22,13 +22,12 @@ median and the range of validation accuracy over the seeds, the epochs and the s
 
 from __future__ import annotations
 
-import argparse
 import os
 from typing import Optional
 
 import numpy as np
 
-from defaults import interleaved  # bench/defaults.py, beside this script
+from defaults import interleaved_main  # bench/defaults.py, beside this script
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -89,16 +88,10 @@ _ORIGINAL: dict = {}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", nargs="+", default=["sst2", "mr", "subj", "bbc_news"])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
-    parser.add_argument("--variants", nargs="+", default=["today", "w2", "w5"])
-    args = parser.parse_args()
-
     from pipeline import vectors
 
     _ORIGINAL.update(lsa=vectors.lsa_vectors)
-    interleaved(args.datasets, args.seeds, args.variants, _patch)
+    interleaved_main(__doc__.splitlines()[0], ["today", "w2", "w5"], _patch)
 
 
 if __name__ == "__main__":

@@ -20,10 +20,9 @@ epochs and the seconds per fit.
 
 from __future__ import annotations
 
-import argparse
 import os
 
-from defaults import interleaved  # bench/defaults.py, beside this script
+from defaults import interleaved_main  # bench/defaults.py, beside this script
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -74,16 +73,10 @@ _ORIGINAL: dict = {}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", nargs="+", default=["sst2", "mr", "subj", "bbc_news"])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
-    parser.add_argument("--variants", nargs="+", default=["today", "concat", "smooth"])
-    args = parser.parse_args()
-
     from pipeline import model as model_module
 
     _ORIGINAL.update(pooling=model_module._pooling, compile=model_module.compile_standard)
-    interleaved(args.datasets, args.seeds, args.variants, _patch)
+    interleaved_main(__doc__.splitlines()[0], ["today", "concat", "smooth"], _patch)
 
 
 if __name__ == "__main__":

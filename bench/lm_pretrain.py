@@ -2,7 +2,7 @@
 classifier trains, played on validation data: `bench/defaults.py` per variant.
 
     python bench/lm_pretrain.py [--datasets sst2 mr subj bbc_news] [--seeds 1 2 3] \
-        [--variants today lm1 lm3]
+        [--variants today lm1 lm3 lm6]
 
 Not a pipeline setting (tried and not adopted, README "How the defaults were chosen"). In this
 process, per variant:
@@ -23,12 +23,11 @@ median and the range of validation accuracy over the seeds, the epochs and the s
 
 from __future__ import annotations
 
-import argparse
 import os
 
 import numpy as np
 
-from defaults import interleaved  # bench/defaults.py, beside this script
+from defaults import interleaved_main  # bench/defaults.py, beside this script
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -88,16 +87,10 @@ _ORIGINAL: dict = {}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", nargs="+", default=["sst2", "mr", "subj", "bbc_news"])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
-    parser.add_argument("--variants", nargs="+", default=["today", "lm1", "lm3"])
-    args = parser.parse_args()
-
     from pipeline import experiment
 
     _ORIGINAL.update(fit=experiment.fit)
-    interleaved(args.datasets, args.seeds, args.variants, _patch)
+    interleaved_main(__doc__.splitlines()[0], ["today", "lm1", "lm3", "lm6"], _patch)
 
 
 if __name__ == "__main__":
