@@ -104,14 +104,16 @@ def interleaved(datasets: list, seeds: list, variants: list, patch) -> None:  # 
             print(row(dataset, name, *results[name]), flush=True)
 
 
-def interleaved_main(description: str, variants: list, patch) -> None:  # type: ignore[no-untyped-def]
+def interleaved_main(description: str, variants: list, patch, setup) -> None:  # type: ignore[no-untyped-def]
     """The command line of a script whose variants are not settings (``--datasets``, ``--seeds``,
-    ``--variants``, ``variants`` the default), then its ``interleaved`` table."""
+    ``--variants``, ``variants`` the default), then ``setup()`` (after the arguments are read, so
+    that ``--help`` and a usage error come before TensorFlow loads) and its ``interleaved`` table."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--datasets", nargs="+", default=["sst2", "mr", "subj", "bbc_news"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--variants", nargs="+", default=variants)
     args = parser.parse_args()
+    setup()
     interleaved(args.datasets, args.seeds, args.variants, patch)
 
 

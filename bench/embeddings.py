@@ -87,11 +87,14 @@ def _patch(variant: str) -> None:
 _ORIGINAL: dict = {}
 
 
-def main() -> None:
+def _setup() -> None:
     from pipeline import vectors
 
     _ORIGINAL.update(lsa=vectors.lsa_vectors)
-    interleaved_main(__doc__.splitlines()[0], ["today", "w2", "w5"], _patch)
+
+
+def main() -> None:
+    interleaved_main(__doc__.splitlines()[0], ["today", "w2", "w5"], _patch, _setup)
 
 
 if __name__ == "__main__":

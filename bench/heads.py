@@ -72,11 +72,14 @@ def _patch(variant: str) -> None:
 _ORIGINAL: dict = {}
 
 
-def main() -> None:
+def _setup() -> None:
     from pipeline import model as model_module
 
     _ORIGINAL.update(pooling=model_module._pooling, compile=model_module.compile_standard)
-    interleaved_main(__doc__.splitlines()[0], ["today", "concat", "smooth"], _patch)
+
+
+def main() -> None:
+    interleaved_main(__doc__.splitlines()[0], ["today", "concat", "smooth"], _patch, _setup)
 
 
 if __name__ == "__main__":

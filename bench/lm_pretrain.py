@@ -86,11 +86,14 @@ def _patch(variant: str) -> None:
 _ORIGINAL: dict = {}
 
 
-def main() -> None:
+def _setup() -> None:
     from pipeline import experiment
 
     _ORIGINAL.update(fit=experiment.fit)
-    interleaved_main(__doc__.splitlines()[0], ["today", "lm1", "lm3", "lm6"], _patch)
+
+
+def main() -> None:
+    interleaved_main(__doc__.splitlines()[0], ["today", "lm1", "lm3", "lm6"], _patch, _setup)
 
 
 if __name__ == "__main__":
