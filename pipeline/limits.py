@@ -175,6 +175,23 @@ def model(m: Any) -> None:
         p = Path(str(m.pretrained.path)).expanduser()
         if not p.is_file():
             raise ConfigError(f"pretrained vectors file not found: {shown(p)} (model.pretrained.path)")
+        dim = pretrained_dimension(m)
+        if dim != int(m.embedding_dim):
+            raise ConfigError(f"pretrained vectors have {dim} dimensions but model.embedding_dim={m.embedding_dim}; "
+                              f"set model.embedding_dim={dim}")
+
+
+def pretrained_dimension(m: Any) -> int:
+    """The dimension of ``model.pretrained.path``'s vectors (a file that gives none: a ConfigError)."""
+    from pipeline.errors import DataError
+    from pipeline.vectors import file_dimension
+
+    try:
+        return file_dimension(str(Path(str(m.pretrained.path)).expanduser()), str(m.pretrained.format))
+    except DataError as e:
+        raise ConfigError(f"{shown(e)} (model.pretrained.path)") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read model.pretrained.path: {shown(e.strerror or type(e).__name__)}") from None
 
 
 def training(t: Any) -> None:

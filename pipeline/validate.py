@@ -223,6 +223,10 @@ def search_space(cfg: DictConfig, models: bool = True) -> Any:
                 limits.model(trial.model)
                 limits.training(trial.training)
             except ConfigError as e:
+                if path == "model.embedding_dim" and cfg.model.pretrained.path:
+                    raise ConfigError(f"search_space.model.embedding_dim: the vectors in model.pretrained.path fix it at "
+                                      f"{limits.pretrained_dimension(cfg.model)}; leave it out of the search "
+                                      f"(~search_space.model.embedding_dim)") from None
                 raise ConfigError(f"{where} cannot be trained: {e}") from None
             trials.append((where, trial))
     if not models:

@@ -38,6 +38,28 @@ def _detect(path: Path, fmt: str) -> str:
         return "word2vec_binary"
 
 
+def file_dimension(path: str, fmt: str) -> int:
+    """How many values each of the file's vectors has, from its first line (a word2vec header's
+    second number, else the first line's values): what ``model.embedding_dim`` must be, known
+    before any data is read or run opened. Raises :class:`DataError` for a file that gives none."""
+    p = Path(path)
+    kind = _detect(p, fmt)
+    with p.open("rb") as f:
+        first = f.readline(1 << 20).decode("utf-8", errors="replace").rstrip()
+    parts = first.split(" ")
+    if kind != "glove":
+        if len(parts) == 2 and all(v.isdigit() for v in parts) and int(parts[1]) > 0:
+            return int(parts[1])
+        raise DataError(f"{p}: the first line is not a word2vec header (a count and a dimension)")
+    if len(parts) < 2:
+        raise DataError(f"{p}: no word vectors found")
+    try:
+        np.asarray(parts[1:], dtype="float32")
+    except ValueError:
+        raise DataError(f"{p}: line 1: not a word followed by numbers") from None
+    return len(parts) - 1
+
+
 def _read_text(path: Path, wanted: Dict[str, int], header: bool) -> Tuple[Dict[int, np.ndarray], int]:
     found: Dict[int, np.ndarray] = {}
     dim = 0
