@@ -40,7 +40,7 @@ def _detect(path: Path, fmt: str) -> str:
 
 def file_dimension(path: str, fmt: str) -> int:
     """How many values each of the file's vectors has, from its first line (a word2vec header's
-    second number, else the first line's values): what ``model.embedding_dim`` must be, known
+    second number, else the numbers the first line ends with): what ``model.embedding_dim`` must be, known
     before any data is read or run opened. Raises :class:`DataError` for a file that gives none."""
     p = Path(path)
     kind = _detect(p, fmt)
@@ -51,18 +51,23 @@ def file_dimension(path: str, fmt: str) -> int:
         if len(parts) == 2 and all(v.isdigit() for v in parts) and int(parts[1]) > 0:
             return int(parts[1])
         raise DataError(f"{p}: the first line is not a word2vec header (a count and a dimension)")
-    if len(parts) < 2:
-        raise DataError(f"{p}: no word vectors found")
-    try:
-        np.asarray(parts[1:], dtype="float32")
-    except ValueError:
-        raise DataError(f"{p}: line 1: not a word followed by numbers") from None
-    return len(parts) - 1
+    values = 0  # the numbers at the line's end: a first word with spaces in it is all before them
+    for field in reversed(parts[1:]):
+        try:
+            float(field)
+        except ValueError:
+            break
+        values += 1
+    if values == 0:
+        raise DataError(f"{p}: line 1: not a word followed by numbers" if len(parts) > 1 else f"{p}: no word vectors found")
+    return values
 
 
-def _read_text(path: Path, wanted: Dict[str, int], header: bool) -> Tuple[Dict[int, np.ndarray], int]:
+def _read_text(path: Path, wanted: Dict[str, int], header: bool, dim: int) -> Dict[int, np.ndarray]:
+    """Each line a word and its ``dim`` values; a word with spaces in it (glove.840B has a few,
+    such as ``. . .``) is all but the last ``dim`` fields, and no vocabulary word (the tokenizer
+    splits on whitespace), so it is passed over rather than refused."""
     found: Dict[int, np.ndarray] = {}
-    dim = 0
     with path.open("r", encoding="utf-8", errors="replace") as f:
         for n, line in enumerate(f, start=1):
             if header and n == 1:
@@ -70,17 +75,15 @@ def _read_text(path: Path, wanted: Dict[str, int], header: bool) -> Tuple[Dict[i
             parts = line.rstrip().split(" ")
             if len(parts) < 2:
                 continue
-            if dim == 0:
-                dim = len(parts) - 1
-            if len(parts) - 1 != dim:
+            if len(parts) - 1 < dim:
                 raise DataError(f"{path}: line {n}: {len(parts) - 1} values, expected {dim}")
-            idx = wanted.get(parts[0])
+            idx = wanted.get(parts[0]) if len(parts) - 1 == dim else None
             if idx is not None and idx not in found:
                 try:
                     found[idx] = np.asarray(parts[1:], dtype="float32")
                 except ValueError:
                     raise DataError(f"{path}: line {n}: not a word followed by numbers") from None
-    return found, dim
+    return found
 
 
 def _read_binary(path: Path, wanted: Dict[str, int]) -> Tuple[Dict[int, np.ndarray], int]:
@@ -115,7 +118,8 @@ def load_embedding_matrix(path: str, fmt: str, vocabulary: List[str], seed: int)
     if kind == "word2vec_binary":
         found, dim = _read_binary(p, wanted)
     else:
-        found, dim = _read_text(p, wanted, header=kind == "word2vec")
+        dim = file_dimension(path, kind)
+        found = _read_text(p, wanted, header=kind == "word2vec", dim=dim)
     if dim == 0:
         raise DataError(f"{p}: no word vectors found")
     rng = np.random.default_rng(seed)

@@ -207,6 +207,22 @@ def test_glove_vectors_fill_the_embedding_and_report_coverage(tmp_path: Path) ->
     assert coverage == pytest.approx(2 / 3)  # good, film of good, film, bad
 
 
+@pytest.mark.parametrize("first", [True, False], ids=["first-line", "later-line"])
+def test_glove_lines_whose_word_has_spaces_are_passed_over(tmp_path: Path, first: bool) -> None:
+    """glove.840B.300d has a few (``. . .``, ``at name@domain.com``): once refused as a
+    malformed file, the whole run with it."""
+    lines = ["good 1 2 3", "film 4 5 6", ". . . 0.1 0.2 0.3", "at name@domain.com 7 8 9"]
+    path = tmp_path / "glove.txt"
+    path.write_text("\n".join(lines[2:] + lines[:2] if first else lines) + "\n", encoding="utf-8")
+    assert vectors.file_dimension(str(path), "auto") == 3
+    matrix, coverage = vectors.load_embedding_matrix(str(path), "auto", ["", "[UNK]", "film", "good", "at"], seed=0)
+    np.testing.assert_allclose(matrix[2:4], [[4, 5, 6], [1, 2, 3]])
+    assert coverage == pytest.approx(2 / 3)  # "at" is not the line "at name@domain.com ..."
+    path.write_text("good 1 2 3\nfilm 4 5\n", encoding="utf-8")
+    with pytest.raises(DataError, match="line 2: 2 values, expected 3"):
+        vectors.load_embedding_matrix(str(path), "auto", ["", "[UNK]", "film"], seed=0)
+
+
 @pytest.mark.parametrize("binary", [False, True])
 def test_word2vec_text_and_binary(tmp_path: Path, binary: bool) -> None:
     words = {"good": np.array([1.0, -1.0], "float32"), "film": np.array([0.5, 0.25], "float32")}
