@@ -68,7 +68,7 @@ def _read_text(path: Path, wanted: Dict[str, int], header: bool, dim: int) -> Di
     such as ``. . .``) is all but the last ``dim`` fields, and no vocabulary word (the tokenizer
     splits on whitespace), so it is passed over rather than refused."""
     found: Dict[int, np.ndarray] = {}
-    with path.open("r", encoding="utf-8", errors="replace") as f:
+    with path.open("r", encoding="utf-8-sig", errors="replace") as f:  # -sig: a byte-order mark is not part of the first word
         for n, line in enumerate(f, start=1):
             if header and n == 1:
                 continue

@@ -218,6 +218,8 @@ def test_glove_lines_whose_word_has_spaces_are_passed_over(tmp_path: Path, first
     matrix, coverage = vectors.load_embedding_matrix(str(path), "auto", ["", "[UNK]", "film", "good", "at"], seed=0)
     np.testing.assert_allclose(matrix[2:4], [[4, 5, 6], [1, 2, 3]])
     assert coverage == pytest.approx(2 / 3)  # "at" is not the line "at name@domain.com ..."
+    path.write_text("good 1 2 3\nfilm 4 5 6\n", encoding="utf-8-sig")  # a byte-order mark, as some editors write
+    assert vectors.load_embedding_matrix(str(path), "auto", ["", "[UNK]", "good"], seed=0)[1] == 1.0
     path.write_text("good 1 2 3\nfilm 4 5\n", encoding="utf-8")
     with pytest.raises(DataError, match="line 2: 2 values, expected 3"):
         vectors.load_embedding_matrix(str(path), "auto", ["", "[UNK]", "film"], seed=0)
