@@ -58,7 +58,7 @@ def teacher(texts: Sequence[str], labels: np.ndarray, num_classes: int, settings
             off: str = OFF) -> np.ndarray:
     """(n, num_classes) out-of-fold probabilities of the TF-IDF baseline at ``C=c`` over ``texts``.
 
-    ``folds`` stratified folds (fewer when there are fewer texts), fixed (not the run's seed: the
+    ``folds`` stratified folds (fewer when the largest class has fewer texts), fixed (not the run's seed: the
     same texts get the same teacher whatever seed trains on them). A text whose fold leaves fewer
     than two classes to fit on gets its own label as its teacher (nothing to learn from there).
     The features are fit on all of ``texts`` (no label is read), as ``settings`` say (texts
@@ -75,7 +75,8 @@ def teacher(texts: Sequence[str], labels: np.ndarray, num_classes: int, settings
     if key in _TEACHERS:
         return _TEACHERS[key]
     onehot = np.eye(num_classes)[labels]
-    k = min(int(folds), len(labels))
+    # fewer folds than asked where even the largest class has fewer texts (scikit-learn refuses that)
+    k = min(int(folds), int(np.bincount(labels).max()) if len(labels) else 0)
     if k < 2 or len(np.unique(labels)) < 2:
         probs = onehot
     else:

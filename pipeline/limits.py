@@ -299,6 +299,32 @@ def tuner_location(t: Any) -> None:
         )
 
 
+def fold_count(cfg: DictConfig, labels: Any, classes: List[str]) -> int:
+    """The number of folds ``tuner.cv_folds`` asks for on these labelled texts (train +
+    validation's class ids; 1: no folds), checked: no more folds than the smallest class has texts.
+
+    ``auto``: ``tuner.cv_auto.folds`` below ``tuner.cv_auto.below`` labelled texts, none above it.
+    """
+    import numpy as np
+
+    spec = cv_folds(cfg)
+    labels = np.asarray(labels, dtype="int64")
+    if spec is None:
+        auto = cfg.tuner.cv_auto
+        # without the refit there would be no final model: auto then stays on the validation split
+        folds = int(auto.folds) if len(labels) < int(auto.below) and cfg.tuner.final.refit else 1
+    else:
+        folds = spec
+    if folds > 1:
+        counts = np.bincount(labels, minlength=len(classes))
+        if folds > int(counts.min()):
+            raise ConfigError(
+                f"tuner.cv_folds={folds} is more folds than class {shown(repr(classes[int(np.argmin(counts))]))} has texts in "
+                f"train+validation ({int(counts.min())}); use at most {int(counts.min())} folds, or tuner.cv_folds=1"
+            )
+    return folds
+
+
 def cv_folds(cfg: DictConfig) -> Optional[int]:
     """``tuner.cv_folds`` and ``tuner.cv_auto`` as far as they can be checked before any data is
     read; returns K, or None for ``auto``."""

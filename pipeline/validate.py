@@ -118,11 +118,15 @@ def _read(cfg: DictConfig) -> None:
     from pipeline import data
 
     try:
-        _SPLITS[_splits_key(cfg)] = data.load_splits(cfg.dataset, cfg.seed)
+        splits = _SPLITS[_splits_key(cfg)] = data.load_splits(cfg.dataset, cfg.seed)
     except PipelineError:
         raise
     except Exception:  # noqa: BLE001 - Hydra would turn it into a warning; the job tells it whole
-        pass
+        return
+    if "tuner" in cfg:  # a search's folds need as many texts in each class
+        import numpy as np
+
+        limits.fold_count(cfg, np.concatenate([splits.label_ids(splits.train), splits.label_ids(splits.val)]), splits.classes)
 
 
 def splits(cfg: DictConfig) -> Any:

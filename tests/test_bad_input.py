@@ -82,9 +82,6 @@ TF_LINE = re.compile(r"^([IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\]|WARNING:
 #: Refused once the data is read, before the tracking store is created and before TensorFlow is
 #: imported (pipeline/validate.py reads it right after the settings).
 ONE_CLASS = ["dataset=files", "dataset.path=one_class.csv"]
-#: Refused only once the data is prepared: after the tracking store is created (it prints at
-#: start-up) and TensorFlow is imported (the search space's models are built first).
-TOO_MANY_FOLDS = ["dataset.max_samples=100", "tuner.cv_folds=500"]
 
 
 def test_an_error_is_the_only_line_on_stderr(tmp_path: Path) -> None:
@@ -98,10 +95,9 @@ def test_an_error_is_the_only_line_on_stderr(tmp_path: Path) -> None:
 @pytest.mark.parametrize("switch", ["--verbose", pytest.param("PIPELINE_TF_LOGS=1", marks=pytest.mark.stress)])  # (the same switch, by environment)
 def test_verbose_shows_tensorflow_and_mlflow_start_up_lines(tmp_path: Path, switch: str) -> None:
     args, env = (["--verbose"], {}) if switch == "--verbose" else ([], {"PIPELINE_TF_LOGS": "1"})
-    result = run_cli(["tune", *args, *TOO_MANY_FOLDS, "search_space=tiny"], cwd=tmp_path, env=env)
+    result = run_cli(["train", *args, *SHRINK, "dataset.max_samples=100"], cwd=tmp_path, env=env)
     lines = result.stderr.splitlines()
-    assert_one_line_error(result, "more folds than class")
-    assert lines[-1].startswith("error: ")  # still the last word
+    assert result.returncode == 0, result.stderr[-3000:]
     assert any(TF_LINE.match(line) for line in lines), result.stderr[-3000:]
     assert any("INFO mlflow" in line for line in lines), result.stderr[-3000:]  # the new store's tables
 

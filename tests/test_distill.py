@@ -54,6 +54,19 @@ def test_a_teacher_is_the_same_for_the_same_texts_whatever_else_and_each_class_g
     assert (probs[:59, 0] > 0).all() and probs[59].tolist() == [0.0, 1.0]
 
 
+def test_more_folds_than_any_class_has_texts_gives_as_many_folds_as_the_largest_has() -> None:
+    """``training.distill.folds`` takes up to 100: on 60 texts of 20 per class, 50 folds was
+    scikit-learn's traceback ("n_splits=50 cannot be greater than the number of members in each
+    class"), in a train run, a search's refits and a rerun alike."""
+    rng = random.Random(2)
+    labels = np.array([i % 3 for i in range(60)])
+    texts = [f"{_words(rng, 5)} {('alpha', 'beta', 'gamma')[y]}" for y in labels]
+    probs = distill.teacher(texts, labels, 3, SETTINGS, 50, 10.0)
+    assert probs.shape == (60, 3) and np.allclose(probs.sum(1), 1.0)
+    assert (probs.max(1) < 1.0).all()  # each text's teacher is a fit, out of fold, not its own label
+    assert np.mean(probs.argmax(1) == labels) > 0.9
+
+
 def _prepared(make_cfg, tmp_path: Path, *overrides: str):
     data = write_sentiment_csv(tmp_path / "reviews.csv", n=160)
     cfg = make_cfg("dataset=files", f"dataset.path={data}", "training.distill.alpha=0.5", *overrides)

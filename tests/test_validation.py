@@ -426,6 +426,7 @@ def test_the_generators_reach_every_key_of_both_schemas() -> None:
 # --- through the CLI: one line, and nothing left in the directory -----------------------------------
 
 CLI_CASES = [
+    ("more folds than a class has texts", ["tune", "tuner.cv_folds=500"], "tuner.cv_folds=500 is more folds than class"),
     ("a width that reaches 0", ["tune", "search_space.model.units.min=0"], "search_space.model.units: 0 cannot be trained: model.units must be at least 1"),
     ("files with no path", ["train", "dataset=files"], "dataset=files needs dataset.path"),
     ("a misspelled key added with +", ["train", "+training.epochz=1"], "training.epochz is not a setting; did you mean training.epochs?"),

@@ -36,34 +36,14 @@ from omegaconf import DictConfig
 from pipeline import experiment, tracking
 from pipeline.data import split_seed
 from pipeline.errors import ConfigError
-from pipeline.limits import cv_folds as check
+from pipeline.limits import fold_count
 
 
 def resolve(cfg: DictConfig, prepared: experiment.Prepared) -> int:
-    """The number of folds ``tuner.cv_folds`` asks for on this data (1: no folds), checked.
-
-    ``auto``: ``tuner.cv_auto.folds`` below ``tuner.cv_auto.below`` labelled texts (train +
-    validation), none above it.
-    """
-    spec = check(cfg)
+    """The number of folds ``tuner.cv_folds`` asks for on this data (1: no folds), checked
+    (:func:`pipeline.limits.fold_count`, which the settings' pass runs on the same splits first)."""
     labels = np.concatenate([prepared.encoded["train"][1], prepared.encoded["val"][1]])
-    if spec is None:
-        auto = cfg.tuner.cv_auto
-        # without the refit there would be no final model: auto then stays on the validation split
-        folds = int(auto.folds) if len(labels) < int(auto.below) and cfg.tuner.final.refit else 1
-    else:
-        folds = spec
-    if folds > 1:
-        smallest = int(np.bincount(labels, minlength=prepared.shape.num_classes).min())
-        if folds > smallest:
-            name = prepared.splits.classes[int(np.argmin(np.bincount(labels, minlength=prepared.shape.num_classes)))]
-            raise ConfigError(
-                f"tuner.cv_folds={folds} is more folds than class {name!r} has texts in train+validation ({smallest}); "
-                f"use at most {smallest} folds, or tuner.cv_folds=1"
-            )
-        if not cfg.tuner.final.refit:
-            raise ConfigError("a trial scored on folds has no single model: tuner.cv_folds needs tuner.final.refit=true")
-    return folds
+    return fold_count(cfg, labels, prepared.splits.classes)
 
 
 def splits(prepared: experiment.Prepared, folds: int, seed: int) -> List[Tuple[np.ndarray, np.ndarray]]:
