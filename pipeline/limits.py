@@ -248,6 +248,12 @@ def tuner(cfg: DictConfig) -> None:
                       ("workers", 0), ("rank", 0)):
         _at_least(f"tuner.{what}", t[what], low)
     _within("tuner.seed", t.seed, 0, MAX_SEED)
+    if str(t.name) == "hyperband" and str(cfg.training.lr_schedule) == "cosine" and int(t.max_epochs) > int(cfg.training.epochs):
+        # Keras's CosineDecay holds its last rate, 0, past its horizon: those epochs would train nothing
+        raise ConfigError(
+            f"tuner.max_epochs={t.max_epochs} trains past training.epochs={cfg.training.epochs}, where the cosine schedule "
+            f"has brought the learning rate to 0; set training.epochs={t.max_epochs} as well, or training.lr_schedule=constant"
+        )
     if t.oracle_port is not None:
         _within("tuner.oracle_port", t.oracle_port, 1, 65535)
     tuner_location(t)

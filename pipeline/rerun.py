@@ -126,7 +126,14 @@ def _replay_trial(cfg: DictConfig, trial: tracking.RunRecord, notes: List[str]) 
             continue
         name = key[len("hp."):]
         if name == "tuner/epochs":  # Hyperband's budget for this trial
-            cfg.training.epochs = int(_value(raw))
+            budget, horizon = int(_value(raw)), int(cfg.training.epochs)
+            if budget < horizon and str(cfg.training.lr_schedule) == "cosine":
+                notes.append(
+                    f"{named(trial.tags.get('tuner.trial_id'))} trained {budget} epochs in a Hyperband round on a cosine "
+                    f"schedule over training.epochs={horizon}; the rerun trains {budget} epochs on a schedule over its "
+                    f"own {budget}, so its numbers will differ (training.lr_schedule=constant searches rerun exactly)"
+                )
+            cfg.training.epochs = budget
         elif name == "tuner/initial_epoch" and int(_value(raw)) > 0:
             notes.append(
                 f"{named(trial.tags.get('tuner.trial_id'))} continued a Hyperband checkpoint from epoch "

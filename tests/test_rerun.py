@@ -212,6 +212,17 @@ def test_a_run_recorded_before_values_were_named_by_path_still_rebuilds() -> Non
     _, notes = rebuild_config(recorded, stopped, [])
     assert notes == ["trial 3 (run trial-2) was stopped after epoch 2: val_accuracy 0.5000 behind 0.7000, the median of 2 finished trials by then (tuner.prune); "
                      "the rerun trains every epoch, so its epochs after that go beyond the trial's record"]
+    # a Hyperband round of 2 epochs under today's cosine over training.epochs=4: the rerun's 2 epochs decay over 2
+    cosine = to_container(compose_train(["dataset=sst2", "training.epochs=4"]))
+    short = tracking.RunRecord("h" * 32, "trial-0", "FINISHED", "1", {"tuner.trial_id": "0"},
+                               {"hp.model.units": "16", "hp.tuner/epochs": "2", "hp.tuner/initial_epoch": "0"}, {})
+    cfg, notes = rebuild_config(cosine, short, [])
+    assert cfg.training.epochs == 2 and notes == [
+        "trial 1 (run trial-0) trained 2 epochs in a Hyperband round on a cosine schedule over training.epochs=4; the rerun "
+        "trains 2 epochs on a schedule over its own 2, so its numbers will differ (training.lr_schedule=constant searches rerun exactly)"]
+    assert rebuild_config(cosine, short, ["training.lr_schedule=constant"])[1] == notes  # the note is the trial's, not the overrides'
+    full = tracking.RunRecord("g" * 32, "trial-4", "FINISHED", "1", {"tuner.trial_id": "4"}, {"hp.model.units": "16", "hp.tuner/epochs": "4"}, {})
+    assert rebuild_config(cosine, full, [])[1] == []
 
     cfg, _ = rebuild_config(recorded, None, ["model=bilstm", "training.epochs=2", "dataset.max_samples=100"])
     assert (cfg.model.name, cfg.model.bidirectional, cfg.training.epochs) == ("bilstm", True, 2)

@@ -626,6 +626,9 @@ BAD = [
     ("value of the wrong type", ["search_space.model.units={min:2.5}"], "search_space.model.units: 2.5 is not a valid model.units"),
     ("one seed for seed variance", ["tuner.final.seed_variance.top_k=2", "tuner.final.seed_variance.seeds=[1]"], "at least two different seeds"),
     ("pruning hyperband", ["tuner=hyperband", "tuner.prune.rule=median"], "as Hyperband's rounds do already"),
+    # found by a helper's hunt: Keras's CosineDecay holds 0 past its horizon, so those rounds' epochs trained nothing
+    ("hyperband past the cosine horizon", ["tuner=hyperband", "tuner.max_epochs=3"],
+     "tuner.max_epochs=3 trains past training.epochs=1, where the cosine schedule has brought the learning rate to 0"),
     ("no finished trial to compare with", ["tuner.prune.rule=median", "tuner.prune.min_trials=0"], "tuner.prune.min_trials must be at least 1"),
     ("unknown pruning rule", ["tuner.prune.rule=mean"], "Invalid value 'mean', expected one of [none, median]"),
 ]
@@ -734,7 +737,7 @@ def test_cross_validated_trials_are_ranked_by_their_mean_over_folds(make_cfg, st
 
 
 def test_hyperband_ranks_fold_scored_trials_by_their_mean(make_cfg, store_uri: str, capsys: pytest.CaptureFixture) -> None:
-    cfg = make_cfg(*FOLDS, "tuner.cv_folds=2", "tuner=hyperband", "tuner.max_epochs=2", "tuner.factor=2", "tracking.log_model=false",
+    cfg = make_cfg(*FOLDS, "tuner.cv_folds=2", "tuner=hyperband", "tuner.max_epochs=2", "training.epochs=2", "tuner.factor=2", "tracking.log_model=false",
                    config_name="tune")
     tune.run(cfg)
     client, (parent,), children = _runs(store_uri)
