@@ -123,6 +123,10 @@ def _read(cfg: DictConfig) -> None:
         raise
     except Exception:  # noqa: BLE001 - Hydra would turn it into a warning; the job tells it whole
         return
+    if cfg.model.pretrained.path:  # a data file too: every line, before anything is created
+        from pipeline.vectors import check_file
+
+        check_file(str(cfg.model.pretrained.path), str(cfg.model.pretrained.format))
     if "tuner" in cfg:  # a search's folds need as many texts in each class
         import numpy as np
 

@@ -456,19 +456,26 @@ def test_a_bad_setting_leaves_the_directory_as_it_was(tmp_path: Path, name: str,
     assert list(tmp_path.iterdir()) == []
 
 
+GOOD_VECTORS = "film 0.1 0.2 0.3\ngood 0.3 0.2 0.1\n"
+
+
 @pytest.mark.no_store
-@pytest.mark.parametrize("command, args, fragment", [
-    ("train", [], "pretrained vectors have 3 dimensions but model.embedding_dim=8; set model.embedding_dim=3"),
-    ("tune", ["model.embedding_dim=3"], "search_space.model.embedding_dim: the vectors in model.pretrained.path fix it at 3; "
-                                        "leave it out of the search (~search_space.model.embedding_dim)"),
-    ("train", ["model.pretrained.format=word2vec", "model.embedding_dim=3"], "the first line is not a word2vec header"),
-], ids=["train-size", "tune-searched-size", "not-word2vec"])
-def test_vectors_of_another_size_are_refused_before_anything(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory,
-                                                            command: str, args: List[str], fragment: str) -> None:
-    """The file's size is read from its first line with the settings: once found by the model
-    build, a search's first trial, after its parent run and tuner project existed (left FAILED)."""
+@pytest.mark.parametrize("command, args, lines, fragment", [
+    ("train", [], GOOD_VECTORS, "pretrained vectors have 3 dimensions but model.embedding_dim=8; set model.embedding_dim=3"),
+    ("tune", ["model.embedding_dim=3"], GOOD_VECTORS, "search_space.model.embedding_dim: the vectors in model.pretrained.path fix "
+                                                      "it at 3; leave it out of the search (~search_space.model.embedding_dim)"),
+    ("train", ["model.pretrained.format=word2vec", "model.embedding_dim=3"], GOOD_VECTORS, "the first line is not a word2vec header"),
+    ("train", ["model.embedding_dim=3"], GOOD_VECTORS + "plot 0.5 0.5\n", "line 3: 2 values, expected 3"),
+    ("tune", ["model.embedding_dim=3", "~search_space.model.embedding_dim"], GOOD_VECTORS + "plot 0.5 x 0.5\n",
+     "line 3: not a word followed by numbers"),
+], ids=["train-size", "tune-searched-size", "not-word2vec", "a-short-line-far-down", "not-a-number-far-down"])
+def test_vectors_of_another_size_or_a_bad_line_are_refused_before_anything(
+        tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, command: str, args: List[str], lines: str, fragment: str) -> None:
+    """The file's size is read from its first line with the settings, and every line is read with
+    the data: once found by the model build or the embedding's load, after the store and outputs/
+    existed (a search: by its first trial, its parent run left FAILED)."""
     vectors = tmp_path_factory.mktemp("vectors") / "glove.txt"
-    vectors.write_text("film 0.1 0.2 0.3\ngood 0.3 0.2 0.1\n", encoding="utf-8")
+    vectors.write_text(lines, encoding="utf-8")
     result = run_cli([command, *SHRINK, "dataset.max_samples=100", f"model.pretrained.path={vectors}", *args], cwd=tmp_path)
     assert_one_line_error(result, fragment)
     assert list(tmp_path.iterdir()) == []
