@@ -92,7 +92,7 @@ def test_the_registered_best_model_predicts_from_the_cli_and_over_http(make_cfg,
     cases = {
         ("predict", "no-such-model", "text"): "no registered model 'no-such-model'",
         ("predict", "empty", "text"): "no registered model 'empty' with a version",
-        ("predict", trial.info.run_id, "text"): "logged no model",
+        ("predict", trial.info.run_id, "text"): "logged no model (search trials do not; use the search's run or its registered model)",
         ("predict", "sentiment"): "no texts",
         ("predict", "sentiment", "--file", "missing.txt"): "no file missing.txt",
         ("predict", "sentiment", "--file", str(tmp_path)): "is a directory",
@@ -104,6 +104,9 @@ def test_the_registered_best_model_predicts_from_the_cli_and_over_http(make_cfg,
             with mlflow.start_run(experiment_id=experiment_id, run_name=name) as foreign:
                 mlflow.pyfunc.log_model(name="model", python_model=model)
             cases[("predict", foreign.info.run_id, "text")] = "refusing to load"
+        with mlflow.start_run(experiment_id=experiment_id, run_name="no-model") as bare:  # as a search or train run at log_model=false
+            pass
+        cases[("predict", bare.info.run_id, "text")] = "logged no model (it ran with tracking.log_model=false)"
     marker.unlink(missing_ok=True)  # MLflow loads a model back once while logging it
     for args, message in cases.items():
         capsys.readouterr()

@@ -145,7 +145,9 @@ def resolve_model(uri: str, ref: str) -> str:
         client = mlflow.MlflowClient(uri)
         run = fetch_run(uri, ref)
         if not any(a.path == MODEL_NAME for a in client.list_artifacts(run.run_id)) and not _logged_models(client, run):
-            raise TrackingError(f"run {ref} logged no model (search trials do not; use the search's run or its registered model)")
+            why = ("search trials do not; use the search's run or its registered model" if "tuner.trial_id" in run.tags
+                   else f"it is {run.status}" if run.status != "FINISHED" else "it ran with tracking.log_model=false")
+            raise TrackingError(f"run {ref} logged no model ({why})")
         return f"runs:/{ref}/{MODEL_NAME}"
     if re.fullmatch(r"[^/@]+(@[\w-]+|/\d+|/latest)", ref):  # NAME@alias, NAME/3, NAME/latest
         return f"models:/{ref}"
