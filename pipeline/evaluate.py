@@ -48,11 +48,21 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray) -> Dict[str, f
         "precision_macro": float(metrics.precision_score(y_true, y_pred, average="macro", zero_division=0)),
         "recall_macro": float(metrics.recall_score(y_true, y_pred, average="macro", zero_division=0)),
         "f1_macro": float(metrics.f1_score(y_true, y_pred, average="macro", zero_division=0)),
-        "mcc": float(metrics.matthews_corrcoef(y_true, y_pred)),
+        "mcc": _mcc(metrics, y_true, y_pred),
     }
     if probs.shape[1] == 2 and len(np.unique(y_true)) == 2:
         out["roc_auc"] = float(metrics.roc_auc_score(y_true, probs[:, 1]))
     return out
+
+
+def _mcc(metrics: Any, y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Matthews correlation; 0 where the texts and the predictions hold one label, without
+    scikit-learn's warning about its confusion matrix's shape on stderr (a test file of one class)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="A single label was found", category=UserWarning)
+        return float(metrics.matthews_corrcoef(y_true, y_pred))
 
 
 def confusion(y_true: np.ndarray, probs: np.ndarray, num_classes: int) -> np.ndarray:

@@ -378,6 +378,12 @@ def test_metrics_that_do_not_flatter_imbalanced_data() -> None:
     assert m["roc_auc"] == pytest.approx(0.5)
     three = evaluate.classification_metrics(np.array([0, 1, 2]), np.eye(3))
     assert three["accuracy"] == 1.0 and three["mcc"] == 1.0 and "roc_auc" not in three
+    import warnings
+
+    with warnings.catch_warnings():  # a test file of one class, all predicted right: nothing on stderr
+        warnings.simplefilter("error")
+        one = evaluate.classification_metrics(np.array([1, 1, 1]), np.tile([0.2, 0.8], (3, 1)))
+    assert one["accuracy"] == 1.0 and one["mcc"] == 0.0 and "roc_auc" not in one
 
 
 def test_misclassified_table_lists_most_confident_mistakes_first() -> None:
