@@ -35,7 +35,6 @@ from omegaconf import DictConfig
 
 from pipeline import experiment, tracking
 from pipeline.data import split_seed
-from pipeline.errors import ConfigError
 from pipeline.limits import fold_count
 
 
