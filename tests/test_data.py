@@ -93,6 +93,17 @@ def test_labels_only_in_the_test_file_are_refused(tmp_path: Path, make_cfg) -> N
         data.load_splits(make_cfg("dataset=files", f"dataset.path={train}", f"dataset.test_path={test}").dataset, 0)
 
 
+def test_a_validation_file_left_empty_by_the_test_file_is_refused(tmp_path: Path, make_cfg) -> None:
+    """The same file as dataset.val_path and dataset.test_path: each validation text is the test
+    file's, so none is left (once an empty validation split, and a traceback from the encoder)."""
+    train = write_sentiment_csv(tmp_path / "train.csv", n=60)
+    held = tmp_path / "held.csv"
+    held.write_text("text,label\na fine film,pos\na dull film,neg\n")
+    cfg = make_cfg("dataset=files", f"dataset.path={train}", f"dataset.val_path={held}", f"dataset.test_path={held}")
+    with pytest.raises(DataError, match="no texts left for validation .* in the test file"):
+        data.load_splits(cfg.dataset, 0)
+
+
 def test_sequence_length_auto_is_a_capped_percentile(make_cfg) -> None:
     texts = [" ".join(["w"] * n) for n in range(1, 101)]
     cfg = make_cfg("dataset.sequence_length=auto", "dataset.length_percentile=90", "dataset.max_sequence_length=500")

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from conftest import SHRINK, assert_one_line_error, run_cli
+from conftest import SHRINK, assert_one_line_error, run_cli, write_sentiment_csv
 from pipeline.config import CONF_DIR, TUNER_SCHEMAS, TrainConfig, TuneConfig, TunerConfig
 from pipeline.errors import ConfigError, DataError, PipelineError
 
@@ -478,6 +478,18 @@ def test_vectors_of_another_size_or_a_bad_line_are_refused_before_anything(
     vectors.write_text(lines, encoding="utf-8")
     result = run_cli([command, *SHRINK, "dataset.max_samples=100", f"model.pretrained.path={vectors}", *args], cwd=tmp_path)
     assert_one_line_error(result, fragment)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.no_store
+def test_a_validation_file_the_test_file_empties_leaves_the_directory_as_it_was(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Found by a helper's hunt: a traceback, exit 1, after the store and outputs/ were made."""
+    folder = tmp_path_factory.mktemp("data")
+    train = write_sentiment_csv(folder / "train.csv", n=60)
+    (folder / "held.csv").write_text("text,label\na fine film,pos\na dull film,neg\n", encoding="utf-8")
+    result = run_cli(["train", *SHRINK, "dataset=files", f"dataset.path={train}", f"dataset.val_path={folder / 'held.csv'}",
+                      f"dataset.test_path={folder / 'held.csv'}"], cwd=tmp_path)
+    assert_one_line_error(result, "no texts left for validation")
     assert list(tmp_path.iterdir()) == []
 
 
