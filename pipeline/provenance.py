@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 from importlib import metadata
 from pathlib import Path
@@ -47,13 +48,21 @@ def config_hash(config: Dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
 
 
+#: What MLflow allows in a param's name (its own pattern, ``mlflow.utils.validation``).
+PARAM_NAME = re.compile(r"[/\w.\- :]*")
+
+
 def flatten(config: Dict[str, Any], prefix: str = "") -> Dict[str, str]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": "1"}``: MLflow params from a nested config."""
+    """``{"a": {"b": 1}}`` -> ``{"a.b": "1"}``: MLflow params from a nested config. A mapping whose
+    keys are data rather than names (``dataset.class_files``' labels: ``c++``, an emoji) that MLflow
+    would refuse in a param's name is one param, its JSON."""
     out: Dict[str, str] = {}
     for key, value in config.items():
         name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
+        if isinstance(value, dict) and value and all(PARAM_NAME.fullmatch(str(k)) for k in value):
             out.update(flatten(value, name + "."))
+        elif isinstance(value, dict) and value:
+            out[name] = json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
         else:
             out[name] = "null" if value is None else str(value)
     return out

@@ -128,6 +128,25 @@ def test_train_on_a_csv_it_has_never_seen_learns_and_predicts(tmp_path: Path, st
     assert out["label"].tolist() == ["positive", "negative"]
 
 
+def test_class_files_whose_labels_are_no_param_names_train_and_are_recorded(tmp_path: Path, make_cfg, store_uri: str) -> None:
+    """Found by a helper's hunt: ``dataset.class_files`` flattened into params named by its labels
+    (``dataset.class_files.c++``), which MLflow refuses: a traceback and a FAILED run."""
+    from omegaconf import open_dict
+
+    files = {}
+    for label, words in (("c++", "compile template pointer"), ("⚽ sport", "goal match team"), ("money 💰", "bank market price")):
+        path = tmp_path / f"{len(files)}.txt"
+        path.write_text("".join(f"{words} {i} {words.split()[i % 3]}\n" for i in range(30)), encoding="utf-8")
+        files[label] = str(path)
+    cfg = make_cfg("dataset=files", "dataset.format=lines", "tracking.log_model=false")
+    with open_dict(cfg):
+        cfg.dataset.class_files = files
+    train.run(cfg)
+    (run,) = runs_in(store_uri)
+    assert run.info.status == "FINISHED"
+    assert json.loads(run.data.params["dataset.class_files"]) == files  # one param, its JSON
+
+
 def test_a_run_is_reproducible_with_the_same_seed(make_cfg, store_uri: str) -> None:
     cfg = make_cfg("dataset.max_samples=200", "training.epochs=2", "tracking.log_model=false")
     first = train.run(cfg)
