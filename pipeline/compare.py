@@ -78,7 +78,8 @@ def _select(uri: str, args: argparse.Namespace, experiment_name: str) -> Tuple[L
         runs = [r for r in runs if "refit.trial_id" not in r.tags]
         # trial_score: the trial's best epoch by the search's objective, what Keras Tuner ranks by
         metric = metric or "trial_score"
-        direction = direction or parent.params.get("tuner.direction")
+        if direction is None and metric in ("trial_score", parent.params.get("tuner.objective")):
+            direction = parent.params.get("tuner.direction")  # the search's own ranking; another metric, its own way
         return runs, parent, metric, direction or _direction(metric)
     if args.run_ids:
         runs = [tracking.fetch_run(uri, run_id) for run_id in dict.fromkeys(args.run_ids)]

@@ -199,6 +199,12 @@ def test_an_ensemble_averages_the_best_trial_with_its_configuration_retrained_pe
     assert 0.0 <= parent.data.metrics["best_trial.test_accuracy"] <= 1.0
     assert compare.main([parent.info.run_id, "--no-log", f"tracking.uri={store_uri}"]) == 0  # overrides after options
     assert f"trial {int(best) + 1} seed 2 (ensemble)" in capsys.readouterr().out
+    # a search's trials by its objective as it ranks them; by a loss, lowest first (found by a helper's hunt: highest first)
+    import argparse
+
+    for metric, direction in ((None, "max"), ("val_loss", "min"), ("val_accuracy", "max")):
+        asked = argparse.Namespace(run_ids=[parent.info.run_id], metric=metric, direction=None, experiment=None)
+        assert compare._select(store_uri, asked, "")[3] == direction, metric
 
     # the logged model is the average: its probabilities are the mean of its three members'
     mlflow.set_tracking_uri(store_uri)
