@@ -80,7 +80,8 @@ def sweep_jobs(config: DictConfig, every: bool) -> List[List[str]]:
     """The jobs of a multirun as override lists, from its command-line overrides and the sweeper's
     own ``params`` (Hydra's override grammar, read with its public parser): with ``every``, each
     job the basic sweeper runs (the product of every list, choice and range); otherwise the values
-    a sweeper that draws can reach at their ends: each choice, a range's first and last value, an
+    a sweeper that draws can reach at their ends: each choice, a range's first and last value (for
+    Optuna, which draws from a range with its end included, the end itself), an
     interval's two ends and a fraction between them (as a sweeper draws: a float where the
     setting may need an integer)."""
     import itertools
@@ -89,6 +90,7 @@ def sweep_jobs(config: DictConfig, every: bool) -> List[List[str]]:
     from hydra.core.override_parser.types import IntervalSweep
 
     params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
+    inclusive = "optuna" in str(config.hydra.sweeper.get("_target_", "")).lower()
     axes: List[List[str]] = []
     for override in OverridesParser.create().parse_overrides([*params, *config.hydra.overrides.task]):
         key = override.get_key_element()
@@ -102,6 +104,9 @@ def sweep_jobs(config: DictConfig, every: bool) -> List[List[str]]:
             axes.append([f"{key}={v!r}" for v in dict.fromkeys(values)])
             continue
         values = [f"{key}={v}" for v in override.sweep_string_iterator()]
+        if not every and override.is_range_sweep() and inclusive and not value.shuffle and value.stop is not None:
+            # Optuna draws an int range from [start, stop], its end included (an IntUniformDistribution)
+            values.append(f"{key}={value.stop}")
         axes.append(values if every else list(dict.fromkeys([values[0], values[-1]] if override.is_range_sweep() else values)))
     jobs = itertools.product(*axes)
     return [list(job) for job in (jobs if every else itertools.islice(jobs, ENDS_CHECKED))]

@@ -436,6 +436,8 @@ CLI_CASES = [
     ("a model name TensorFlow refuses", ["train", "model.name='my model'"], "model.name may hold only letters, digits"),
     ("a registered name MLflow refuses", ["tune", "tuner.final.registered_model_name=team/lstm"], "registered_model_name must be a name without '/'"),
     ("a bad job in a sweep", ["train", "-m", "seed=1,2", "training.epochs=0"], "training.epochs must be at least 1, got 0 (job "),
+    ("the end of a range, which Optuna draws", ["train", "-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=2", "training.verbose=range(1,3)"],
+     "training.verbose must be between 0 and 2, got 3 (job "),  # once checked as Python's range, without its end (a helper's hunt)
     ("a value an Optuna sweep can draw", ["train", "-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=2", "training.epochs=choice(2,0)"],
      "training.epochs must be at least 1, got 0 (job "),  # once checked by the job, after the sweep's parent opened
     ("an interval an Optuna sweep draws floats from", ["train", "-m", "hydra/sweeper=optuna", "model.units=interval(8,64)"],
