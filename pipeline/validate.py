@@ -65,11 +65,23 @@ class Validate(Callback):
         from hydra import compose
 
         basic = str(config.hydra.sweeper.get("_target_", "")).endswith(".BasicSweeper")
-        for job in sweep_jobs(config, every=basic):
+        try:
+            jobs = sweep_jobs(config, every=basic)
+        except ConfigError as e:  # a glob() that matches no option
+            raise Refused(e) from None
+        for job in jobs:
             try:
                 check(compose(config_name, overrides=job))
             except (ConfigError, HydraException, OmegaConfBaseException) as e:  # a value the job's key does not take
                 raise Refused(e, job) from None
+
+
+def _group_options(group: str) -> List[str]:
+    """The options of a config group (``model``: ``bilstm``, ``lstm``, ...), as Hydra's sweeper
+    expands a ``glob()`` over them; none for a key that is not a group."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    return sorted(GlobalHydra.instance().config_loader().get_group_options(group.lstrip("+~")))
 
 
 #: Jobs checked for a sweeper that draws its values: the product of the ends, at most this many.
@@ -87,7 +99,7 @@ def sweep_jobs(config: DictConfig, every: bool) -> List[List[str]]:
     import itertools
 
     from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.core.override_parser.types import IntervalSweep
+    from hydra.core.override_parser.types import Glob, IntervalSweep
 
     params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
     inclusive = "optuna" in str(config.hydra.sweeper.get("_target_", "")).lower()
@@ -98,6 +110,14 @@ def sweep_jobs(config: DictConfig, every: bool) -> List[List[str]]:
             axes.append([override.input_line])
             continue
         value = override.value()
+        if isinstance(value, Glob):  # a config group's options by pattern: expanded as Hydra's sweeper will
+            options = _group_options(override.key_or_group)
+            names = value.filter(options)
+            if not names:
+                raise ConfigError(f"{shown(override.input_line)} matches no option of the config group {shown(override.key_or_group)}"
+                                  + (f" ({', '.join(options)})" if options else " (glob() chooses among a config group's options)"))
+            axes.append([f"{key}={name}" for name in names])
+            continue
         if isinstance(value, IntervalSweep):
             # its ends, and a draw from inside: a fraction, as the floats Optuna draws are
             values = [value.start, value.end, value.start + (value.end - value.start) * 0.318]

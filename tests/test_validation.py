@@ -436,6 +436,9 @@ CLI_CASES = [
     ("a model name TensorFlow refuses", ["train", "model.name='my model'"], "model.name may hold only letters, digits"),
     ("a registered name MLflow refuses", ["tune", "tuner.final.registered_model_name=team/lstm"], "registered_model_name must be a name without '/'"),
     ("a bad job in a sweep", ["train", "-m", "seed=1,2", "training.epochs=0"], "training.epochs must be at least 1, got 0 (job "),
+    # a glob() over a group's options: the whole check was skipped (Hydra's "ConfigLoader is not set", a warning)
+    ("a bad job of a glob sweep", ["train", "-m", "model=glob(*lstm)", "model.units=0"], "model.units must be at least 1, got 0 (job +debug=fast dataset.max_samples=100 model=bilstm"),
+    ("a glob that matches nothing", ["train", "-m", "model=glob(*gru)"], "model=glob(*gru) matches no option of the config group model (bilstm, lstm"),
     ("the end of a range, which Optuna draws", ["train", "-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=2", "training.verbose=range(1,3)"],
      "training.verbose must be between 0 and 2, got 3 (job "),  # once checked as Python's range, without its end (a helper's hunt)
     ("a value an Optuna sweep can draw", ["train", "-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=2", "training.epochs=choice(2,0)"],
