@@ -103,6 +103,10 @@ def _source(uri: str, run_id: str) -> Tuple[tracking.RunRecord, tracking.RunReco
         if trial is None:
             raise RerunError(f"search {run_id}: the run of its best trial, {named(best)}, is missing")
         return asked, asked, trial, None
+    if "sweep.id" in asked.tags:  # a sweep's parent (pipeline.command "train -m"): its jobs are what ran
+        raise RerunError(f"run {run_id} is a sweep's parent run; rerun one of its jobs (`pipeline compare {run_id}` lists them)")
+    if command is not None:
+        raise RerunError(f"run {run_id} was recorded by pipeline {command}, not by pipeline train or tune; there is nothing to rerun")
     raise RerunError(f"run {run_id} was not recorded by pipeline train or tune (no pipeline.command tag)")
 
 

@@ -219,6 +219,12 @@ def test_multirun_sweeps_seeds_into_separate_runs(tmp_path: Path, store_uri: str
     assert sorted(r.data.params["seed"] for r in runs) == ["1", "2"]
     assert all(r.info.status == "FINISHED" for r in runs)
     assert runs[0].data.tags["data_fingerprint"] != runs[1].data.tags["data_fingerprint"]
+    (parent,) = [r for r in runs_in(store_uri) if "sweep.id" in r.data.tags]
+    from pipeline import rerun  # (in this process: no TensorFlow start-up for a refusal)
+    from pipeline.errors import PipelineError
+
+    with pytest.raises(PipelineError, match="is a sweep's parent run; rerun one of its jobs"):  # once: "not recorded by pipeline train or tune"
+        rerun.run(parent.info.run_id, [], tracking_uri=store_uri)
 
 
 def test_pretrained_vectors_coverage_is_logged(tmp_path: Path, make_cfg, store_uri: str) -> None:

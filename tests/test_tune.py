@@ -535,9 +535,9 @@ def test_a_changed_search_never_silently_reloads_the_old_one(make_cfg, tmp_path:
     base = [*SMALL, "tuner.max_trials=1", "tracking.log_model=false"]
     tune.run(make_cfg(*base, config_name="tune"))
     changed = make_cfg(*base, "search_space.model.units={type:int,min:8,max:40,step:8}", config_name="tune")
-    with pytest.raises(ConfigError, match=r"different search space.*tuner.overwrite=true"):
+    with pytest.raises(ConfigError, match=r"another search \(its search space differs\).*tuner.overwrite=true"):
         tune.run(changed)
-    with pytest.raises(ConfigError, match=r"different objective"):
+    with pytest.raises(ConfigError, match=r"another search \(its objective"):
         tune.run(make_cfg(*base, "tuner.objective=val_loss", "tuner.direction=min", config_name="tune"))
     tune.run(make_cfg(*base, "search_space.model.units={type:int,min:8,max:40,step:8}", "tuner.on_change=new_project", config_name="tune"))
     projects = sorted(p.name for p in (tmp_path / "tuner").iterdir())

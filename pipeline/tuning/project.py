@@ -96,8 +96,8 @@ def resolve_project(cfg: DictConfig, identity: Dict[str, str]) -> Project:
         return project
     if t.on_change == "new_project":
         return Project(directory, f"{t.project_name}-{_digest(identity)[:8]}", identity)
-    what = ", ".join(changed) if old else "an unknown origin"
+    what = f"its {', '.join(changed)} differ{'s' if len(changed) == 1 else ''}" if old else "of an unknown origin"
     raise ConfigError(
-        f"tuner project {project.path} holds a search with a different {what}; "
+        f"tuner project {project.path} holds another search ({what}); "
         f"rerun with tuner.overwrite=true to start it again, or tuner.on_change=new_project"
     )
