@@ -19,7 +19,7 @@ from typing import Any, List, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config import TUNER_SCHEMAS
-from pipeline.errors import ConfigError, shown
+from pipeline.errors import ConfigError, DataError, shown
 
 #: What ``model.name`` may be: a Keras model's name is a TensorFlow scope name.
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -183,7 +183,6 @@ def model(m: Any) -> None:
 
 def pretrained_dimension(m: Any) -> int:
     """The dimension of ``model.pretrained.path``'s vectors (a file that gives none: a ConfigError)."""
-    from pipeline.errors import DataError
     from pipeline.vectors import file_dimension
 
     try:

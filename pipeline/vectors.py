@@ -103,13 +103,16 @@ def _read_text(path: Path, wanted: Dict[str, int], header: bool, dim: int, every
                 continue
             if len(parts) - 1 < dim:
                 raise DataError(f"{path}: line {n}: {len(parts) - 1} values, expected {dim}")
-            idx = wanted.get(parts[0]) if len(parts) - 1 == dim else None
-            if (idx is not None and idx not in found) or (every and len(parts) - 1 == dim):
+            if len(parts) - 1 > dim:  # a word with spaces in it
+                continue
+            idx = wanted.get(parts[0])
+            new = idx is not None and idx not in found
+            if new or every:
                 try:
                     vec = np.asarray(parts[1:], dtype="float32")
                 except ValueError:
                     raise DataError(f"{path}: line {n}: not a word followed by numbers") from None
-                if idx is not None and idx not in found:
+                if new:
                     found[idx] = vec
     return found
 
