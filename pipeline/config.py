@@ -412,13 +412,21 @@ def _abspath(path: str) -> str:
     return str(Path(os.path.expanduser(path)).resolve())
 
 
-def _files_name(path: Any, text_column: Any, label_column: Any) -> str:
-    """A ``files`` dataset's name: ``files-<file stem>``, plus the columns where they are not
-    ``text``/``label`` (conf/dataset/files.yaml), so that searches on different files or columns get
-    their own tuner project, run names and registered model; safe as a folder and a model name."""
+def _files_name(path: Any, text_column: Any, label_column: Any, class_files: Any = None) -> str:
+    """A ``files`` dataset's name: ``files-<file stem>``, the extension where it is not ``.csv``
+    (``files-reviews-jsonl``), plus the columns where they are not ``text``/``label``
+    (conf/dataset/files.yaml); for ``class_files``, the files' names in the order of their labels.
+    So searches on different files or columns get their own tuner project, run names and
+    registered model; safe as a folder and a model name."""
     import re
 
-    parts = ["files", Path(str(path)).stem if path else ""]
+    if class_files:
+        parts = ["files", *(Path(str(class_files[label])).name for label in sorted(class_files, key=str))]
+    else:
+        file = Path(str(path)) if path else None
+        parts = ["files", file.stem if file else ""]
+        if file is not None and file.suffix.lower() not in ("", ".csv"):
+            parts.append(file.suffix[1:])
     if (str(text_column), str(label_column)) != ("text", "label"):
         parts += [str(text_column), str(label_column)]
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", "-".join(p for p in parts if p)).strip("._")[:80] or "files"

@@ -89,8 +89,9 @@ def test_data_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_p
 
 def test_searches_on_different_files_or_columns_get_their_own_project_and_model_name() -> None:
     """Two `pipeline tune dataset=files` searches on different files shared one tuner project (the
-    second was refused) and one registered model; the file's stem, and the columns where they are
-    not the defaults, now tell them apart."""
+    second was refused) and one registered model; the file's stem, its extension where it is not
+    .csv, the columns where they are not the defaults, and a class_files dataset's file names now
+    tell them apart."""
     def names(*overrides: str) -> tuple:
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
             resolved = to_container(compose("tune", overrides=["dataset=files", *overrides]))
@@ -100,7 +101,11 @@ def test_searches_on_different_files_or_columns_get_their_own_project_and_model_
     assert names("dataset.path=/data/spam.csv")[1] == "files-spam-lstm-seed42"
     assert names("dataset.path=/data/reviews.csv", "dataset.text_column=body", "dataset.label_column=stars")[0] == "files-reviews-body-stars"
     # a name that is safe as a folder and a registered model name, whatever the file is called
-    assert names("dataset.path='/data/my reviews (v2)/../x y.tsv'")[0] == "files-x_y"
+    assert names("dataset.path='/data/my reviews (v2)/../x y.tsv'")[0] == "files-x_y-tsv"
+    # the same stem in another format, and datasets of one file per class, were one project
+    assert names("dataset.path=/data/reviews.jsonl") == ("files-reviews-jsonl", "files-reviews-jsonl-lstm-seed42", "lstm-files-reviews-jsonl")
+    assert names("dataset.class_files={pos: /d/rt.pos, neg: /d/rt.neg}")[0] == "files-rt.neg-rt.pos"
+    assert names("dataset.class_files={pos: /d/a.txt, neg: /d/b.txt}")[0] == "files-b.txt-a.txt"
     assert names("dataset.path=/data/reviews.csv", "dataset.name=mine")[0] == "mine"
     # the given datasets keep their names
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
