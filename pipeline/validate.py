@@ -74,6 +74,32 @@ class Validate(Callback):
                 check(compose(config_name, overrides=job))
             except (ConfigError, HydraException, OmegaConfBaseException) as e:  # a value the job's key does not take
                 raise Refused(e, job) from None
+        try:
+            sweeper_direction(config)
+        except ConfigError as e:
+            raise Refused(e) from None
+
+
+def sweeper_direction(config: DictConfig) -> None:
+    """A sweeper that optimises what each job returns (Optuna's ``direction``, Nevergrad's
+    ``optim.maximize``) must go the objective's way: both minimise by default, and a job returns
+    ``training.objective`` (``pipeline tune``: ``tuner.objective``), an accuracy unless it names a
+    loss. Unchecked: several directions (Optuna's multi-objective), which a job returning one number
+    cannot meet anyway."""
+    sweeper = config.hydra.sweeper
+    objective = str(config.tuner.objective if "tuner" in config else config.training.objective)
+    wanted = "minimize" if objective.endswith("loss") else "maximize"
+    if "direction" in sweeper and not OmegaConf.is_list(sweeper.direction):
+        given, key = str(sweeper.direction).rsplit(".", 1)[-1].lower(), "hydra.sweeper.direction"
+    elif "optim" in sweeper and "maximize" in sweeper.optim:
+        given, key = ("maximize" if sweeper.optim.maximize else "minimize"), "hydra.sweeper.optim.maximize"
+    else:
+        return
+    if given != wanted:
+        fix = f"{key}={wanted}" if key.endswith("direction") else f"{key}={str(wanted == 'maximize').lower()}"
+        default = " (its default)" if given == "minimize" else ""
+        better = "higher" if wanted == "maximize" else "lower"
+        raise ConfigError(f"the sweeper would {given}{default} {objective}, which each job returns and where {better} is better: add {fix}")
 
 
 def _group_options(group: str) -> List[str]:

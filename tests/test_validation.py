@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Tuple
 import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
+from omegaconf import DictConfig, OmegaConf
 
 from conftest import SHRINK, assert_one_line_error, run_cli, write_sentiment_csv
 from pipeline.config import CONF_DIR, TUNER_SCHEMAS, TrainConfig, TuneConfig, TunerConfig
@@ -445,6 +446,13 @@ CLI_CASES = [
      "training.epochs must be at least 1, got 0 (job "),  # once checked by the job, after the sweep's parent opened
     ("an interval an Optuna sweep draws floats from", ["train", "-m", "hydra/sweeper=optuna", "model.units=interval(8,64)"],
      "model.units"),
+    # Optuna (and Nevergrad) minimise by default: the sweep minimised validation accuracy, silently
+    ("an Optuna sweep that would minimise the accuracy", ["train", "-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=2"],
+     "the sweeper would minimize (its default) val_accuracy, which each job returns and where higher is better: "
+     "add hydra.sweeper.direction=maximize"),
+    ("an Optuna search sweep that would maximise a loss", ["tune", "-m", "hydra/sweeper=optuna", "hydra.sweeper.direction=maximize",
+                                                           "tuner.objective=val_loss"],
+     "the sweeper would maximize val_loss, which each job returns and where lower is better: add hydra.sweeper.direction=minimize"),
     ("class files as the README writes them", ["train", "dataset=files", "dataset.format=lines", "dataset.class_files={pos: a.txt, neg: b.txt}"],
      "data file not found: a.txt (dataset.class_files.pos)"),  # once a traceback from OmegaConf (found by -m stress)
 ]
@@ -524,3 +532,25 @@ def test_hydra_flags_stand_anywhere_and_a_wrong_one_is_one_line(tmp_path: Path) 
 def test_a_misspelled_key_is_not_told_to_add_itself_with_plus(tmp_path: Path) -> None:
     line = assert_one_line_error(run_cli(["train", "training.epochz=1"], cwd=tmp_path), "did you mean training.epochs?")
     assert "+training.epochz" not in line
+
+
+def test_a_sweeper_is_told_which_way_the_objective_goes() -> None:
+    """Optuna's ``direction`` and Nevergrad's ``optim.maximize`` against what a job returns (unit:
+    the sweeper's config alone, as Hydra gives it to the callback)."""
+    from pipeline.validate import sweeper_direction
+
+    def config(sweeper: dict, objective: str = "val_accuracy", tune: bool = False) -> DictConfig:
+        job = {"training": {"objective": "val_accuracy"}, "tuner": {"objective": objective}} if tune else {"training": {"objective": objective}}
+        return OmegaConf.create({"hydra": {"sweeper": sweeper}, **job})
+
+    sweeper_direction(config({"direction": "maximize"}))
+    sweeper_direction(config({"direction": "minimize"}, "val_loss"))
+    sweeper_direction(config({"direction": ["maximize", "minimize"]}))  # multi-objective: not this check's
+    sweeper_direction(config({"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"}))
+    sweeper_direction(config({"optim": {"maximize": True}}))
+    for sweeper, objective, tune, fix in [({"direction": "Direction.minimize"}, "val_accuracy", False, "hydra.sweeper.direction=maximize"),
+                                          ({"direction": "minimize"}, "val_auc", True, "hydra.sweeper.direction=maximize"),
+                                          ({"direction": "maximize"}, "val_loss", True, "hydra.sweeper.direction=minimize"),
+                                          ({"optim": {"maximize": False}}, "val_accuracy", False, "hydra.sweeper.optim.maximize=true")]:
+        with pytest.raises(ConfigError, match=f"add {fix}$"):
+            sweeper_direction(config(sweeper, objective, tune))
