@@ -119,8 +119,8 @@ def _read_sources(ds: Any) -> Tuple[Split, Optional[Split], Optional[Split]]:
         main = Split(*readers.read_file(ds.path, ds))
     else:
         raise ConfigError("dataset=files needs dataset.path=<file> (or dataset.class_files)")
-    val = Split(*readers.read_file(ds.val_path, ds)) if ds.val_path else None
-    test = Split(*readers.read_file(ds.test_path, ds)) if ds.test_path else None
+    val = Split(*readers.read_file(ds.val_path, ds, held_out=True)) if ds.val_path else None
+    test = Split(*readers.read_file(ds.test_path, ds, held_out=True)) if ds.test_path else None
     return main, val, test
 
 

@@ -149,10 +149,12 @@ def _read_label_text(path: Path, text: str) -> Examples:
     return texts, labels
 
 
-def read_file(path: str | Path, ds: Any) -> Examples:
-    """Read one labelled file in the dataset config's format."""
+def read_file(path: str | Path, ds: Any, held_out: bool = False) -> Examples:
+    """Read one labelled file in the dataset config's format. ``held_out``: a validation or test
+    file, which with ``format=lines`` (the training data's ``class_files``) is read in the format
+    its extension implies."""
     p = Path(path)
-    fmt = detect_format(p, ds.format)
+    fmt = detect_format(p, "auto" if held_out and ds.format == "lines" else ds.format)
     if fmt == "lines":
         raise DataError("dataset.format=lines reads dataset.class_files ({label: path}), not dataset.path")
     text = read_text(p, ds.encoding)

@@ -166,3 +166,24 @@ def test_imdb_is_downloaded_once_then_read_offline(tmp_path: Path) -> None:
     # the server is gone: the cached copy is read without a download
     (train_again, _), _ = readers.read_imdb(str(tmp_path / "cache"), url)
     assert train_again == train_t
+
+
+def test_class_files_with_a_test_file_read_the_test_file_in_its_own_format(tmp_path: Path) -> None:
+    """``format=lines`` is the class files' format; a helper's hunt found it forced on the test
+    file too, refused as if the test file were ``dataset.path`` (a wrong message, a file that
+    could not be used). The held-out files are read by their extensions."""
+    from pipeline import data
+
+    (tmp_path / "pos.txt").write_text("a fine film\na warm film\n", encoding="utf-8")
+    (tmp_path / "neg.txt").write_text("a dull film\n", encoding="utf-8")
+    (tmp_path / "test.csv").write_text("text,label\nfine indeed,pos\ndull indeed,neg\n", encoding="utf-8")
+    (tmp_path / "val.jsonl").write_text('{"text": "warm indeed", "label": "pos"}\n', encoding="utf-8")
+    config = ds(format="lines", source="files", class_files={"pos": str(tmp_path / "pos.txt"), "neg": str(tmp_path / "neg.txt")},
+                path=None, val_path=str(tmp_path / "val.jsonl"), test_path=str(tmp_path / "test.csv"))
+    main, val, test = data._read_sources(config)
+    assert (main.texts, main.labels) == (["a fine film", "a warm film", "a dull film"], ["pos", "pos", "neg"])
+    assert (val.texts, val.labels) == (["warm indeed"], ["pos"])
+    assert (test.texts, test.labels) == (["fine indeed", "dull indeed"], ["pos", "neg"])
+    # dataset.path in the class files' format is still refused, in one line
+    with pytest.raises(DataError, match="dataset.format=lines reads dataset.class_files"):
+        readers.read_file(tmp_path / "pos.txt", config)
