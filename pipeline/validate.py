@@ -69,10 +69,20 @@ class Validate(Callback):
             jobs = sweep_jobs(config, every=basic)
         except ConfigError as e:  # a glob() that matches no option
             raise Refused(e) from None
+        read: set = set()
         for job in jobs:
             try:
-                check(compose(config_name, overrides=job))
-            except (ConfigError, HydraException, OmegaConfBaseException) as e:  # a value the job's key does not take
+                cfg = compose(config_name, overrides=job)
+                check(cfg)
+                # each distinct dataset's files, once, as a single run's pass reads them (a bad file
+                # or too few texts for the folds); the job reads them again itself
+                data_key = _digest({"dataset": cfg.dataset, "pretrained": cfg.model.pretrained,
+                                    "folds": [cfg.tuner.cv_folds, cfg.tuner.cv_auto, cfg.tuner.final.refit] if "tuner" in cfg else None})
+                if data_key not in read:
+                    read.add(data_key)
+                    _read(cfg)
+                    _SPLITS.pop(_splits_key(cfg), None)
+            except (PipelineError, HydraException, OmegaConfBaseException) as e:  # a value the job's key does not take
                 raise Refused(e, job) from None
         try:
             sweeper_direction(config)

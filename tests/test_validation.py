@@ -554,3 +554,20 @@ def test_a_sweeper_is_told_which_way_the_objective_goes() -> None:
                                           ({"optim": {"maximize": False}}, "val_accuracy", False, "hydra.sweeper.optim.maximize=true")]:
         with pytest.raises(ConfigError, match=f"add {fix}$"):
             sweeper_direction(config(sweeper, objective, tune))
+
+
+@pytest.mark.no_store
+def test_a_sweep_over_a_bad_data_file_leaves_the_directory_as_it_was(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Each job read its own data, after the sweep's parent run opened: a bad file in the second
+    job left the parent FAILED, the first job's run and multirun/ behind. Every distinct dataset of
+    the sweep is read in the pass before anything is made."""
+    folder = tmp_path_factory.mktemp("data")
+    good = write_sentiment_csv(folder / "good.csv", n=60)
+    (folder / "bad.csv").write_text("text,label\n", encoding="utf-8")
+    result = run_cli(["train", "-m", *SHRINK, "dataset=files", f"dataset.path={good},{folder / 'bad.csv'}", "seed=1,2"], cwd=tmp_path)
+    assert_one_line_error(result, "bad.csv: no labelled texts found (job ")
+    assert list(tmp_path.iterdir()) == []
+    # and a search's folds, which need as many texts in each class
+    result = run_cli(["tune", "-m", *SHRINK, "dataset=files", f"dataset.path={good}", "tuner.cv_folds=2,500"], cwd=tmp_path)
+    assert_one_line_error(result, "tuner.cv_folds=500 is more folds than class")
+    assert list(tmp_path.iterdir()) == []
