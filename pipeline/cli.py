@@ -112,6 +112,15 @@ EXIT_TRACKING_LOST = 75
 EXIT_DISK_FULL = 74
 
 
+def _error(message: Any) -> None:
+    """The one ``error:`` line, on stderr, with every secret in it written ``***`` (a password in a
+    URI, a secret parameter, an environment secret's value: ``pipeline.redact``), since Hydra's and
+    OmegaConf's messages repeat the override or the value as typed."""
+    from pipeline.redact import scrub
+
+    print(f"error: {scrub(str(message))}", file=sys.stderr, flush=True)
+
+
 def _guarded(job: Callable[[Any], Any], cfg: Any) -> Any:
     """Run a job; a user mistake becomes one line on stderr and exit status 2, a tracking
     server lost mid-run one line and exit status 75, a full disk one line and exit status 74."""
@@ -123,18 +132,18 @@ def _guarded(job: Callable[[Any], Any], cfg: Any) -> Any:
     try:
         return job(cfg)
     except (PipelineError, OmegaConfBaseException) as e:
-        print(f"error: {first_line(e)}", file=sys.stderr, flush=True)
+        _error(first_line(e))
         sys.exit(EXIT_TRACKING_LOST if isinstance(e, TrackingLost) else EXIT_DISK_FULL if isinstance(e, DiskFull) else 2)
     except Exception as e:
         from pipeline import tracking
 
         if tracking.is_lost(e):
-            print(f"error: {first_line(tracking.lost(e, str(cfg.tracking.uri)))}", file=sys.stderr, flush=True)
+            _error(first_line(tracking.lost(e, str(cfg.tracking.uri))))
             sys.exit(EXIT_TRACKING_LOST)
         full = full_disk(e, store=tracking.store_file(str(cfg.tracking.uri)))
         if full is None:
             raise
-        print(f"error: {first_line(full)}", file=sys.stderr, flush=True)
+        _error(first_line(full))
         sys.exit(EXIT_DISK_FULL)
 
 
@@ -168,10 +177,10 @@ def _plain_command(command: Command, rest: List[str]) -> int:
     try:
         return int(command.function()(rest) or 0)
     except HydraException as e:
-        print(f"error: {_hydra_message(e)}", file=sys.stderr, flush=True)
+        _error(_hydra_message(e))
         return 2
     except (PipelineError, OmegaConfBaseException) as e:
-        print(f"error: {first_line(e)}", file=sys.stderr, flush=True)
+        _error(first_line(e))
         return EXIT_DISK_FULL if isinstance(e, DiskFull) else 2
     except KeyboardInterrupt as e:
         if isinstance(e, Terminated):
@@ -318,7 +327,7 @@ def _completion(args: List[str]) -> int:
     try:
         _hydra_app(command)()
     except HydraException as e:
-        print(f"error: {_hydra_message(e)}", file=sys.stderr)
+        _error(_hydra_message(e))
         return 2
     return 0
 
@@ -336,7 +345,7 @@ def _main(argv: Optional[List[str]] = None) -> int:
         return 0
     name, rest = args[0], args[1:]
     if name not in COMMANDS:
-        print(f"error: unknown command {name!r}; commands: {', '.join(COMMANDS)}", file=sys.stderr)
+        _error(f"unknown command {name!r}; commands: {', '.join(COMMANDS)}")
         return 2
     command = COMMANDS[name]
     for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):  # set but empty: unset, as MLflow reads it
@@ -353,7 +362,7 @@ def _main(argv: Optional[List[str]] = None) -> int:
     try:
         rest = _hydra_line(name, rest)
     except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
+        _error(e)
         return 2
     sys.argv = [f"pipeline {name}", *_local_conf(rest)]
     from pipeline import sweep
@@ -366,7 +375,7 @@ def _main(argv: Optional[List[str]] = None) -> int:
         if full_error:
             raise e.error from None
         told = first_line(e.error) if isinstance(e.error, PipelineError) else _hydra_message(e.error)
-        print(f"error: {told}" + (f" (job {' '.join(e.job)})" if e.job else ""), file=sys.stderr)
+        _error(told + (f" (job {' '.join(e.job)})" if e.job else ""))
         return 2
     except Terminated:
         sweep.abandon("KILLED")
@@ -379,14 +388,14 @@ def _main(argv: Optional[List[str]] = None) -> int:
         sweep.abandon("FAILED")
         if full_error:
             raise
-        print(f"error: {_hydra_message(e)}", file=sys.stderr)
+        _error(_hydra_message(e))
         return EXIT_DISK_FULL if isinstance(e, DiskFull) else 2
     except BaseException as e:  # a job's exit status (sys.exit), or a crash: the sweep's parent says so
         sweep.abandon("FAILED")
         full = _disk_full(e)
         if full is None or full_error:
             raise
-        print(f"error: {first_line(full)}", file=sys.stderr)  # Hydra's own files (.hydra/, the job's log)
+        _error(first_line(full))  # Hydra's own files (.hydra/, the job's log)
         return EXIT_DISK_FULL
     return 0
 

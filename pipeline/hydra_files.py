@@ -3,7 +3,7 @@
 Owns :class:`ScrubOutputs`, the Hydra callback (``hydra.callbacks.scrub_outputs`` in
 conf/config.yaml) that rewrites the files Hydra writes beside a job (``.hydra/config.yaml``,
 ``overrides.yaml``, ``hydra.yaml``; a multirun's ``multirun.yaml``; the job's log) through
-:func:`pipeline.tracking.redact.scrub`. Light to import: Hydra instantiates its callbacks for
+:func:`pipeline.redact.scrub`. Light to import: Hydra instantiates its callbacks for
 every command, also one refused in a second, so MLflow is imported only once a job runs.
 """
 
@@ -20,7 +20,7 @@ from hydra.types import RunMode
 def scrub_file(path: Path) -> None:
     """The text file at ``path`` scrubbed in place, replaced whole (a reader sees the old file or
     the new one); left as it is when it holds no secret or is gone."""
-    from pipeline.tracking.redact import scrub
+    from pipeline.redact import scrub
 
     try:
         text = path.read_text(encoding="utf-8")

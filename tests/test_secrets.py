@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 from mlflow import MlflowClient
 
 from conftest import SHRINK, SPACE, run_cli, runs_in, write_sentiment_csv
-from pipeline.tracking.redact import MARK, SECRET_NAME, WHOLE_LENGTH, redact, scrub, scrub_text, secrets_from_environment
+from pipeline.redact import MARK, SECRET_NAME, WHOLE_LENGTH, redact, scrub, scrub_text, secrets_from_environment
 
-# -- the oracle: what "the secret is there" means, written independently of pipeline/tracking/redact.py
+# -- the oracle: what "the secret is there" means, written independently of pipeline/redact.py
 
 
 def forms(secret: str) -> List[str]:
@@ -405,3 +405,23 @@ def test_hydra_records_of_a_multirun_job_are_scrubbed_before_the_job_runs(tmp_pa
     callback.on_job_end(config)
     assert files[4].read_text() == "uri: https://u:***@h.example/x\nname: a-***\n"
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == sorted(p.name for p in files)  # nothing beside them
+
+
+@pytest.mark.no_store
+@pytest.mark.parametrize("command, args", [
+    # overrides Hydra's grammar refuses unquoted: a query parameter, an IPv6 host
+    ("train", ["tracking.uri=postgresql://bob@127.0.0.1:1/db?password=Hunter2SecretXYZ"]),
+    ("train", ["tracking.uri=http://:Hunter2SecretXYZ@[::1]:1"]),
+    ("train", ["dataset.url=https://u:Hunter2SecretXYZ@example.com/x.tgz?token=Hunter2SecretXYZ"]),
+    ("predict", ["abc", "hello", "tracking.uri='http://u:Hunter2SecretXYZ@h:5000"]),  # an unterminated quote
+    ("train", ["training.optimizer=http://u:Hunter2SecretXYZ@h"]),  # a value OmegaConf repeats
+    ("train", ["training.optimizer=${oc.env:MY_TOKEN}"]),  # an environment secret's value, resolved
+    ("train", ["-m", "seed=1,2", "training.epochs=0", "tracking.run_name=https://u:Hunter2SecretXYZ@h"]),  # a sweep's job, as told
+], ids=["query-password", "ipv6-password", "dataset-url", "unterminated-quote", "bad-value", "env-secret", "sweep-job"])
+def test_an_error_line_never_shows_a_secret(tmp_path: Path, command: str, args: List[str]) -> None:
+    """Found by a helper's hunt: Hydra's and OmegaConf's messages repeat the override or the value
+    as typed, and the one error line printed them, password and all."""
+    result = run_cli([command, *SHRINK, *args], cwd=tmp_path, env={"MY_TOKEN": "Hunter2SecretXYZ"})
+    assert result.returncode == 2 and result.stderr.startswith("error: "), result.stderr[-2000:]
+    assert "Hunter2SecretXYZ" not in result.stdout + result.stderr and "***" in result.stderr
+    assert list(tmp_path.iterdir()) == []

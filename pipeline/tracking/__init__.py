@@ -1,6 +1,5 @@
 """The only package that talks to MLflow, one module per concern.
 
-- ``redact``: what a secret is, and scrubbing it from everything written.
 - ``store``: which store, its retry policy, the preflight before any data is read, UI links.
 - ``resilience``: a server lost mid-run, a resumed search's runs made to agree with its trials, and runs a dead process left open closed.
 - ``runs``: :func:`tracked_run`, the one way a run is opened, and always closed.
@@ -10,6 +9,9 @@
 - ``models``: the raw-text pyfunc model, logged, and found by run id or name.
 - ``loading``: loading it back: only this project's models, only from inside their directory.
 - ``artifacts``: a saved model uploaded file by file, ``MLmodel`` last, so no half-written model loads.
+
+Secrets are scrubbed from everything written with ``pipeline.redact`` (outside this package, so
+that the command line's error lines use it without importing MLflow).
 
 The names below are the API the rest of the pipeline uses (``from pipeline import tracking``).
 """
@@ -21,7 +23,7 @@ from pipeline.tracking.log import (
 from pipeline.tracking.loading import check_own_model, load_text_model
 from pipeline.tracking.models import PYFUNC_MODEL_FILE, log_text_model, resolve_model
 from pipeline.tracking.records import RunRecord, attach, experiment_id_by_name, fetch_run, load_artifact, load_table, metric_history, search
-from pipeline.tracking.redact import redact, scrub
+from pipeline.redact import redact, scrub
 from pipeline.tracking.registry import promote, registered_for, registered_name, search_version
 from pipeline.tracking.resilience import (
     close_stale_runs,

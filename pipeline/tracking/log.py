@@ -20,7 +20,7 @@ import mlflow
 import mlflow.data
 
 from pipeline.diskfull import full_disk, writing
-from pipeline.tracking.redact import scrub, scrub_text, secrets_from_environment
+from pipeline.redact import scrub, scrub_text, secrets_from_environment
 from pipeline.tracking.store import store_file
 
 _MAX_PARAMS_PER_BATCH = 100

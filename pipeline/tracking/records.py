@@ -16,7 +16,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 
 from pipeline.errors import TrackingError, first_line
-from pipeline.tracking.redact import redact
+from pipeline.redact import redact
 
 
 @dataclass

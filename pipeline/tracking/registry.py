@@ -15,7 +15,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 
 from pipeline.errors import TrackingError, first_line
-from pipeline.tracking.redact import redact, scrub
+from pipeline.redact import redact, scrub
 
 
 def registered_name(name: str) -> str:

@@ -22,7 +22,7 @@ from mlflow.environment_variables import MLFLOW_HTTP_REQUEST_MAX_RETRIES
 from mlflow.exceptions import MlflowException
 
 from pipeline.errors import TrackingError, TrackingLost
-from pipeline.tracking.redact import redact
+from pipeline.redact import redact
 from pipeline.tracking.store import check_server
 
 _CONNECTION_FAILURES = ("Max retries exceeded", "Connection refused", "Connection broken", "Connection aborted",

@@ -23,7 +23,7 @@ from mlflow.exceptions import MlflowException
 
 from pipeline.diskfull import full_disk
 from pipeline.errors import DiskFull, TrackingError, first_line
-from pipeline.tracking.redact import scrub
+from pipeline.redact import scrub
 from pipeline.tracking.resilience import close_dead_runs, end_quietly, is_lost, lost
 from pipeline.tracking.store import store_file, using_store
 

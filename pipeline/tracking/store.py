@@ -26,7 +26,7 @@ from mlflow.environment_variables import MLFLOW_TRACKING_PASSWORD, MLFLOW_TRACKI
 from pipeline.diskfull import full_disk
 from pipeline.errors import TrackingError, first_line
 from pipeline.quiet import wants_logs
-from pipeline.tracking.redact import redact, scrub
+from pipeline.redact import redact, scrub
 
 
 def configure(tracking_cfg: Any) -> None:

@@ -13,7 +13,7 @@ import mlflow
 from mlflow.entities import Param
 
 from pipeline.tracking.records import RunRecord, fetch_run, search
-from pipeline.tracking.redact import scrub
+from pipeline.redact import scrub
 from pipeline.tracking.runs import _experiment_id
 from pipeline.tracking.store import using_store
 

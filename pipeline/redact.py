@@ -1,4 +1,5 @@
-"""Secrets never reach the store: what this package writes goes through :func:`scrub` first.
+"""Secrets never reach the store or the terminal: what ``pipeline.tracking`` writes, Hydra's job
+files and every ``error:`` line of the command line go through :func:`scrub` first.
 
 Owns the rule for what a secret is and how it is written instead (``***``):
 
