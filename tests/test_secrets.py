@@ -317,6 +317,8 @@ def test_no_planted_secret_reaches_the_store_from_any_field_of_a_train_run(tmp_p
     keras_file = next(artifacts.rglob("text_classifier.keras"))
     import keras
 
+    import pipeline.pyfunc_model  # noqa: F401 - registers the pooling layers the model holds
+
     model = keras.saving.load_model(keras_file, safe_mode=True)
     (vectorizer,) = [layer for layer in model.layers if isinstance(layer, keras.layers.TextVectorization)]
     assert "delightful" in vocabulary and vocabulary == vectorizer.get_vocabulary()
