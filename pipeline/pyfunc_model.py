@@ -94,8 +94,21 @@ def _texts(model_input: Any) -> List[str]:
 
 def _text(value: Any) -> str:
     """A value as the text it stands for: a missing one (None, NaN, ``pd.NA``: an empty cell of a CSV
-    read by pandas) is no text, not the word "nan" or "None"."""
-    return "" if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)) else str(value)
+    read by pandas) is no text, not the word "nan" or "None"; bytes are UTF-8 (not their repr,
+    ``b'...'``); what cannot be UTF-8 (a byte that is not, a lone surrogate) reads as ``?``. A list,
+    a mapping or an array is not a text, and is refused."""
+    if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)):
+        return ""
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("utf-8", errors="replace")
+    if not pd.api.types.is_scalar(value):
+        raise ValueError(f"expected one text per row, got a {type(value).__name__}: {str(value)[:60]}")
+    text = str(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # the tokenizer's UTF-8 conversion would fail on the whole batch
+        text = text.encode("utf-8", errors="replace").decode("utf-8")
+    return text
 
 
 class TextClassifier(mlflow.pyfunc.PythonModel):
@@ -115,7 +128,10 @@ class TextClassifier(mlflow.pyfunc.PythonModel):
         probs = np.asarray(self.model.predict(np.array(texts, dtype=object), batch_size=256, verbose=0), dtype="float64")
         if probs.shape[1] == 1:
             probs = np.hstack([1.0 - probs, probs])
-        return answers(self.classes, probs)
+        answered = answers(self.classes, probs)
+        if isinstance(model_input, pd.DataFrame):  # a row's answer is found by the row's own index
+            answered.index = model_input.index
+        return answered
 
 
 def answers(classes: List[str], probs: np.ndarray) -> pd.DataFrame:
