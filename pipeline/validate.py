@@ -58,7 +58,8 @@ class Validate(Callback):
             check(config, models=False)
             _read(config)
             check(config)
-        except PipelineError as e:  # a setting (ConfigError) or the data (DataError)
+            _check_store(config)
+        except PipelineError as e:  # a setting (ConfigError), the data (DataError) or the store (TrackingError)
             raise Refused(e) from None
 
     def on_multirun_start(self, config: DictConfig, config_name: Optional[str] = None, **kwargs: Any) -> None:
@@ -86,8 +87,17 @@ class Validate(Callback):
                 raise Refused(e, job) from None
         try:
             sweeper_direction(config)
-        except ConfigError as e:
+            _check_store(config)
+        except PipelineError as e:
             raise Refused(e) from None
+
+
+def _check_store(config: DictConfig) -> None:
+    """The store a job records to answers (``pipeline.tracking.check_store``), checked here, before
+    Hydra makes the job's directory or a sweep's parent run is opened."""
+    from pipeline import tracking
+
+    tracking.check_store(config.tracking)
 
 
 def sweeper_direction(config: DictConfig) -> None:

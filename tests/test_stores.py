@@ -151,7 +151,7 @@ def test_a_server_that_is_not_mlflow_is_refused_before_any_data_is_read(tmp_path
     with _http_server(lambda handler: (status, body)) as (url, seen):
         result = run_cli(["train", *SHRINK, f"tracking.uri={url}"], cwd=tmp_path)
     assert_one_line_error(result, url, "not an MLflow tracking server")
-    assert "Epoch" not in result.stdout and not (tmp_path / "mlruns").exists()
+    assert "Epoch" not in result.stdout and list(tmp_path.iterdir()) == []  # no store, no outputs/
     assert seen, "the server was never asked"
 
 
@@ -164,7 +164,32 @@ def test_a_directory_as_the_sqlite_store_fails_at_once_in_one_line(tmp_path: Pat
     result = run_cli(["train", *SHRINK, f"tracking.uri=sqlite:///{tmp_path / 'somedir'}"], cwd=tmp_path)
     line = assert_one_line_error(result, "names a directory", str(tmp_path / "somedir"), "mlflow.db")
     assert result.stderr.splitlines() == [line], result.stderr[-3000:]  # no retried warnings before it
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["outputs", "somedir"] and not any((tmp_path / "somedir").iterdir())
+    # nothing made, not even Hydra's outputs/ (the store is checked before the job's directory)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["somedir"] and not any((tmp_path / "somedir").iterdir())
+
+
+@pytest.mark.no_store  # asserts what the command leaves in the directory
+@pytest.mark.parametrize("args, fragments", [
+    (["train", "tracking.uri=http://127.0.0.1:1"], ["MLflow tracking server http://127.0.0.1:1 is unreachable"]),
+    (["train", "-m", "seed=1,2", "tracking.uri=http://127.0.0.1:1"], ["MLflow tracking server http://127.0.0.1:1 is unreachable"]),
+    # MLflow's engine retried for about 100 s, with nine warnings of four lines, then left outputs/
+    (["train", "tracking.uri=postgresql://bob:Hunter2SecretXYZ@127.0.0.1:1/db"],
+     ["the MLflow tracking database postgresql://bob:***@127.0.0.1:1/db is unreachable", "within 5 s"]),
+    (["tune", "tracking.uri=postgresql+psycopg://bob@127.0.0.1:1/db", "tracking.connect_timeout=2"],
+     ["postgresql+psycopg://bob@127.0.0.1:1/db is unreachable", "within 2 s"]),
+    # a store in memory: the run's record was gone when the command ended, its artifacts left behind
+    (["train", "tracking.uri=sqlite://"], ["tracking.uri=sqlite:// is a store in memory"]),
+    (["train", "tracking.uri=sqlite:///:memory:"], ["is a store in memory"]),
+    # a file that is not SQLite: refused after outputs/ and a lock file beside it were made
+    (["train", "tracking.uri=sqlite:///notes.db"], ["notes.db is not a SQLite database"]),
+], ids=["http", "http-sweep", "postgresql", "postgresql-psycopg-tune", "sqlite-memory", "sqlite-memory-named", "not-sqlite"])
+def test_a_store_that_cannot_be_used_is_one_line_and_nothing_is_made(tmp_path: Path, args: list, fragments: list) -> None:
+    (tmp_path / "notes.db").write_text("my notes\n")
+    result = run_cli([args[0], *SHRINK, *args[1:]], cwd=tmp_path)
+    line = assert_one_line_error(result, *fragments)
+    assert result.stderr.splitlines() == [line], result.stderr[-3000:]  # no retried warnings before it
+    assert "Hunter2SecretXYZ" not in result.stdout + result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.db"] and (tmp_path / "notes.db").read_text() == "my notes\n"
 
 
 def _text_file(path: Path) -> None:

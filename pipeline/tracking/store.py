@@ -208,15 +208,60 @@ def _check_sqlite_file(db: Path, create: bool) -> None:
 
 
 def check_store(tracking_cfg: Any) -> None:
-    """What :func:`preflight` checks without opening a store, cheap enough to run before anything
-    heavy is imported: a server answers as MLflow's, a SQLite path is not a directory."""
+    """What :func:`preflight` checks without creating anything, cheap enough to run before anything
+    heavy is imported (and before Hydra makes the job's directory: ``pipeline.validate``): a server
+    answers as MLflow's; a SQLite path is a file that is SQLite or empty, not a directory, and not
+    in memory; a database server answers within ``tracking.connect_timeout``."""
     if check_server(tracking_cfg):
         return
     uri = str(tracking_cfg.uri)
-    if urllib.parse.urlsplit(uri).scheme == "sqlite":
+    scheme = urllib.parse.urlsplit(uri).scheme
+    if scheme == "sqlite":
         db = _sqlite_path(uri)
-        if db is not None:
-            _check_sqlite_path(db, create=True)
+        if db is None:  # sqlite:// or sqlite:///:memory:
+            raise TrackingError(f"tracking.uri={uri} is a store in memory, gone when the command ends (and its runs with it); "
+                                "name a file: sqlite:///mlruns/mlflow.db")
+        _check_sqlite_path(db, create=True)
+        _check_sqlite_file(db, create=True)
+    elif scheme.split("+")[0] in DATABASE_PORTS:
+        _check_database(uri, float(tracking_cfg.connect_timeout))
+
+
+#: The database servers MLflow's SQLAlchemy store speaks to, and their default ports.
+DATABASE_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
+
+
+def _check_database(uri: str, timeout: float) -> None:
+    """A database store's server answers within ``timeout`` s and lets the user in: one try, where
+    MLflow's engine retries for about 100 s with a warning of several lines per try."""
+    import socket
+
+    from mlflow.store.db.utils import create_sqlalchemy_engine
+    from sqlalchemy import inspect
+    from sqlalchemy.engine import make_url
+
+    shown = redact(uri)
+    try:
+        url = make_url(uri)
+    except Exception as e:  # noqa: BLE001 - SQLAlchemy's parse error, one line
+        raise TrackingError(f"cannot read tracking.uri {shown}: {first_line(e)}") from None
+    if url.host:  # else a local socket, which answers or refuses at once
+        port = url.port or DATABASE_PORTS[url.get_backend_name()]
+        try:
+            socket.create_connection((url.host, port), timeout=timeout).close()
+        except OSError as e:
+            why = "no answer" if isinstance(e, socket.timeout) else (e.strerror or str(e))
+            raise TrackingError(f"the MLflow tracking database {shown} is unreachable ({why} within {timeout:g} s at "
+                                f"{url.host}:{port}); start it, or set tracking.uri") from None
+    engine = None
+    try:
+        engine = create_sqlalchemy_engine(uri)
+        inspect(engine)
+    except Exception as e:  # noqa: BLE001 - a driver missing, credentials refused, no such database
+        raise TrackingError(f"cannot use MLflow tracking store {shown}: {scrub(first_line(e))}") from None
+    finally:
+        if engine is not None:
+            engine.dispose()
 
 
 def preflight(tracking_cfg: Any, create: bool = True) -> None:
