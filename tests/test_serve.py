@@ -67,6 +67,7 @@ def test_the_registered_best_model_predicts_from_the_cli_and_over_http(make_cfg,
     (version,) = client.search_model_versions("name='sentiment'")
     experiment_id = client.get_run(version.run_id).info.experiment_id
     trial = next(r for r in client.search_runs([experiment_id]) if "tuner.trial_id" in r.data.tags)
+    refit = next(r for r in client.search_runs([experiment_id]) if "refit.trial_id" in r.data.tags)
 
     # the command line, by registered name and by the search's run id, from arguments and a file
     by_name = run_cli(["predict", "sentiment", *TEXTS, *NO_TOKEN], cwd=tmp_path)
@@ -95,6 +96,8 @@ def test_the_registered_best_model_predicts_from_the_cli_and_over_http(make_cfg,
         ("predict", "no-such-model", "text"): "no registered model 'no-such-model'",
         ("predict", "empty", "text"): "no registered model 'empty' with a version",
         ("predict", trial.info.run_id, "text"): "logged no model (search trials do not; use the search's run or its registered model)",
+        # was "it ran with tracking.log_model=false", which nobody had set
+        ("predict", refit.info.run_id, "text"): "logged no model (a member of a search's final model; use the search's run",
         ("predict", "sentiment"): "no texts",
         ("predict", "sentiment", "--file", "missing.txt"): "no file missing.txt",
         ("predict", "sentiment", "--file", str(tmp_path)): "is a directory",

@@ -182,7 +182,11 @@ def test_a_directory_as_the_sqlite_store_fails_at_once_in_one_line(tmp_path: Pat
     (["train", "tracking.uri=sqlite:///:memory:"], ["is a store in memory"]),
     # a file that is not SQLite: refused after outputs/ and a lock file beside it were made
     (["train", "tracking.uri=sqlite:///notes.db"], ["notes.db is not a SQLite database"]),
-], ids=["http", "http-sweep", "postgresql", "postgresql-psycopg-tune", "sqlite-memory", "sqlite-memory-named", "not-sqlite"])
+    # a path: MLflow's paragraph on its directory store's maintenance mode, after outputs/ was made
+    (["train", "tracking.uri=rel.db"], ["tracking.uri=rel.db is a path", "name a SQLite store: tracking.uri=sqlite:///rel.db"]),
+    (["train", "tracking.uri=file:///tmp/x/mlruns"], ["is a path", "tracking.uri=sqlite:////tmp/x/mlruns/mlflow.db"]),
+], ids=["http", "http-sweep", "postgresql", "postgresql-psycopg-tune", "sqlite-memory", "sqlite-memory-named", "not-sqlite",
+        "a-path", "a-file-uri"])
 def test_a_store_that_cannot_be_used_is_one_line_and_nothing_is_made(tmp_path: Path, args: list, fragments: list) -> None:
     (tmp_path / "notes.db").write_text("my notes\n")
     result = run_cli([args[0], *SHRINK, *args[1:]], cwd=tmp_path)
@@ -333,3 +337,18 @@ def test_a_model_whose_mlmodel_points_outside_its_directory_is_refused(tmp_path:
 def _link(path: Path, target: Path) -> None:
     path.unlink()
     path.symlink_to(target)
+
+
+def test_the_ui_hint_can_be_pasted_into_a_shell_as_it_is() -> None:
+    """Found by a helper's hunt: a store path with spaces was printed unquoted in the last line's
+    `mlflow ui --backend-store-uri ...`, which the shell then split."""
+    import shlex
+
+    from omegaconf import OmegaConf
+
+    uri = "sqlite:////tmp/my store/db dir/m.db"
+    hint = tracking.ui_hint(OmegaConf.create({"uri": uri}), "1", "abc")
+    words = shlex.split(hint.split(" , then open ")[0])
+    assert words == ["mlflow", "ui", "--backend-store-uri", uri]
+    database = tracking.ui_hint(OmegaConf.create({"uri": "postgresql://bob:Hunter2SecretXYZ@db/mlflow"}), "1", "abc")
+    assert "Hunter2SecretXYZ" not in database and "postgresql://bob:***@db/mlflow" in database

@@ -225,6 +225,13 @@ def check_store(tracking_cfg: Any) -> None:
         _check_sqlite_file(db, create=True)
     elif scheme.split("+")[0] in DATABASE_PORTS:
         _check_database(uri, float(tracking_cfg.connect_timeout))
+    elif scheme in ("", "file") and uri.strip() not in ("databricks", "databricks-uc", "uc") \
+            and not os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").strip():
+        # MLflow 3 refuses its directory store unless MLFLOW_ALLOW_FILE_STORE is set, in a long paragraph
+        path = urllib.parse.urlsplit(uri).path if scheme else uri
+        store = path if path.endswith((".db", ".sqlite", ".sqlite3")) else f"{path.rstrip('/') or '.'}/mlflow.db"
+        raise TrackingError(f"tracking.uri={uri} is a path, which MLflow 3 reads as a directory store it no longer writes; "
+                            f"name a SQLite store: tracking.uri=sqlite:///{store}")
 
 
 #: The database servers MLflow's SQLAlchemy store speaks to, and their default ports.
@@ -312,7 +319,10 @@ def ui_hint(tracking_cfg: Any, experiment_id: str, run_id: str) -> str:
     fragment = f"#/experiments/{experiment_id}/runs/{run_id}?workflowType={UI_VIEW}"
     if urllib.parse.urlsplit(uri).scheme in ("http", "https"):
         return f"open {redact(uri).rstrip('/')}/{fragment}"
-    return f"mlflow ui --backend-store-uri {uri} , then open http://127.0.0.1:5000/{fragment}"
+    import shlex
+
+    # quoted for the shell (a path with spaces); a database's password written ***
+    return f"mlflow ui --backend-store-uri {shlex.quote(redact(uri))} , then open http://127.0.0.1:5000/{fragment}"
 
 
 @contextlib.contextmanager
