@@ -420,13 +420,13 @@ def _files_name(path: Any, text_column: Any, label_column: Any, class_files: Any
     registered model; safe as a folder and a model name."""
     import re
 
-    if class_files:
+    if class_files and hasattr(class_files, "items"):  # another shape is refused with the data's checks
         parts = ["files", *(Path(str(class_files[label])).name for label in sorted(class_files, key=str))]
     else:
         file = Path(str(path)) if path else None
         parts = ["files", file.stem if file else ""]
         if file is not None and file.suffix.lower() not in ("", ".csv"):
-            parts.append(file.suffix[1:])
+            parts.append(file.suffix[1:].lower())
     if (str(text_column), str(label_column)) != ("text", "label"):
         parts += [str(text_column), str(label_column)]
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", "-".join(p for p in parts if p)).strip("._")[:80] or "files"

@@ -55,6 +55,8 @@ OVERRIDE = re.compile(r"^[~+]*(tracking|paths)\.[A-Za-z0-9_.]+=")
 def _read(path: str) -> List[str]:
     """One text per line, split at ``\n`` only (a form feed or U+2028 inside a text is part of it),
     from a file or standard input alike; a byte-order mark and a line's ``\r`` are not text."""
+    if path == "-" and sys.stdin is None:  # started with standard input closed
+        raise DataError("--file -: there is no standard input to read (it is closed); give a file")
     try:
         raw = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
     except FileNotFoundError:

@@ -56,9 +56,9 @@ class Validate(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             check(config, models=False)
+            _check_store(config)
             _read(config)
             check(config)
-            _check_store(config)
         except PipelineError as e:  # a setting (ConfigError), the data (DataError) or the store (TrackingError)
             raise Refused(e) from None
 
@@ -67,8 +67,10 @@ class Validate(Callback):
 
         basic = str(config.hydra.sweeper.get("_target_", "")).endswith(".BasicSweeper")
         try:
+            sweeper_direction(config)
+            _check_store(config)
             jobs = sweep_jobs(config, every=basic)
-        except ConfigError as e:  # a glob() that matches no option
+        except PipelineError as e:  # a glob() that matches no option, a sweeper going the wrong way, the store
             raise Refused(e) from None
         read: set = set()
         for job in jobs:
@@ -77,7 +79,8 @@ class Validate(Callback):
                 check(cfg)
                 # each distinct dataset's files, once, as a single run's pass reads them (a bad file
                 # or too few texts for the folds); the job reads them again itself
-                data_key = _digest({"dataset": cfg.dataset, "pretrained": cfg.model.pretrained,
+                read_as = {k: v for k, v in cfg.dataset.items() if k not in NOT_READING}
+                data_key = _digest({"dataset": read_as, "pretrained": cfg.model.pretrained,
                                     "folds": [cfg.tuner.cv_folds, cfg.tuner.cv_auto, cfg.tuner.final.refit] if "tuner" in cfg else None})
                 if data_key not in read:
                     read.add(data_key)
@@ -85,19 +88,29 @@ class Validate(Callback):
                     _SPLITS.pop(_splits_key(cfg), None)
             except (PipelineError, HydraException, OmegaConfBaseException) as e:  # a value the job's key does not take
                 raise Refused(e, job) from None
-        try:
-            sweeper_direction(config)
-            _check_store(config)
-        except PipelineError as e:
-            raise Refused(e) from None
+
+
+#: Dataset settings that change what is done with the texts once read, not what is read: a sweep
+#: over them reads its data once in the pass before the sweep.
+NOT_READING = frozenset({"name", "vocab_size", "sequence_length", "length_percentile", "max_sequence_length", "lowercase",
+                         "strip_punctuation", "split_punctuation"})
 
 
 def _check_store(config: DictConfig) -> None:
     """The store a job records to answers (``pipeline.tracking.check_store``), checked here, before
-    Hydra makes the job's directory or a sweep's parent run is opened."""
+    Hydra makes the job's directory or a sweep's parent run is opened. What the check itself raises
+    that is not the pipeline's error (a URI the socket library cannot read) is one line too: Hydra
+    would turn it into a warning and make the job's directory anyway."""
     from pipeline import tracking
+    from pipeline.errors import TrackingError
+    from pipeline.redact import redact
 
-    tracking.check_store(config.tracking)
+    try:
+        tracking.check_store(config.tracking)
+    except PipelineError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any failure to reach the store means the same to the user
+        raise TrackingError(f"cannot use MLflow tracking store {redact(str(config.tracking.uri))}: {first_line(e)}") from None
 
 
 def sweeper_direction(config: DictConfig) -> None:

@@ -106,6 +106,7 @@ def test_searches_on_different_files_or_columns_get_their_own_project_and_model_
     assert names("dataset.path=/data/reviews.jsonl") == ("files-reviews-jsonl", "files-reviews-jsonl-lstm-seed42", "lstm-files-reviews-jsonl")
     assert names("dataset.class_files={pos: /d/rt.pos, neg: /d/rt.neg}")[0] == "files-rt.neg-rt.pos"
     assert names("dataset.class_files={pos: /d/a.txt, neg: /d/b.txt}")[0] == "files-b.txt-a.txt"
+    assert names("dataset.path=/data/Reviews.TSV")[0] == "files-Reviews-tsv"  # the extension as the format reads it
     assert names("dataset.path=/data/reviews.csv", "dataset.name=mine")[0] == "mine"
     # the given datasets keep their names
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):

@@ -26,6 +26,17 @@ def test_a_train_run_through_a_server_over_postgresql_is_recorded_whole_and_its_
 
     # the same run through the server and straight from the PostgreSQL database behind it
     assert pg_server.store_uri.startswith("postgresql+psycopg://")
+    # the store check before a run lets the driver connect as it is told: here by `?port=` (a check
+    # of the URI's host on PostgreSQL's default port refused it, a helper's review found)
+    from omegaconf import OmegaConf
+    from sqlalchemy.engine import make_url
+
+    from pipeline import tracking
+
+    url = make_url(pg_server.store_uri)
+    by_query = url.set(port=None).update_query_dict({"port": str(url.port)}).render_as_string(hide_password=False)
+    assert "?port=" in by_query
+    tracking.check_store(OmegaConf.create({"uri": by_query, "connect_timeout": 5.0}))
     for uri in (pg_server.url, pg_server.store_uri):
         (run,) = runs_in(uri)
         assert run.info.status == "FINISHED" and run.info.run_id in result.stdout

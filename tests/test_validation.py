@@ -440,11 +440,11 @@ CLI_CASES = [
     # a glob() over a group's options: the whole check was skipped (Hydra's "ConfigLoader is not set", a warning)
     ("a bad job of a glob sweep", ["train", "-m", "model=glob(*lstm)", "model.units=0"], "model.units must be at least 1, got 0 (job +debug=fast dataset.max_samples=100 model=bilstm"),
     ("a glob that matches nothing", ["train", "-m", "model=glob(*gru)"], "model=glob(*gru) matches no option of the config group model (bilstm, lstm"),
-    ("the end of a range, which Optuna draws", ["train", "-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=2", "training.verbose=range(1,3)"],
+    ("the end of a range, which Optuna draws", ["train", "-m", "hydra/sweeper=optuna", "hydra.sweeper.direction=maximize", "hydra.sweeper.n_trials=2", "training.verbose=range(1,3)"],
      "training.verbose must be between 0 and 2, got 3 (job "),  # once checked as Python's range, without its end (a helper's hunt)
-    ("a value an Optuna sweep can draw", ["train", "-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=2", "training.epochs=choice(2,0)"],
+    ("a value an Optuna sweep can draw", ["train", "-m", "hydra/sweeper=optuna", "hydra.sweeper.direction=maximize", "hydra.sweeper.n_trials=2", "training.epochs=choice(2,0)"],
      "training.epochs must be at least 1, got 0 (job "),  # once checked by the job, after the sweep's parent opened
-    ("an interval an Optuna sweep draws floats from", ["train", "-m", "hydra/sweeper=optuna", "model.units=interval(8,64)"],
+    ("an interval an Optuna sweep draws floats from", ["train", "-m", "hydra/sweeper=optuna", "hydra.sweeper.direction=maximize", "model.units=interval(8,64)"],
      "model.units"),
     # Optuna (and Nevergrad) minimise by default: the sweep minimised validation accuracy, silently
     ("an Optuna sweep that would minimise the accuracy", ["train", "-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=2"],
@@ -453,6 +453,9 @@ CLI_CASES = [
     ("an Optuna search sweep that would maximise a loss", ["tune", "-m", "hydra/sweeper=optuna", "hydra.sweeper.direction=maximize",
                                                            "tuner.objective=val_loss"],
      "the sweeper would maximize val_loss, which each job returns and where lower is better: add hydra.sweeper.direction=minimize"),
+    # the dataset's name read class_files before its shape was checked: OmegaConf's TypeError (a helper's review)
+    ("class files given as one file", ["train", "dataset=files", "dataset.format=lines", "dataset.class_files=pos.txt"],
+     "dataset.class_files must be {label: file, ...}"),
     ("class files as the README writes them", ["train", "dataset=files", "dataset.format=lines", "dataset.class_files={pos: a.txt, neg: b.txt}"],
      "data file not found: a.txt (dataset.class_files.pos)"),  # once a traceback from OmegaConf (found by -m stress)
 ]

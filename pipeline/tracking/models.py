@@ -145,7 +145,8 @@ def resolve_model(uri: str, ref: str) -> str:
         client = mlflow.MlflowClient(uri)
         run = fetch_run(uri, ref)
         if not any(a.path == MODEL_NAME for a in client.list_artifacts(run.run_id)) and not _logged_models(client, run):
-            member = any(k in run.tags for k in ("refit.trial_id", "ensemble.trial_id", "seed_variance.trial_id"))
+            # a member run carries its seed (the search's own run names only the refit's trial)
+            member = any(k in run.tags for k in ("refit.seed", "ensemble.seed", "seed_variance.seed"))
             why = ("search trials do not; use the search's run or its registered model" if "tuner.trial_id" in run.tags
                    else "a member of a search's final model; use the search's run or its registered model" if member
                    else f"it is {run.status}" if run.status != "FINISHED" else "it ran with tracking.log_model=false")

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import mlflow
-from mlflow.environment_variables import MLFLOW_TRACKING_PASSWORD, MLFLOW_TRACKING_TOKEN, MLFLOW_TRACKING_USERNAME
+from mlflow.environment_variables import MLFLOW_ALLOW_FILE_STORE, MLFLOW_TRACKING_PASSWORD, MLFLOW_TRACKING_TOKEN, MLFLOW_TRACKING_USERNAME
 
 from pipeline.diskfull import full_disk
 from pipeline.errors import TrackingError, first_line
@@ -223,10 +223,10 @@ def check_store(tracking_cfg: Any) -> None:
                                 "name a file: sqlite:///mlruns/mlflow.db")
         _check_sqlite_path(db, create=True)
         _check_sqlite_file(db, create=True)
-    elif scheme.split("+")[0] in DATABASE_PORTS:
+    elif scheme.split("+")[0] in DATABASE_SCHEMES:
         _check_database(uri, float(tracking_cfg.connect_timeout))
     elif scheme in ("", "file") and uri.strip() not in ("databricks", "databricks-uc", "uc") \
-            and not os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").strip():
+            and not MLFLOW_ALLOW_FILE_STORE.get():
         # MLflow 3 refuses its directory store unless MLFLOW_ALLOW_FILE_STORE is set, in a long paragraph
         path = urllib.parse.urlsplit(uri).path if scheme else uri
         store = path if path.endswith((".db", ".sqlite", ".sqlite3")) else f"{path.rstrip('/') or '.'}/mlflow.db"
@@ -234,41 +234,40 @@ def check_store(tracking_cfg: Any) -> None:
                             f"name a SQLite store: tracking.uri=sqlite:///{store}")
 
 
-#: The database servers MLflow's SQLAlchemy store speaks to, and their default ports.
-DATABASE_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
+#: The database servers MLflow's SQLAlchemy store speaks to.
+DATABASE_SCHEMES = ("postgresql", "mysql", "mssql")
 
 
 def _check_database(uri: str, timeout: float) -> None:
-    """A database store's server answers within ``timeout`` s and lets the user in: one try, where
-    MLflow's engine retries for about 100 s with a warning of several lines per try."""
-    import socket
+    """A database store's server lets the user in within ``timeout`` s: one try of MLflow's own
+    engine, where MLflow retries for about 100 s with a warning of several lines per try. The
+    driver connects as it is told (a Unix socket, ``?port=``, ``PGPORT``, a DSN); a try still
+    running at the timeout is left to end on its own in the background."""
+    import threading
 
     from mlflow.store.db.utils import create_sqlalchemy_engine
     from sqlalchemy import inspect
-    from sqlalchemy.engine import make_url
 
-    shown = redact(uri)
-    try:
-        url = make_url(uri)
-    except Exception as e:  # noqa: BLE001 - SQLAlchemy's parse error, one line
-        raise TrackingError(f"cannot read tracking.uri {shown}: {first_line(e)}") from None
-    if url.host:  # else a local socket, which answers or refuses at once
-        port = url.port or DATABASE_PORTS[url.get_backend_name()]
+    outcome: dict = {}
+
+    def connect() -> None:
         try:
-            socket.create_connection((url.host, port), timeout=timeout).close()
-        except OSError as e:
-            why = "no answer" if isinstance(e, socket.timeout) else (e.strerror or str(e))
-            raise TrackingError(f"the MLflow tracking database {shown} is unreachable ({why} within {timeout:g} s at "
-                                f"{url.host}:{port}); start it, or set tracking.uri") from None
-    engine = None
-    try:
-        engine = create_sqlalchemy_engine(uri)
-        inspect(engine)
-    except Exception as e:  # noqa: BLE001 - a driver missing, credentials refused, no such database
-        raise TrackingError(f"cannot use MLflow tracking store {shown}: {scrub(first_line(e))}") from None
-    finally:
-        if engine is not None:
-            engine.dispose()
+            engine = create_sqlalchemy_engine(uri)
+            try:
+                inspect(engine)
+            finally:
+                engine.dispose()
+        except Exception as e:  # noqa: BLE001 - told below, in one line
+            outcome["error"] = e
+
+    attempt = threading.Thread(target=connect, name="pipeline-store-check", daemon=True)
+    attempt.start()
+    attempt.join(timeout)
+    if attempt.is_alive():
+        raise TrackingError(f"the MLflow tracking database {redact(uri)} did not answer within {timeout:g} s "
+                            "(tracking.connect_timeout); start it, or set tracking.uri")
+    if "error" in outcome:  # a driver missing, the server down, credentials refused, no such database
+        raise TrackingError(f"cannot use MLflow tracking store {redact(uri)}: {scrub(first_line(outcome['error']))}")
 
 
 def preflight(tracking_cfg: Any, create: bool = True) -> None:
