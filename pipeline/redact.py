@@ -9,7 +9,8 @@ Owns the rule for what a secret is and how it is written instead (``***``):
   it: ``job-ab``, ``ab.txt``, ``u:ab@host``; not ``jobab``), since a short value replaced inside
   words would make every text unreadable (``a`` in every word) and would hide nothing more;
 - in any URI (``scheme://...``), the password of its user info, also with an empty user name
-  (``https://:pw@host``), an ``@`` in the user name, an IPv6 host or a port, and the value of any
+  (``https://:pw@host``), an ``@`` in the user name, an IPv6 host or a port, a password written raw
+  with ``/``, ``?`` or ``#`` in it (as SQLAlchemy takes it: ``postgresql://bob:p/w@db/x``), and the value of any
   query or fragment parameter named like a secret (``?token=``, ``&password=``, ``X-Amz-Signature=``).
 
 Every logging helper of ``pipeline.tracking`` calls :func:`scrub` on what it writes as config or
@@ -52,6 +53,13 @@ def _redact_params(part: str) -> str:
     return "".join(pieces)
 
 
+#: The user info as SQLAlchemy reads it, which takes a password written raw, ``/``, ``?`` or ``#``
+#: included (``postgresql://bob:p/w@db:5432/mlflow``): a user without ``:``, ``/`` or ``@``, the
+#: password up to the next ``@``, then a host (a name, an address, ``[IPv6]``) and a port, and the
+#: end of the authority (or of the URI in a sentence: ``...5432/db: refused``).
+_RAW_USERINFO = re.compile(r"(?P<user>[^:/?#@\[\]]*):(?P<password>[^@]*[/?#][^@]*)@(?=(?:\[[0-9A-Fa-f:.]*\]|[\w.~%-]+)(?::\d*)?(?:[/?#,;)]|:(?!\w)|$))")
+
+
 def _redact_uri(uri: str) -> str:
     """One URI with its password and secret parameters written ``***``, everything else as written.
 
@@ -61,6 +69,9 @@ def _redact_uri(uri: str) -> str:
     password is that user info after its first ``:``.
     """
     scheme, _, rest = uri.partition("://")
+    raw = _RAW_USERINFO.match(rest)
+    if raw and raw.group("password") != MARK:  # a raw password holding a character that would end the authority
+        rest = f"{raw.group('user')}:{MARK}@{rest[raw.end():]}"
     end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
     authority, tail = rest[:end], rest[end:]
     userinfo, at, host = authority.rpartition("@")
