@@ -41,9 +41,10 @@ def wants_logs(environ: Mapping[str, str]) -> bool:
 
 
 def configure(args: Sequence[str]) -> list:
-    """Silence the libraries' start-up lines unless ``--verbose`` (in ``args``) or
-    ``PIPELINE_TF_LOGS=1`` asks for them; returns ``args`` without ``--verbose``."""
-    rest = [a for a in args if a != VERBOSE_FLAG]
+    """Silence the libraries' start-up lines unless ``--verbose`` (in ``args``, before any ``--``)
+    or ``PIPELINE_TF_LOGS=1`` asks for them; returns ``args`` without that ``--verbose``."""
+    end = list(args).index("--") if "--" in args else len(args)  # after `--`: texts (pipeline predict), kept as they are
+    rest = [a for a in args[:end] if a != VERBOSE_FLAG] + list(args[end:])
     if len(rest) < len(args) or wants_logs(os.environ):
         os.environ[VERBOSE_ENV] = "1"  # the search's worker processes show them too
         return rest

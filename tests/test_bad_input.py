@@ -119,6 +119,9 @@ def test_the_switch_leaves_tensorflow_its_log_level_and_reaches_the_workers(monk
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "1")  # the user's own setting is kept
     assert quiet.configure(["train"]) == ["train"]
     assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "1" and os.environ["MLFLOW_LOGGING_LEVEL"] == "WARNING"
+    # after `--` it is a text (`pipeline predict RUN -- --verbose` classified nothing: a helper's review)
+    assert quiet.configure(["predict", "RUN", "--", "--verbose"]) == ["predict", "RUN", "--", "--verbose"]
+    assert os.environ["PIPELINE_TF_LOGS"] == "0"
 
 
 def test_tensorflow_s_retracing_warning_is_dropped_unless_verbose(monkeypatch: pytest.MonkeyPatch) -> None:
