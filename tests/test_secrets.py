@@ -166,6 +166,7 @@ RAW_PASSWORD = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E, bla
        tail=st.sampled_from(["", "/", "/mlflow", "/p?x=1", "/p#frag", "?a=b"]))
 @example(password="p/w", user="bob", host="db.example:5432", tail="/mlflow")
 @example(password="p#w", user="bob", host="db.example", tail="")
+@example(password="://", user="", host="db.example", tail="")  # found by the suite's draw in a fresh clone
 def test_a_uri_password_written_raw_is_redacted(password: str, user: str, host: str, tail: str) -> None:
     """SQLAlchemy takes a password written raw, ``/``, ``?`` and ``#`` included
     (``postgresql://bob:p/w@db/mlflow``); the URI's split by its generic syntax ended the
@@ -173,9 +174,7 @@ def test_a_uri_password_written_raw_is_redacted(password: str, user: str, host: 
     assume(password != MARK)
     uri = f"postgresql://{user}:{password}@{host}{tail}"
     told = scrub_text(f"error: cannot use MLflow tracking store {uri}: refused", ())
-    assert f"postgresql://{user}:{MARK}@{host}" in told, told
-    if len(password) >= 3:
-        assert password not in told.replace(f"{host}{tail}", ""), told
+    assert told == f"error: cannot use MLflow tracking store postgresql://{user}:{MARK}@{host}{tail}: refused"
 
 
 @pytest.mark.parametrize("uri, expected", [
