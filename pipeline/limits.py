@@ -295,7 +295,7 @@ def prune(t: Any) -> None:
 def tuner_location(t: Any) -> None:
     """``tuner.directory`` is absolute and ``tuner.project_name`` one folder inside it."""
     if not Path(str(t.directory)).is_absolute():
-        raise ConfigError(f"tuner.directory must be an absolute path, got {t.directory!r}")
+        raise ConfigError(f"tuner.directory (by default paths.tuner_dir) must be an absolute path, got {t.directory!r}")
     name = str(t.project_name)
     if not name or name in (".", "..") or any(c in name for c in "/\\\0"):
         raise ConfigError(

@@ -365,6 +365,7 @@ def test_any_value_of_any_train_key_is_valid_or_refused_in_one_line(tmp_path: Pa
 @example(case=((), ["tuner.name=hyperband"], ["tuner.name"]))  # the name of a tuner its section is not
 @example(case=((), ["tuner.final.ensemble.seeds=[[1]]"], ["tuner.final.ensemble.seeds"]))  # a TypeError (OmegaConf lets it in)
 @example(case=((), ["tuner.final.seed_variance.seeds=[[1],[2]]"], ["tuner.final.seed_variance.seeds"]))
+@example(case=((), ["paths.tuner_dir='\t'"], ["paths.tuner_dir"]))  # the line named tuner.directory only (found in a fresh clone's draw)
 def test_any_value_of_any_tune_key_is_valid_or_refused_in_one_line(tmp_path: Path, case) -> None:
     _keys_property(tmp_path, True, *case)
 
