@@ -57,13 +57,14 @@ def _redact_params(part: str) -> str:
 #: included (``postgresql://bob:p/w@db:5432/mlflow``): a user without ``:``, ``/`` or ``@``, the
 #: password up to the next ``@``, then a host (a name, an address, ``[IPv6]``) and a port, and the
 #: end of the authority (or of the URI in a sentence: ``...5432/db: refused``).
-_RAW_USERINFO = re.compile(r"(?P<user>[^:/?#@\[\]]*):(?P<password>[^@]*[/?#][^@]*)@(?=(?:\[[0-9A-Fa-f:.]*\]|[\w.~%-]+)(?::\d*)?(?:[/?#,;)]|:(?!\w)|$))")
+_RAW_USERINFO = re.compile(r"(?P<user>[^:/?#@\[\]]*):(?P<password>[^@/?#]*[/?#][^@]*)@(?=(?:\[[0-9A-Fa-f:.]*\]|[\w.~%-]+)(?::\d*)?(?:[/?#,;)]|:(?!\w)|$))")
 
 
 def _redact_uri(uri: str) -> str:
     """One URI with its password and secret parameters written ``***``, everything else as written.
 
-    Split by RFC 3986's generic syntax (what ``urllib.parse.urlsplit`` does, without its case
+    A password written raw with ``/``, ``?`` or ``#`` in it is taken first, as SQLAlchemy reads it
+    (:data:`_RAW_USERINFO`); the rest is split by RFC 3986's generic syntax (what ``urllib.parse.urlsplit`` does, without its case
     folding of the scheme and its refusal of a malformed IPv6 host): the authority runs from
     ``//`` to the first ``/``, ``?`` or ``#``; its user info is what precedes its last ``@``, and the
     password is that user info after its first ``:``.
