@@ -155,9 +155,10 @@ def _hydra_app(command: Command) -> Callable[[], Any]:
     register_configs()
 
     def job(cfg: Any) -> Any:
-        from pipeline import tracking
+        from pipeline import tracking, validate
 
-        tracking.check_store(cfg.tracking)  # before TensorFlow is imported: an unreachable server is told in seconds
+        if not validate.store_checked(cfg.tracking):  # a sweep's job: checked again, as it starts
+            tracking.check_store(cfg.tracking)  # before TensorFlow is imported: an unreachable server is told in seconds
         return command.function()(cfg)
 
     @hydra.main(config_path=str(CONF_DIR), config_name=command.config_name, version_base="1.3")

@@ -35,6 +35,8 @@ from pipeline.errors import ConfigError, PipelineError, first_line, shown
 _PASSED: Dict[str, Any] = {}
 #: The splits the callback read, by what they were read from, until the job takes them.
 _SPLITS: Dict[str, Any] = {}
+#: The stores (their tracking settings' digest) a single run's pass checked, until its job starts.
+_STORES: set = set()
 
 
 class Refused(BaseException):
@@ -57,6 +59,7 @@ class Validate(Callback):
         try:
             check(config, models=False)
             _check_store(config)
+            _STORES.add(_digest(config.tracking))
             _read(config)
             check(config)
         except PipelineError as e:  # a setting (ConfigError), the data (DataError) or the store (TrackingError)
@@ -84,8 +87,7 @@ class Validate(Callback):
                                     "folds": [cfg.tuner.cv_folds, cfg.tuner.cv_auto, cfg.tuner.final.refit] if "tuner" in cfg else None})
                 if data_key not in read:
                     read.add(data_key)
-                    _read(cfg)
-                    _SPLITS.pop(_splits_key(cfg), None)
+                    _read(cfg, keep=False)
             except (PipelineError, HydraException, OmegaConfBaseException) as e:  # a value the job's key does not take
                 raise Refused(e, job) from None
 
@@ -195,14 +197,17 @@ def _splits_key(cfg: DictConfig) -> str:
     return _digest({"dataset": cfg.dataset, "seed": cfg.seed})
 
 
-def _read(cfg: DictConfig) -> None:
+def _read(cfg: DictConfig, keep: bool = True) -> None:
     """The dataset's splits, read once the settings have passed (a bad file: a DataError), kept
-    for the job. A failure that is not the pipeline's own error is left to the job, which reads
-    the data again and reports it."""
+    for the job (``keep=False``: only checked, as for a sweep's jobs, which each read their own).
+    A failure that is not the pipeline's own error is left to the job, which reads the data again
+    and reports it."""
     from pipeline import data
 
     try:
-        splits = _SPLITS[_splits_key(cfg)] = data.load_splits(cfg.dataset, cfg.seed)
+        splits = data.load_splits(cfg.dataset, cfg.seed)
+        if keep:
+            _SPLITS[_splits_key(cfg)] = splits
     except PipelineError:
         raise
     except Exception:  # noqa: BLE001 - Hydra would turn it into a warning; the job tells it whole
@@ -215,6 +220,15 @@ def _read(cfg: DictConfig) -> None:
         import numpy as np
 
         limits.fold_count(cfg, np.concatenate([splits.label_ids(splits.train), splits.label_ids(splits.val)]), splits.classes)
+
+
+def store_checked(tracking_cfg: Any) -> bool:
+    """Whether this run's pass checked the store already (a single run's; a sweep's jobs, which
+    may start hours after the sweep's pass, or in another process, check it themselves). Once."""
+    key = _digest(tracking_cfg)
+    found = key in _STORES
+    _STORES.discard(key)
+    return found
 
 
 def splits(cfg: DictConfig) -> Any:

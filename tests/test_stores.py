@@ -241,6 +241,32 @@ def test_reading_commands_in_a_directory_without_a_store_create_nothing(tmp_path
     assert not wrong, wrong
 
 
+def test_a_single_run_checks_its_store_once_and_each_job_of_a_sweep_as_it_starts(
+        tmp_path: Path, store_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A database store's check is a connection: a single run makes it once, in the pass before
+    its directory (not again as its job starts); a sweep's jobs, which may start hours after the
+    sweep's pass, each check it again."""
+    from pipeline import cli
+
+    checked: List[str] = []
+    real = tracking.check_store
+
+    def counted(tracking_cfg):  # the real check, counted
+        checked.append(str(tracking_cfg.uri))
+        return real(tracking_cfg)
+
+    monkeypatch.setattr(tracking, "check_store", counted)
+    monkeypatch.chdir(tmp_path)
+    data = write_sentiment_csv(tmp_path / "reviews.csv")
+    common = [*SHRINK, "dataset=files", f"dataset.path={data}", f"tracking.uri={store_uri}", "tracking.log_model=false"]
+    assert cli.main(["train", *common, f"hydra.run.dir={tmp_path / 'run'}"]) == 0
+    assert checked == [store_uri]
+    checked.clear()
+    assert cli.main(["train", "-m", *common, "seed=1,2", f"hydra.sweep.dir={tmp_path / 'sweep'}"]) == 0
+    assert checked == [store_uri] * 3  # the sweep's pass, then each of its two jobs
+    assert len(runs_in(store_uri)) == 1 + 1 + 2  # the single run, the sweep's parent and its jobs
+
+
 # --- a model stays inside its directory --------------------------------------------------------
 
 
