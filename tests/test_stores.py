@@ -267,6 +267,28 @@ def test_a_single_run_checks_its_store_once_and_each_job_of_a_sweep_as_it_starts
     assert len(runs_in(store_uri)) == 1 + 1 + 2  # the single run, the sweep's parent and its jobs
 
 
+@pytest.mark.no_store  # asserts what the command leaves in the directory
+@pytest.mark.parametrize("args, env, fragments", [
+    # MLflow's engine retried for about 100 s, with warnings of four lines, before the line
+    (["compare", "tracking.uri=postgresql://bob:Hunter2SecretXYZ@127.0.0.1:1/db"], {},
+     ["cannot use MLflow tracking store postgresql://bob:***@127.0.0.1:1/db", "Connection refused"]),
+    (["predict", "NAME", "tracking.uri=postgresql://bob:Hunter2SecretXYZ@127.0.0.1:1/db", "a good film"], {},
+     ["cannot use MLflow tracking store postgresql://bob:***@127.0.0.1:1/db", "Connection refused"]),
+    # a path: MLflow's paragraph on its directory store's maintenance mode
+    (["rerun", "0123456789abcdef0123456789abcdef", "tracking.uri=./mlruns"], {},
+     ["tracking.uri=./mlruns is a path", "name a SQLite store: tracking.uri=sqlite:///./mlruns/mlflow.db"]),
+    # a directory store where the user allows one: reading made it (.trash, 0/meta.yaml)
+    (["compare", "tracking.uri=./newstore"], {"MLFLOW_ALLOW_FILE_STORE": "true"}, ["no MLflow store at ./newstore"]),
+], ids=["compare-postgresql", "predict-postgresql", "rerun-a-path", "compare-a-new-directory-store"])
+def test_a_reading_command_on_a_store_it_cannot_use_is_one_line_at_once_and_makes_nothing(
+        tmp_path: Path, args: list, env: dict, fragments: list) -> None:
+    result = run_cli(args, cwd=tmp_path, env=env, timeout=60)
+    line = assert_one_line_error(result, *fragments)
+    assert result.stderr.splitlines() == [line], result.stderr[-3000:]  # no retried warnings before it
+    assert "Hunter2SecretXYZ" not in result.stdout + result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 # --- a model stays inside its directory --------------------------------------------------------
 
 

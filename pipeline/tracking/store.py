@@ -223,15 +223,27 @@ def check_store(tracking_cfg: Any) -> None:
                                 "name a file: sqlite:///mlruns/mlflow.db")
         _check_sqlite_path(db, create=True)
         _check_sqlite_file(db, create=True)
-    elif scheme.split("+")[0] in DATABASE_SCHEMES:
-        _check_database(uri, float(tracking_cfg.connect_timeout))
-    elif scheme in ("", "file") and uri.strip() not in ("databricks", "databricks-uc", "uc") \
-            and not MLFLOW_ALLOW_FILE_STORE.get():
-        # MLflow 3 refuses its directory store unless MLFLOW_ALLOW_FILE_STORE is set, in a long paragraph
-        path = urllib.parse.urlsplit(uri).path if scheme else uri
-        store = path if path.endswith((".db", ".sqlite", ".sqlite3")) else f"{path.rstrip('/') or '.'}/mlflow.db"
-        raise TrackingError(f"tracking.uri={uri} is a path, which MLflow 3 reads as a directory store it no longer writes; "
-                            f"name a SQLite store: tracking.uri=sqlite:///{store}")
+    else:
+        _check_other_store(uri, float(tracking_cfg.connect_timeout), create=True)
+
+
+def _check_other_store(uri: str, timeout: float, create: bool) -> None:
+    """A store that is neither a server nor SQLite: a database server answers within ``timeout``
+    s; a plain path or ``file:`` URI (MLflow 3's directory store, refused unless
+    ``MLFLOW_ALLOW_FILE_STORE`` is set, in a long paragraph) names the SQLite store to use, and a
+    directory store that is not there is not made by a command that only reads."""
+    scheme = urllib.parse.urlsplit(uri).scheme
+    if scheme.split("+")[0] in DATABASE_SCHEMES:
+        _check_database(uri, timeout)
+    elif scheme in ("", "file") and uri.strip() not in ("databricks", "databricks-uc", "uc"):
+        path = urllib.parse.unquote(urllib.parse.urlsplit(uri).path) if scheme else uri
+        if not MLFLOW_ALLOW_FILE_STORE.get():
+            store = path if path.endswith((".db", ".sqlite", ".sqlite3")) else f"{path.rstrip('/') or '.'}/mlflow.db"
+            raise TrackingError(f"tracking.uri={uri} is a path, which MLflow 3 reads as a directory store it no longer writes; "
+                                f"name a SQLite store: tracking.uri=sqlite:///{store}")
+        if not create and not Path(path).is_dir():
+            raise TrackingError(f"no MLflow store at {path} (nothing was tracked there); point at one with tracking.uri "
+                                "(or MLFLOW_TRACKING_URI)")
 
 
 #: The database servers MLflow's SQLAlchemy store speaks to.
@@ -284,6 +296,9 @@ def preflight(tracking_cfg: Any, create: bool = True) -> None:
     lock = None
     if db is not None:
         _check_sqlite_path(db, create)
+    elif scheme != "sqlite" and not create:
+        # a database server that does not answer, a path: told as a job's pass (check_store) tells them
+        _check_other_store(uri, float(tracking_cfg.connect_timeout), create)
     if db is not None and create:
         try:
             db.parent.mkdir(parents=True, exist_ok=True)
