@@ -88,6 +88,12 @@ def misclassified(texts: List[str], y_true: np.ndarray, probs: np.ndarray, class
     )
 
 
+def _plain(text: Any) -> str:
+    """A label drawn as written: matplotlib reads text between two ``$`` as TeX maths (``$^$`` in a
+    class name or run name failed the plot, and the run); ``\\$`` is its literal dollar sign."""
+    return str(text).replace("$", r"\$")
+
+
 def plot_learning_curves(history: Dict[str, List[float]]) -> Any:
     """Loss and accuracy per epoch, train beside validation."""
     import matplotlib
@@ -120,8 +126,8 @@ def plot_confusion_matrix(matrix: np.ndarray, classes: List[str]) -> Any:
     rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(1.2 * n + 3, 1.2 * n + 2))
     im = ax.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0)
-    ax.set_xticks(range(n), classes, rotation=45, ha="right")
-    ax.set_yticks(range(n), classes)
+    ax.set_xticks(range(n), [_plain(c) for c in classes], rotation=45, ha="right")
+    ax.set_yticks(range(n), [_plain(c) for c in classes])
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     for i in range(n):
@@ -144,17 +150,17 @@ def plot_search_scores(table: Any, names: List[str], objective: str) -> Any:
     panels = len(names) + (1 if pair else 0)
     fig, axes = plt.subplots(1, panels, figsize=(4 * panels, 3.6), squeeze=False)
     for ax, name in zip(axes[0], names):
-        values = done[name].astype(float) if done[name].dtype != object else done[name].astype(str)
+        values = done[name].astype(float) if done[name].dtype != object else done[name].astype(str).map(_plain)
         ax.scatter(values, done["score"], alpha=0.8)
-        ax.set_xlabel(name)
-        ax.set_ylabel(objective)
+        ax.set_xlabel(_plain(name))
+        ax.set_ylabel(_plain(objective))
         ax.grid(alpha=0.3)
     if pair:
         ax = axes[0][-1]
         points = ax.scatter(done["model.units"], done["model.embedding_dim"], c=done["score"], cmap="viridis", s=60)
         ax.set_xlabel("model.units")
         ax.set_ylabel("model.embedding_dim")
-        fig.colorbar(points, ax=ax, label=objective)
+        fig.colorbar(points, ax=ax, label=_plain(objective))
     fig.tight_layout()
     return fig
 
@@ -169,13 +175,13 @@ def plot_comparison(labels: List[str], values: List[float], metric: str) -> Any:
     fig, ax = plt.subplots(figsize=(7, 0.4 * len(labels) + 1.2))
     positions = np.arange(len(labels))[::-1]
     ax.barh(positions, values, color="tab:blue", alpha=0.8)
-    ax.set_yticks(positions, labels, fontsize=8)
+    ax.set_yticks(positions, [_plain(label) for label in labels], fontsize=8)
     finite = [v for v in values if np.isfinite(v)]
     if finite:
         low, high = min(finite), max(finite)
         pad = max((high - low) * 0.5, 0.01)
         ax.set_xlim(low - pad, high + pad)
-    ax.set_xlabel(metric)
+    ax.set_xlabel(_plain(metric))
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return fig

@@ -222,3 +222,50 @@ def test_words_holding_line_boundaries_train_into_a_model_that_loads_and_predict
 
     vocabulary = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/data/vocabulary.txt").split("\n")
     assert set(words) <= set(vocabulary)
+
+
+#: What matplotlib reads as markup in a label: TeX maths between dollars, its escapes and groups.
+LABEL_PIECES = st.sampled_from(["$", "$$", "\\", "\\$", "^", "_", "{", "}", "%", "#", "&", "~", "\\frac", "a", "é", " ", "\n"])
+LABELS = st.one_of(st.text(max_size=12), st.lists(LABEL_PIECES, min_size=1, max_size=8).map("".join))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(labels=st.lists(LABELS, min_size=1, max_size=3, unique=True))
+@example(labels=["$^$", "neg"])  # a class named $^$: the run FAILED drawing its confusion matrix (a helper's hunt)
+@example(labels=["cost $5 vs $^$"])  # a run's name: every `pipeline compare` of its experiment failed
+def test_any_class_or_run_name_is_drawn_as_written(labels: List[str]) -> None:
+    """A label is data: whatever its characters, the confusion matrix and the comparison are drawn,
+    and show the name as it is written (matplotlib reads ``$...$`` as TeX maths, and fails on bad maths)."""
+    import io
+    import warnings
+
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from pipeline.evaluate import plot_comparison, plot_confusion_matrix
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a glyph the font lacks
+        for figure in (plot_confusion_matrix(np.ones((len(labels), len(labels)), dtype=int), labels),
+                       plot_comparison(labels, [0.5] * len(labels), "val_accuracy")):
+            figure.savefig(io.BytesIO(), format="png")
+            ticks = figure.axes[0].get_yticklabels()  # the names (a colorbar's ticks are the other axes')
+            shown = [t.get_text() for t in ticks]
+            drawn = [t._preprocess_math(t.get_text()) for t in ticks]  # the text matplotlib draws, and whether as maths
+            plt.close(figure)
+            assert shown and all(not math for _, math in drawn), shown  # none of them read as maths
+            assert sorted(text for text, _ in drawn) == sorted(labels), drawn  # each as written
+
+
+def test_a_class_named_in_tex_maths_trains_and_is_drawn(make_cfg, tmp_path: Path, store_uri: str) -> None:
+    import pandas as pd
+
+    from pipeline import train
+
+    rows = [(f"good film {i}", "$^$") for i in range(40)] + [(f"bad film {i}", "neg") for i in range(40)]
+    pd.DataFrame(rows, columns=["text", "label"]).to_csv(tmp_path / "d.csv", index=False)
+    train.run(make_cfg("dataset=files", f"dataset.path={tmp_path / 'd.csv'}", "training.epochs=1"))
+    client = MlflowClient(store_uri)
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert run.info.status == "FINISHED"
+    assert any(a.path.endswith("confusion_matrix.png") for a in client.list_artifacts(run.info.run_id, "plots"))
