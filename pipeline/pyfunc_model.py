@@ -78,6 +78,15 @@ class MeanOverSteps(keras.layers.GlobalAveragePooling1D):
         return total / ops.maximum(count, 1)  # the count itself wherever a text has a token
 
 
+def _refused(message: str) -> Exception:
+    """An input the model cannot read, as MLflow says it: its scoring server answers 400 with this
+    message (any other exception is "an unexpected error" and the server's traceback)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+
+
 def _texts(model_input: Any) -> List[str]:
     if isinstance(model_input, pd.DataFrame):
         if TEXT_COLUMN in model_input.columns:
@@ -85,7 +94,7 @@ def _texts(model_input: Any) -> List[str]:
         elif model_input.shape[1] == 1:
             column = model_input.iloc[:, 0]
         else:
-            raise ValueError(f"expected a DataFrame with a {TEXT_COLUMN!r} column, got {list(model_input.columns)}")
+            raise _refused(f"expected a DataFrame with a {TEXT_COLUMN!r} column, got {list(model_input.columns)}")
         return [_text(v) for v in column.tolist()]
     if isinstance(model_input, str):
         return [model_input]
@@ -102,7 +111,7 @@ def _text(value: Any) -> str:
     if isinstance(value, (bytes, bytearray)):
         return bytes(value).decode("utf-8", errors="replace")
     if not pd.api.types.is_scalar(value):
-        raise ValueError(f"expected one text per row, got a {type(value).__name__}: {str(value)[:60]}")
+        raise _refused(f"expected one text per row, got a {type(value).__name__}: {str(value)[:60]}")
     text = str(value)
     try:
         text.encode("utf-8")

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -180,6 +181,14 @@ def test_the_registered_best_model_predicts_from_the_cli_and_over_http(make_cfg,
         )
         with urllib.request.urlopen(request, timeout=60) as response:
             served = json.loads(response.read())["predictions"]
+        # a cell that is not a text: a 400 that says why, not "an unexpected error" and a traceback
+        bad = json.dumps({"dataframe_split": {"columns": ["text"], "data": [[["a", "b"]]]}}).encode()
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=bad,
+                                                          headers={"Content-Type": "application/json"}), timeout=60)
+        answer_400 = json.loads(refused.value.read())
+        assert refused.value.code == 400 and "expected one text per row, got a list" in answer_400["message"], answer_400
+        assert "stack_trace" not in answer_400 and "Traceback" not in json.dumps(answer_400)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
