@@ -89,13 +89,14 @@ def _did_you_mean(error: BaseException) -> str:
     return closest(str(key), fields, full_key[: -len(str(key))] if full_key.endswith(str(key)) else "")
 
 
-def _hydra_message(error: BaseException) -> str:
-    """Hydra's compose-time message (what, why, and the options there are) on one line."""
+def _hydra_message(error: BaseException, command: str = "train") -> str:
+    """Hydra's compose-time message (what, why, and the options there are) on one line; a parse
+    error points at the ``command``'s own help."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     message = lines[0] if lines else type(error).__name__
     override = getattr(error, "override", None)  # OverrideParseException
     if override is not None:
-        message = f"cannot parse override {override!r}: {_parse_error(override, str(error))} (see `pipeline train --help`)"
+        message = f"cannot parse override {override!r}: {_parse_error(override, str(error))} (see `pipeline {command} --help`)"
     cause = error.__cause__
     if cause is not None and str(cause).strip():
         message = f"{message.rstrip('.')}: {first_line(cause)}"
@@ -178,7 +179,7 @@ def _plain_command(command: Command, rest: List[str]) -> int:
     try:
         return int(command.function()(rest) or 0)
     except HydraException as e:
-        _error(_hydra_message(e))
+        _error(_hydra_message(e, command.name))
         return 2
     except (PipelineError, OmegaConfBaseException) as e:
         _error(first_line(e))
@@ -375,7 +376,7 @@ def _main(argv: Optional[List[str]] = None) -> int:
     except Refused as e:  # refused before the job's directory, store or project was created
         if full_error:
             raise e.error from None
-        told = first_line(e.error) if isinstance(e.error, PipelineError) else _hydra_message(e.error)
+        told = first_line(e.error) if isinstance(e.error, PipelineError) else _hydra_message(e.error, name)
         _error(told + (f" (job {' '.join(e.job)})" if e.job else ""))
         return 2
     except Terminated:
@@ -389,7 +390,7 @@ def _main(argv: Optional[List[str]] = None) -> int:
         sweep.abandon("FAILED")
         if full_error:
             raise
-        _error(_hydra_message(e))
+        _error(_hydra_message(e, name))
         return EXIT_DISK_FULL if isinstance(e, DiskFull) else 2
     except BaseException as e:  # a job's exit status (sys.exit), or a crash: the sweep's parent says so
         sweep.abandon("FAILED")

@@ -67,6 +67,13 @@ def test_bad_input_fails_in_one_line(tmp_path: Path, name: str, args: List[str],
 
 
 @pytest.mark.no_store  # asserts what the command leaves in an empty directory
+@pytest.mark.parametrize("command", [["train"], ["compare"], ["rerun", "0123456789abcdef0123456789abcdef"]], ids=lambda c: c[0])
+def test_an_override_that_does_not_parse_points_at_its_own_command_s_help(tmp_path: Path, command: List[str]) -> None:
+    result = run_cli([*command, "tracking.uri=sqlite:///ünï/x.db"], cwd=tmp_path)
+    assert_one_line_error(result, "cannot parse override 'tracking.uri=sqlite:///ünï/x.db'", f"(see `pipeline {command[0]} --help`)")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_unreachable_tracking_server_is_reported_before_any_data_is_read(tmp_path: Path) -> None:
     uri = f"http://127.0.0.1:{_free_port()}"
     result = run_cli(["train", *SHRINK, f"tracking.uri={uri}"], cwd=tmp_path)
