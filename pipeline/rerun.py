@@ -10,6 +10,7 @@ original's, and any difference stops the rerun unless ``--force``.
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
@@ -283,15 +284,18 @@ def run(run_id: str, overrides: List[str], force: bool = False, tracking_uri: Op
             f"seed ({seed}), whose test accuracy is its own, not the average's"
             + (f" (it may not have trained, and seed {replaced_by} was averaged in its place)" if replaced_by else "")
         )
+    if shown.status != "FINISHED":  # killed, failed, or still running (or its process died)
+        notes.append(f"run {replayed} is {shown.status}, not FINISHED: its per-epoch loss and test accuracy, "
+                     "if any, stop where it stopped; this rerun trains to the end")
     for note in notes:
-        print(f"warning: {note}", flush=True)
+        print(f"warning: {note}", file=sys.stderr, flush=True)
 
     def check(prepared: experiment.Prepared) -> Dict[str, str]:
         found = _differences(source.tags, prepared)
         if found and not force:
             raise RerunError(f"run {run_id} differs from now: {'; '.join(found)} (pass --force to rerun anyway)")
         for line in found:
-            print(f"warning: differs from the original: {line}", flush=True)
+            print(f"warning: differs from the original: {line}", file=sys.stderr, flush=True)
         return {"rerun_differences": "; ".join(found)} if found else {}
 
     tags = {"rerun_of": run_id, "rerun_of_run": replayed}

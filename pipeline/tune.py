@@ -9,6 +9,7 @@ the search is spread over processes (``pipeline.tuning.distributed``).
 from __future__ import annotations
 
 import copy
+import sys
 import warnings
 from dataclasses import dataclass
 from typing import Any, Dict
@@ -198,7 +199,7 @@ def _seed_variance(search: Search) -> None:
     warning = final.seed_noise_warning(variance, objective)
     tracking.set_tags({"seed_variance.warning": warning or "none"})
     if warning:
-        print(f"warning: {warning}", flush=True)
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
 
 
 def _finalise(search: Search, best: Any) -> Any:
@@ -239,7 +240,7 @@ def _finalise(search: Search, best: Any) -> Any:
             checked = "unknown (members trained before a resume, with no record kept)" if members["accuracy"].isna().any() else "none"
             tracking.set_tags({"refit.untrained": "; ".join(notes) or checked})
         for note in notes:
-            print(f"warning: {note} (search/refit.csv)", flush=True)
+            print(f"warning: {note} (search/refit.csv)", file=sys.stderr, flush=True)
         # the trial as its lines number it, and its MLflow run's name
         made = (f"trial {number(best.trial_id)}'s configuration (run trial-{best.trial_id}) refit on train+val for {epochs} epoch(s)"
                 + (f", averaged over {averaged} seeds" if averaged > 1 else "")

@@ -34,7 +34,7 @@ def _train(tmp_path: Path, *extra: str) -> str:
     return result.stdout.split("run ", 1)[1].split()[0]
 
 
-def test_a_rerun_of_a_train_run_reproduces_every_epoch_and_compares(tmp_path: Path, store_uri: str) -> None:
+def test_a_rerun_of_a_train_run_reproduces_every_epoch_and_compares(tmp_path: Path, store_uri: str, capsys: pytest.CaptureFixture) -> None:
     original = _train(tmp_path)
     result = run_cli(["rerun", original], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -79,6 +79,14 @@ def test_a_rerun_of_a_train_run_reproduces_every_epoch_and_compares(tmp_path: Pa
     (_, forced_run) = sorted((r for r in _runs(client) if r.data.tags.get("rerun_of") == original), key=lambda r: r.info.start_time)
     assert "data_fingerprint" in forced_run.data.tags["rerun_differences"]
     assert "version.tensorflow" in forced_run.data.tags["rerun_differences"]
+    out, err = capsys.readouterr()  # warnings are diagnostics: on stderr, apart from the results
+    assert "warning: differs from the original: data_fingerprint" in err and "warning:" not in out
+
+    # a run that did not finish (killed, failed, or its process gone) is rerun, and said to be
+    client.set_terminated(original, "KILLED")
+    rerun.run(original, [], force=True, tracking_uri=store_uri)
+    out, err = capsys.readouterr()
+    assert f"warning: run {original} is KILLED, not FINISHED" in err and "warning:" not in out
 
 
 def test_a_search_reruns_its_best_trial_and_a_trial_reruns_itself(make_cfg, tmp_path: Path, store_uri: str) -> None:

@@ -270,12 +270,12 @@ def test_the_final_model_is_the_best_configuration_refit_on_train_and_validation
     assert metrics["test_accuracy_ci_low"] < metrics["test_accuracy"] < metrics["test_accuracy_ci_high"]
     table = pd.read_csv(client.download_artifacts(parent.info.run_id, "search/refit.csv", str(tmp_path)))
     assert table["seed"].tolist() == [42, 1] and table["epochs"].tolist() == [epochs, epochs]
-    out = capsys.readouterr().out
-    # a member far behind the others on its own training texts is named on the run and in a warning
+    out, err = capsys.readouterr()
+    # a member far behind the others on its own training texts is named on the run and in a warning (on stderr)
     untrained = parent.data.tags["refit.untrained"]
-    warned = [line for line in out.splitlines() if line.startswith("warning: refit ") and "may not have trained" in line]
+    warned = [line for line in err.splitlines() if line.startswith("warning: refit ") and "may not have trained" in line]
     assert (untrained == "none") == (not warned)
-    assert all(f"warning: {note} (search/refit.csv)" in out for note in ([] if untrained == "none" else untrained.split("; ")))
+    assert all(f"warning: {note} (search/refit.csv)" in err for note in ([] if untrained == "none" else untrained.split("; ")))
     assert all(line.endswith("it may not have trained, and the final model averages it in (search/refit.csv)") for line in warned)
     # named as the trial lines number it (Keras Tuner's id + 1) and as its MLflow run is named
     assert f"trial {int(best) + 1}'s configuration (run trial-{best}) refit on train+val for {epochs} epoch(s), averaged over 2 seeds" in out
@@ -300,8 +300,8 @@ def test_the_final_model_is_the_best_configuration_refit_on_train_and_validation
     # a rerun of the search replays its refit with the search's seed, and says it is one member
     capsys.readouterr()
     rerun.run(parent.info.run_id, [], tracking_uri=store_uri)
-    out = capsys.readouterr().out
-    assert "final model averaged 2 refits; this reruns the one with the search's seed (42)" in out
+    out, err = capsys.readouterr()
+    assert "final model averaged 2 refits; this reruns the one with the search's seed (42)" in err  # a warning
     again = [r for r in runs_in(store_uri) if r.data.tags.get("rerun_of") == parent.info.run_id]
     assert len(again) == 1 and again[0].data.tags["rerun_of_run"] == refits["42"].info.run_id
     # with the refit's own targets (tuner.final.distill), not the trials' label alone: the same epochs
@@ -425,8 +425,8 @@ def test_a_refit_that_may_not_have_trained_is_trained_again_with_the_next_seed(m
     notes = tags["refit.untrained"].split("; ")
     assert [n.split(" ended ")[0] for n in notes] == ["refit seed 42", "refit seed 1"]
     assert "seed 43 (training accuracy " in notes[0] and "seed 44 (training accuracy " in notes[1]
-    out = capsys.readouterr().out
-    assert all(f"warning: {note} (search/refit.csv)" in out for note in notes)
+    out, err = capsys.readouterr()
+    assert all(f"warning: {note} (search/refit.csv)" in err for note in notes)
     assert "averaged over 2 seeds" in out
 
     # the final model tested is the average of the two fits that replaced the others
@@ -454,7 +454,7 @@ def test_a_refit_that_may_not_have_trained_is_trained_again_with_the_next_seed(m
     # a rerun replays the refit with the search's seed, and says it was replaced in the average
     capsys.readouterr()
     rerun.run(parent.info.run_id, [], tracking_uri=store_uri)
-    assert "(it may not have trained, and seed 43 was averaged in its place)" in capsys.readouterr().out
+    assert "(it may not have trained, and seed 43 was averaged in its place)" in capsys.readouterr().err
 
     # resumed once more with `tuner.final.retrain_untrained=false`: the final model averages the
     # search seed's refit in, as search/refit.csv records, and a rerun says no other seed took its place
@@ -464,7 +464,7 @@ def test_a_refit_that_may_not_have_trained_is_trained_again_with_the_next_seed(m
     assert table["seed"].tolist() == [42, 1] and table["averaged"].tolist() == [True, True]
     capsys.readouterr()
     rerun.run(parent.info.run_id, [], tracking_uri=store_uri)
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err  # a warning
     assert "this reruns the one with the search's seed (42), whose test accuracy is its own" in out
     assert "in its place" not in out
 
