@@ -58,7 +58,7 @@ def _parse(argv: List[str]) -> argparse.Namespace:
     # key=value overrides (tracking.uri=..., tracking.experiment_name=...) mix with run ids
     args = parser.parse_intermixed_args(argv)  # run ids and overrides before, between or after options
     args.overrides = [a for a in args.run_ids if "=" in a]
-    args.run_ids = [a for a in args.run_ids if "=" not in a]
+    args.run_ids = list(dict.fromkeys(a for a in args.run_ids if "=" not in a))  # a run named twice is one run
     return args
 
 
@@ -82,7 +82,7 @@ def _select(uri: str, args: argparse.Namespace, experiment_name: str) -> Tuple[L
             direction = parent.params.get("tuner.direction")  # the search's own ranking; another metric, its own way
         return runs, parent, metric, direction or _direction(metric)
     if args.run_ids:
-        runs = [tracking.fetch_run(uri, run_id) for run_id in dict.fromkeys(args.run_ids)]
+        runs = [tracking.fetch_run(uri, run_id) for run_id in args.run_ids]
     else:
         name = args.experiment or experiment_name
         experiment_id = tracking.experiment_id_by_name(uri, name)

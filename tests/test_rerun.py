@@ -163,6 +163,7 @@ def test_rerun_and_compare_bad_input_is_one_line(tmp_path: Path, store_uri: str,
         ("rerun",): "the following arguments are required: run_id",
         ("rerun", original, "training.epochs=many"): "training.epochs",
         ("compare", original): "is not a search",
+        ("compare", original, original): "is not a search",  # one run named twice (was a one-row table)
         ("compare", original, deleted, "--metric", "bleu"): "none of these runs logged 'bleu'",
         ("compare", "--experiment", "nope"): "no experiment 'nope'",
         ("compare", "--top", "many"): "argument --top: invalid int value: 'many'",
