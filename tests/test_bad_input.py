@@ -74,6 +74,7 @@ def test_an_override_that_does_not_parse_points_at_its_own_command_s_help(tmp_pa
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.no_store  # asserts what the command leaves in an empty directory
 def test_unreachable_tracking_server_is_reported_before_any_data_is_read(tmp_path: Path) -> None:
     uri = f"http://127.0.0.1:{_free_port()}"
     result = run_cli(["train", *SHRINK, f"tracking.uri={uri}"], cwd=tmp_path)
