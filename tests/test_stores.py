@@ -367,6 +367,15 @@ def test_a_model_whose_mlmodel_points_outside_its_directory_is_refused(tmp_path:
             if label_map.is_symlink():
                 label_map.unlink()
                 label_map.write_text(json.dumps({"classes": ["neg", "pos"]}))
+    # an earlier version's code (or another program's): refused, with the way to log it again
+    own_code = (model_dir / "pyfunc_model.py").read_bytes()
+    (model_dir / "pyfunc_model.py").write_bytes(own_code + b"\n# as an earlier version wrote it\n")
+    try:
+        result = _predict(capsys, run_id, store_uri)
+        told = assert_one_line_error(result, "its code is not this version's pipeline/pyfunc_model.py", "`pipeline rerun RUN_ID`")
+        assert result.returncode == 2 and "earlier version" in told
+    finally:
+        (model_dir / "pyfunc_model.py").write_bytes(own_code)
     # inside the directory, but not what was checked: `data` names where MLflow finds the MLmodel and
     # the code file it runs, so a model of ours on top and another's code below it must be refused too
     marker = tmp_path / "ran.txt"

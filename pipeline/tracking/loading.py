@@ -107,6 +107,14 @@ def _refused(model_uri: str) -> str:
     return f"refusing to load {model_uri}: it is not a text model written by this pipeline"
 
 
+def _other_code(model_uri: str) -> str:
+    """A model whose code file is not this version's: another program's, or an earlier version of
+    this pipeline's (each change to ``pyfunc_model.py`` leaves the models logged before it behind)."""
+    return (f"refusing to load {model_uri}: its code is not this version's pipeline/pyfunc_model.py (a model logged "
+            "by an earlier version of the pipeline, or not by this pipeline); `pipeline rerun RUN_ID` trains and logs "
+            "it again with this version")
+
+
 def _check(meta: Dict[str, Any], model_dir: Optional[Path], model_uri: str) -> str:
     """A model from code that stays inside its directory; returns the name of its code file."""
     outside = _outside(model_dir, meta)
@@ -136,7 +144,7 @@ def check_own_model(model_uri: str) -> Dict[str, Any]:
         except Exception:  # noqa: BLE001
             raise TrackingError(f"{_refused(model_uri)} (its code file {code} is missing)") from None
         if theirs != PYFUNC_MODEL_FILE.read_bytes():
-            raise TrackingError(f"{_refused(model_uri)} (its code differs from this version's pipeline/pyfunc_model.py)")
+            raise TrackingError(_other_code(model_uri))
     return meta
 
 
@@ -183,7 +191,7 @@ def load_text_model(uri: str, ref: str) -> Any:
             # what is loaded is what is checked: its MLmodel and code file, where MLflow reads them
             code = _check(_read_mlmodel(model_dir / "MLmodel", model_uri), model_dir, model_uri)
             if (model_dir / code).read_bytes() != PYFUNC_MODEL_FILE.read_bytes():
-                raise TrackingError(f"{_refused(model_uri)} (its code differs from this version's pipeline/pyfunc_model.py)")
+                raise TrackingError(_other_code(model_uri))
             return mlflow.pyfunc.load_model(str(model_dir))
         except TrackingError:
             raise
