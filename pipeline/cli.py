@@ -329,7 +329,7 @@ def _completion(args: List[str]) -> int:
     try:
         _hydra_app(command)()
     except HydraException as e:
-        _error(_hydra_message(e))
+        _error(_hydra_message(e, command.name))
         return 2
     return 0
 

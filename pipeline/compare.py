@@ -47,7 +47,12 @@ def _positive(text: str) -> int:
 
 
 def _parse(argv: List[str]) -> argparse.Namespace:
-    parser = argument_parser("pipeline compare", __doc__.splitlines()[0])
+    parser = argument_parser(
+        "pipeline compare", __doc__.splitlines()[0],
+        "Settings mix with the run ids, key=value in Hydra's grammar (quote a value with characters the grammar\n"
+        "does not take: tracking.uri='sqlite:///my runs/mlflow.db'): tracking.uri=URI reads another store\n"
+        "(default: mlruns/mlflow.db here), tracking.experiment_name=NAME another experiment.",
+    )
     parser.add_argument("run_ids", nargs="*", help="a search's parent run, or several runs")
     parser.add_argument("--experiment", help="compare the train runs and searches of this experiment")
     parser.add_argument("--metric", help="rank by this metric (default: trial_score for a search's trials, else test_accuracy)")

@@ -19,6 +19,7 @@ import keras
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
 
 TEXT_COLUMN = "text"
 #: Unicode punctuation and symbols (``!``, ``?``, ``$``, ``£``, ``%``, emoji): each becomes a token.
@@ -78,13 +79,16 @@ class MeanOverSteps(keras.layers.GlobalAveragePooling1D):
         return total / ops.maximum(count, 1)  # the count itself wherever a text has a token
 
 
+class UnreadableInput(MlflowException, ValueError):
+    """An input the model cannot read, as MLflow says it: its scoring server answers 400 with the
+    message (any other exception is "an unexpected error" and the server's traceback). A ValueError
+    too, as the model raised before."""
+
+
 def _refused(message: str) -> Exception:
-    """An input the model cannot read, as MLflow says it: its scoring server answers 400 with this
-    message (any other exception is "an unexpected error" and the server's traceback)."""
-    from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+    return UnreadableInput(message, error_code=INVALID_PARAMETER_VALUE)
 
 
 def _texts(model_input: Any) -> List[str]:

@@ -133,7 +133,7 @@ def _open(search: Search, hp: Any, resumed: bool) -> None:
     ties = str(state.get("ties", "first")) if resumed else str(cfg.tuner.ties)
     if ties != str(cfg.tuner.ties):
         print(f"note: this search ranks equal scores by tuner.ties={ties}, as it started; "
-              f"tuner.ties={cfg.tuner.ties} applies to a new search (tuner.overwrite=true starts this one again)", flush=True)
+              f"tuner.ties={cfg.tuner.ties} applies to a new search (tuner.overwrite=true starts this one again)", file=sys.stderr, flush=True)
         cfg = copy.deepcopy(cfg)
         cfg.tuner.ties = ties
         search.cfg = cfg

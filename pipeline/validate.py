@@ -59,9 +59,9 @@ class Validate(Callback):
         try:
             check(config, models=False)
             _check_store(config)
-            _STORES.add(_digest(config.tracking))
             _read(config)
             check(config)
+            _STORES.add(_digest(config.tracking))  # the job need not check it again
         except PipelineError as e:  # a setting (ConfigError), the data (DataError) or the store (TrackingError)
             raise Refused(e) from None
 

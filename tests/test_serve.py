@@ -155,7 +155,7 @@ def test_the_registered_best_model_predicts_from_the_cli_and_over_http(make_cfg,
     frame = loaded.predict(pd.DataFrame({"text": [TEXTS[0].encode(), TEXTS[1], "caf\udce9"]}, index=[7, 5, 5]))
     assert frame.index.tolist() == [7, 5, 5] and frame["label"].tolist()[:2] == ["positive", "negative"]
     assert frame["confidence"].iloc[0] == pytest.approx(loaded.predict(pd.DataFrame({"text": [TEXTS[0]]}))["confidence"].iloc[0], abs=1e-5)
-    with pytest.raises(Exception, match="expected one text per row, got a list"):
+    with pytest.raises(ValueError, match="expected one text per row, got a list"):  # as it always raised
         loaded.predict(pd.DataFrame({"text": [["a", "b"]]}))
 
     # `mlflow models serve` with the local environment manager, on loopback

@@ -261,6 +261,11 @@ def test_a_single_run_checks_its_store_once_and_each_job_of_a_sweep_as_it_starts
     common = [*SHRINK, "dataset=files", f"dataset.path={data}", f"tracking.uri={store_uri}", "tracking.log_model=false"]
     assert cli.main(["train", *common, f"hydra.run.dir={tmp_path / 'run'}"]) == 0
     assert checked == [store_uri]
+    # a run refused after its store was checked (its data has one class) leaves it unchecked for the next
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)  # the entry point set it for its own Hydra call
+    (tmp_path / "one_class.csv").write_text("text,label\n" + "".join(f"text number {i},same\n" for i in range(40)))
+    assert cli.main(["train", *common, f"dataset.path={tmp_path / 'one_class.csv'}", f"hydra.run.dir={tmp_path / 'refused'}"]) == 2
+    assert checked == [store_uri] * 2
     checked.clear()
     assert cli.main(["train", "-m", *common, "seed=1,2", f"hydra.sweep.dir={tmp_path / 'sweep'}"]) == 0
     assert checked == [store_uri] * 3  # the sweep's pass, then each of its two jobs
@@ -278,15 +283,17 @@ def test_a_single_run_checks_its_store_once_and_each_job_of_a_sweep_as_it_starts
     (["rerun", "0123456789abcdef0123456789abcdef", "tracking.uri=./mlruns"], {},
      ["tracking.uri=./mlruns is a path", "name a SQLite store: tracking.uri=sqlite:///./mlruns/mlflow.db"]),
     # a directory store where the user allows one: reading made it (.trash, 0/meta.yaml)
-    (["compare", "tracking.uri=./newstore"], {"MLFLOW_ALLOW_FILE_STORE": "true"}, ["no MLflow store at ./newstore"]),
-], ids=["compare-postgresql", "predict-postgresql", "rerun-a-path", "compare-a-new-directory-store"])
+    (["compare", "tracking.uri=./newstore"], {"MLFLOW_ALLOW_FILE_STORE": "true"}, ["no MLflow store at newstore"]),
+    # a directory that is there, but not a store: reading made it one (.trash)
+    (["compare", "tracking.uri=."], {"MLFLOW_ALLOW_FILE_STORE": "true"}, ["no MLflow store at ."]),
+], ids=["compare-postgresql", "predict-postgresql", "rerun-a-path", "compare-a-new-directory-store", "compare-a-directory-not-a-store"])
 def test_a_reading_command_on_a_store_it_cannot_use_is_one_line_at_once_and_makes_nothing(
         tmp_path: Path, args: list, env: dict, fragments: list) -> None:
     result = run_cli(args, cwd=tmp_path, env=env, timeout=60)
     line = assert_one_line_error(result, *fragments)
     assert result.stderr.splitlines() == [line], result.stderr[-3000:]  # no retried warnings before it
     assert "Hunter2SecretXYZ" not in result.stdout + result.stderr
-    assert list(tmp_path.iterdir()) == []
+    assert list(tmp_path.iterdir()) == []  # not even a hidden .trash
 
 
 # --- a model stays inside its directory --------------------------------------------------------

@@ -971,11 +971,11 @@ def test_a_resumed_search_keeps_the_tie_rule_it_started_with(make_cfg, store_uri
     del state["ties"]  # as a project from before the setting
     state_file.write_text(json.dumps(state))
     tune.run(cfg)
-    out = capsys.readouterr().out
-    assert "note: this search ranks equal scores by tuner.ties=first, as it started" in out
+    out, err = capsys.readouterr()
+    assert "note: this search ranks equal scores by tuner.ties=first, as it started" in err  # a diagnostic: stderr
     assert json.loads(state_file.read_text())["ties"] == "first"
     # and so again, recorded; another thread count is the same search (like the log level, not part of its identity)
     tune.run(make_cfg(*search, "training.threads=1", config_name="tune"))
-    out = capsys.readouterr().out
-    assert "tuner.ties=first, as it started" in out and "resuming search" in out
+    out, err = capsys.readouterr()
+    assert "tuner.ties=first, as it started" in err and "resuming search" in out
     assert len(_runs(store_uri)[1]) == 1

@@ -236,14 +236,19 @@ def _check_other_store(uri: str, timeout: float, create: bool) -> None:
     if scheme.split("+")[0] in DATABASE_SCHEMES:
         _check_database(uri, timeout)
     elif scheme in ("", "file") and uri.strip() not in ("databricks", "databricks-uc", "uc"):
-        path = urllib.parse.unquote(urllib.parse.urlsplit(uri).path) if scheme else uri
+        path = urllib.parse.urlsplit(uri).path if scheme else uri
         if not MLFLOW_ALLOW_FILE_STORE.get():
             store = path if path.endswith((".db", ".sqlite", ".sqlite3")) else f"{path.rstrip('/') or '.'}/mlflow.db"
             raise TrackingError(f"tracking.uri={uri} is a path, which MLflow 3 reads as a directory store it no longer writes; "
                                 f"name a SQLite store: tracking.uri=sqlite:///{store}")
-        if not create and not Path(path).is_dir():
-            raise TrackingError(f"no MLflow store at {path} (nothing was tracked there); point at one with tracking.uri "
-                                "(or MLFLOW_TRACKING_URI)")
+        if not create:
+            from mlflow.utils.file_utils import local_file_uri_to_path
+
+            root = Path(local_file_uri_to_path(uri))  # where MLflow's directory store would be
+            # a directory store has its trash folder (MLflow makes it, and experiment 0, on first use)
+            if not (root / ".trash").is_dir():
+                raise TrackingError(f"no MLflow store at {root} (nothing was tracked there); point at one with tracking.uri "
+                                    "(or MLFLOW_TRACKING_URI)")
 
 
 #: The database servers MLflow's SQLAlchemy store speaks to.
