@@ -20,6 +20,7 @@ import difflib
 import hashlib
 import json
 import typing
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from hydra.errors import HydraException
@@ -61,6 +62,7 @@ class Validate(Callback):
             _check_store(config)
             _read(config)
             check(config)
+            _output_dir(config, "run")
             _STORES.add(_digest(config.tracking))  # the job need not check it again
         except PipelineError as e:  # a setting (ConfigError), the data (DataError) or the store (TrackingError)
             raise Refused(e) from None
@@ -90,6 +92,23 @@ class Validate(Callback):
                     _read(cfg, keep=False)
             except (PipelineError, HydraException, OmegaConfBaseException) as e:  # a value the job's key does not take
                 raise Refused(e, job) from None
+        try:
+            _output_dir(config, "sweep")
+        except PipelineError as e:
+            raise Refused(e) from None
+
+
+def _output_dir(config: DictConfig, mode: str) -> None:
+    """Hydra's output directory for the run (``hydra.run.dir``) or the sweep (``hydra.sweep.dir``),
+    made here, last in the pass, as Hydra would make it next: where it cannot be (a file in its
+    path, a directory that cannot be written), one line, before a sweep's parent run is opened
+    (Hydra's traceback came after it, the run left RUNNING)."""
+    key = f"hydra.{mode}.dir"
+    directory = Path(str(OmegaConf.select(config, key)))
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{key}={directory}: cannot make the directory ({e.strerror or e}); name another") from None
 
 
 #: Dataset settings that change what is done with the texts once read, not what is read: a sweep

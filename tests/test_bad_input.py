@@ -74,6 +74,17 @@ def test_an_override_that_does_not_parse_points_at_its_own_command_s_help(tmp_pa
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.no_store  # asserts what the command leaves in the directory
+@pytest.mark.parametrize("args", [["-m", "seed=1,2", "hydra.sweep.dir=afile/sub"], ["hydra.run.dir=afile/sub"]], ids=["sweep", "run"])
+def test_an_output_directory_that_cannot_be_made_is_one_line_before_any_run(tmp_path: Path, args: List[str]) -> None:
+    """A sweep's parent run was opened first, then Hydra's traceback, the run left RUNNING."""
+    (tmp_path / "afile").write_text("not a directory\n")
+    result = run_cli(["train", *SHRINK, *args], cwd=tmp_path)
+    key = args[-1].split("=")[0]
+    assert_one_line_error(result, f"{key}=afile/sub: cannot make the directory (Not a directory)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # no store, no run, no outputs/
+
+
 @pytest.mark.no_store  # asserts what the command leaves in an empty directory
 def test_unreachable_tracking_server_is_reported_before_any_data_is_read(tmp_path: Path) -> None:
     uri = f"http://127.0.0.1:{_free_port()}"
