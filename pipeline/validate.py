@@ -58,6 +58,7 @@ class Validate(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
+            _no_chdir(config)
             check(config, models=False)
             _check_store(config)
             _read(config)
@@ -72,6 +73,7 @@ class Validate(Callback):
 
         basic = str(config.hydra.sweeper.get("_target_", "")).endswith(".BasicSweeper")
         try:
+            _no_chdir(config)
             sweeper_direction(config)
             _check_store(config)
             jobs = sweep_jobs(config, every=basic)
@@ -96,6 +98,15 @@ class Validate(Callback):
             _output_dir(config, "sweep")
         except PipelineError as e:
             raise Refused(e) from None
+
+
+def _no_chdir(config: DictConfig) -> None:
+    """``hydra.job.chdir=true`` would run the job in its output directory: a relative
+    ``dataset.path`` not found there, the store (``mlruns/``) made there, out of reach of
+    ``compare`` and ``rerun`` run where the user is. Refused in one line."""
+    if OmegaConf.select(config, "hydra.job.chdir") is True:
+        raise ConfigError("hydra.job.chdir=true is not supported: the pipeline reads relative paths (dataset.path, paths.*) "
+                          "and keeps its store where you run it; leave it false (each job's files are in its output directory anyway)")
 
 
 def _output_dir(config: DictConfig, mode: str) -> None:
