@@ -96,12 +96,10 @@ def _plain(text: Any) -> str:
 
 def plot_learning_curves(history: Dict[str, List[float]]) -> Any:
     """Loss and accuracy per epoch, train beside validation."""
-    import matplotlib
+    from matplotlib.figure import Figure  # not pyplot: the caller's backend (a notebook's) stays as it is
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    axes = fig.subplots(1, 2)
     for ax, metric in zip(axes, ("loss", "accuracy")):
         for prefix, style in (("", "-o"), ("val_", "--o")):
             values = history.get(prefix + metric)
@@ -117,14 +115,12 @@ def plot_learning_curves(history: Dict[str, List[float]]) -> Any:
 
 def plot_confusion_matrix(matrix: np.ndarray, classes: List[str]) -> Any:
     """Counts, with each cell's share of its true class as the colour."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: the caller's backend (a notebook's) stays as it is
 
     n = len(classes)
     rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(1.2 * n + 3, 1.2 * n + 2))
+    fig = Figure(figsize=(1.2 * n + 3, 1.2 * n + 2))
+    ax = fig.subplots()
     im = ax.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0)
     ax.set_xticks(range(n), [_plain(c) for c in classes], rotation=45, ha="right")
     ax.set_yticks(range(n), [_plain(c) for c in classes])
@@ -140,15 +136,13 @@ def plot_confusion_matrix(matrix: np.ndarray, classes: List[str]) -> Any:
 
 def plot_search_scores(table: Any, names: List[str], objective: str) -> Any:
     """The objective over each searched value, and over units x embedding size when both are searched."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: the caller's backend (a notebook's) stays as it is
 
     done = table[table["score"].notna()]
     pair = "model.units" in names and "model.embedding_dim" in names
     panels = len(names) + (1 if pair else 0)
-    fig, axes = plt.subplots(1, panels, figsize=(4 * panels, 3.6), squeeze=False)
+    fig = Figure(figsize=(4 * panels, 3.6))
+    axes = fig.subplots(1, panels, squeeze=False)
     for ax, name in zip(axes[0], names):
         values = done[name].astype(float) if done[name].dtype != object else done[name].astype(str).map(_plain)
         ax.scatter(values, done["score"], alpha=0.8)
@@ -167,12 +161,10 @@ def plot_search_scores(table: Any, names: List[str], objective: str) -> Any:
 
 def plot_comparison(labels: List[str], values: List[float], metric: str) -> Any:
     """One bar per run, best first: the comparison a `pipeline compare` logs."""
-    import matplotlib
+    from matplotlib.figure import Figure  # not pyplot: the caller's backend (a notebook's) stays as it is
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 0.4 * len(labels) + 1.2))
+    fig = Figure(figsize=(7, 0.4 * len(labels) + 1.2))
+    ax = fig.subplots()
     positions = np.arange(len(labels))[::-1]
     ax.barh(positions, values, color="tab:blue", alpha=0.8)
     ax.set_yticks(positions, [_plain(label) for label in labels], fontsize=8)

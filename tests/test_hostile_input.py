@@ -269,3 +269,25 @@ def test_a_class_named_in_tex_maths_trains_and_is_drawn(make_cfg, tmp_path: Path
     (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert run.info.status == "FINISHED"
     assert any(a.path.endswith("confusion_matrix.png") for a in client.list_artifacts(run.info.run_id, "plots"))
+
+
+def test_drawing_leaves_the_caller_s_matplotlib_backend_as_it_was(tmp_path: Path) -> None:
+    """A notebook (or any program) that calls the pipeline's plots keeps its own backend: they set
+    Agg for the whole process before (``matplotlib.use``)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import matplotlib\n"
+        "matplotlib.use('svg')\n"
+        "import numpy as np\n"
+        "from pipeline.evaluate import plot_comparison, plot_confusion_matrix, plot_learning_curves\n"
+        "figures = [plot_confusion_matrix(np.eye(2, dtype=int), ['a', 'b']), plot_comparison(['x'], [0.5], 'm'),\n"
+        "           plot_learning_curves({'loss': [1.0, 0.5], 'val_loss': [1.1, 0.7]})]\n"
+        f"[f.savefig({str(tmp_path)!r} + f'/{{i}}.png') for i, f in enumerate(figures)]\n"
+        "print(matplotlib.get_backend())\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().lower() == "svg"
+    assert all((tmp_path / f"{i}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for i in range(3))  # drawn all the same

@@ -105,13 +105,9 @@ def log_data(obj: Any, artifact_file: str) -> None:
 
 
 def log_figure(figure: Any, artifact_file: str) -> None:
-    import matplotlib.pyplot as plt
-
-    try:
-        with _artifact(artifact_file):
-            mlflow.log_figure(figure, artifact_file)
-    finally:
-        plt.close(figure)
+    """A figure (``matplotlib.figure.Figure``, made without pyplot: nothing to close) as an artifact."""
+    with _artifact(artifact_file):
+        mlflow.log_figure(figure, artifact_file)
 
 
 def log_table(frame: Any, artifact_file: str) -> None:

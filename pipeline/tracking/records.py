@@ -106,8 +106,6 @@ def metric_history(uri: str, run_id: str, key: str) -> List[float]:
 
 def attach(uri: str, run_id: str, frame: Any, table_file: str, figure: Any, figure_file: str) -> None:
     """Add a CSV table and a figure to an existing run without reopening it (its status stays)."""
-    import matplotlib.pyplot as plt
-
     client = mlflow.MlflowClient(uri)
     with tempfile.TemporaryDirectory() as tmp:
         for obj, name in ((frame, table_file), (figure, figure_file)):
@@ -116,6 +114,5 @@ def attach(uri: str, run_id: str, frame: Any, table_file: str, figure: Any, figu
                 obj.to_csv(path, index=False)
             else:
                 obj.savefig(path, dpi=110)
-                plt.close(obj)
             parent = str(Path(name).parent)
             client.log_artifact(run_id, str(path), artifact_path=None if parent == "." else parent)
