@@ -42,6 +42,8 @@ def test_mlflow_registry_uri_holds_the_registered_model_and_predict_finds_it(tmp
     assert tracking_uri in result.stdout  # the last line's UI command opens that store
     assert not (tmp_path / "mlruns" / "mlflow.db").exists()
     assert [str(v.version) for v in MlflowClient(tracking_uri, registry_uri).search_model_versions("name='reviews'")] == ["1"]
+    assert "registered reviews v1" in result.stdout  # said once, on the last line: not MLflow's two lines on stderr
+    assert "Successfully registered model" not in result.stderr and "Created version" not in result.stderr, result.stderr[-2000:]
     assert MlflowClient(tracking_uri, tracking_uri).search_registered_models() == []
 
     predicted = run_cli(["predict", "reviews", "a wonderful film"], cwd=tmp_path, env=env)

@@ -71,9 +71,40 @@ def log_text_model(
     model_uri = f"models:/{model.model_id}"
     if registered_model_name:
         name = registered_name(registered_model_name)
-        version = mlflow.register_model(model_uri, name)
+        with _registry_lines_told_once():
+            version = mlflow.register_model(model_uri, name)
         tag_version(name, version.version, version_tags or {})
     return model_uri
+
+
+#: What ``mlflow.register_model`` prints to stderr on every registration (the run's own line names
+#: the registered version): kept back unless ``--verbose``.
+_REGISTRY_LINES = re.compile(r"^(Successfully registered model '.*'\.|Registered model '.*' already exists\. Creating a new version of this model\.\.\.|"
+                             r"Created version '.*' of model '.*'\.)$")
+
+
+@contextlib.contextmanager
+def _registry_lines_told_once() -> Any:
+    """MLflow's registration lines (printed straight to ``sys.stderr``) kept back; anything else
+    written to stderr meanwhile is passed on as it was."""
+    import io
+    import os
+    import sys
+
+    from pipeline.quiet import wants_logs
+
+    if wants_logs(os.environ):
+        yield
+        return
+    caught = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(caught):
+            yield
+    finally:
+        kept = [line for line in caught.getvalue().splitlines(keepends=True) if not _REGISTRY_LINES.match(line.rstrip("\n"))]
+        if kept:
+            sys.stderr.write("".join(kept))
+            sys.stderr.flush()
 
 
 def _save_staged(
