@@ -246,6 +246,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             break
     try:
         return _main(argv)
+    except BrokenPipeError:  # the reader stopped (`pipeline train --help | head`): a quiet end, as other tools make
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit fails no more
+        return 0
     except Terminated:
         print("terminated", file=sys.stderr)
         return 143
@@ -277,6 +280,15 @@ HYDRA_FLAGS = (*HYDRA_SWITCHES, "-h", "--help", "--hydra-help", "--version", "-c
                *SHELL_COMPLETION, "-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir",
                "--experimental-rerun", "-i", "--info")
 
+#: The shells Hydra completes for (its completion plugins).
+COMPLETION_SHELLS = ("bash", "fish", "zsh")
+#: Hydra's flags that take a value (the long name; ``--info``'s is optional), and the values of those
+#: that have a fixed set: refused in one line here, where Hydra's parser printed its usage text.
+VALUED = {"-c": "--cfg", "--cfg": "--cfg", "-i": "--info", "--info": "--info", "-p": "--package", "--package": "--package",
+          "-cp": "--config-path", "--config-path": "--config-path", "-cn": "--config-name", "--config-name": "--config-name",
+          "-cd": "--config-dir", "--config-dir": "--config-dir", "--experimental-rerun": "--experimental-rerun"}
+CHOICES = {"--cfg": ("job", "hydra", "all"), "--info": ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")}
+
 #: What Hydra does with the line, one at a time.
 MODES = {"--run": ("-r", "--run"), "--multirun": ("-m", "--multirun"), "--cfg": ("-c", "--cfg"), "--info": ("-i", "--info"),
          "--shell-completion": SHELL_COMPLETION}
@@ -293,6 +305,19 @@ def _hydra_line(name: str, rest: List[str]) -> List[str]:
             near = difflib.get_close_matches(flag, HYDRA_FLAGS, n=1, cutoff=0.6)
             hint = f"did you mean {near[0]}?" if near else f"`pipeline {name} --help` lists them"
             raise UsageError(f"pipeline {name} has no option {flag!r}; {hint}")
+    for i, arg in enumerate(rest):
+        flag, eq, value = arg.partition("=")
+        if flag not in VALUED:
+            continue
+        long = VALUED[flag]
+        given: Optional[str] = value if eq else (rest[i + 1] if i + 1 < len(rest) and not rest[i + 1].startswith("-") else None)
+        if given is None and long != "--info":
+            raise UsageError(f"pipeline {name}: {flag} needs a value")
+        if given is not None and long in CHOICES and given not in CHOICES[long]:
+            raise UsageError(f"pipeline {name}: {flag} takes one of {', '.join(CHOICES[long])}, not {given!r}")
+        if long == "--experimental-rerun" and not os.path.isfile(str(given)):
+            raise UsageError(f"pipeline {name}: --experimental-rerun {given}: no such file (Hydra's config.pickle of a "
+                             "past job; `pipeline rerun RUN_ID` trains a recorded run again)")
     modes = {m for arg in rest for m in MODES if arg.split("=")[0] in MODES[m]}
     if len(modes) > 1:  # else a ValueError out of Hydra
         raise UsageError(f"pipeline {name} takes one of {', '.join(MODES)}, not {' and '.join(m for m in MODES if m in modes)}")
@@ -310,6 +335,9 @@ def _completion(args: List[str]) -> int:
     import re
 
     option = next((a for a in args if "=" in a and a.split("=")[0] in ("install", "uninstall", "query")), "")
+    if option and option.split("=", 1)[1] not in COMPLETION_SHELLS:  # else Hydra's ValueError, a traceback
+        _error(f"no shell completion for {option.split('=', 1)[1]!r}; {option.split('=')[0]}= takes {', '.join(COMPLETION_SHELLS)}")
+        return 2
     command = COMMANDS["train"]
     if option.startswith("query="):
         line = os.environ.get("COMP_LINE", "")

@@ -78,6 +78,48 @@ def test_an_override_that_does_not_parse_points_at_its_own_command_s_help(tmp_pa
 
 
 @pytest.mark.no_store  # asserts what the command leaves in the directory
+@pytest.mark.parametrize("args, message", [
+    (["--cfg", "bogus"], "--cfg takes one of job, hydra, all, not 'bogus'"),
+    (["--cfg"], "--cfg needs a value"),
+    (["--info", "bogus"], "--info takes one of all, config, defaults"),
+    (["--config-name"], "--config-name needs a value"),
+    (["--package"], "--package needs a value"),
+    (["--experimental-rerun", "nope.pickle"], "--experimental-rerun nope.pickle: no such file"),  # was a traceback
+    (["-sc", "install=tcsh"], "no shell completion for 'tcsh'; install= takes bash, fish, zsh"),  # was a traceback
+], ids=["cfg-bogus", "cfg-no-value", "info-bogus", "config-name-no-value", "package-no-value", "experimental-rerun", "completion-tcsh"])
+def test_a_hydra_flag_with_a_bad_value_is_one_line(tmp_path: Path, args: List[str], message: str) -> None:
+    """Hydra's parser printed its nine-line usage text, or a traceback."""
+    result = run_cli(["train", *args], cwd=tmp_path)
+    assert_one_line_error(result, message)
+    assert result.returncode == 2 and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args", [["--help"], ["train", "--help"], ["train", "--cfg", "job"]], ids=" ".join)
+def test_output_into_a_reader_that_has_gone_ends_quietly(tmp_path: Path, args: List[str]) -> None:
+    """`pipeline train --help | head -0`: a BrokenPipeError traceback (the reader gone before a byte)."""
+    import os
+    import subprocess
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the command writes
+    try:
+        result = subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=tmp_path, stdout=write, stderr=subprocess.PIPE,
+                                text=True, timeout=120)
+    finally:
+        os.close(write)
+    assert result.returncode == 0 and result.stderr == "", result.stderr[-2000:]
+
+
+def test_python_m_pipeline_is_the_command(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "pipeline", "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.startswith("usage: pipeline <command>"), result.stderr[-2000:]
+
+
+@pytest.mark.no_store  # asserts what the command leaves in the directory
 @pytest.mark.parametrize("args", [["-m", "seed=1,2", "hydra.sweep.dir=afile/sub"], ["hydra.run.dir=afile/sub"]], ids=["sweep", "run"])
 def test_an_output_directory_that_cannot_be_made_is_one_line_before_any_run(tmp_path: Path, args: List[str]) -> None:
     """A sweep's parent run was opened first, then Hydra's traceback, the run left RUNNING."""
