@@ -183,6 +183,7 @@ def run_tags(cfg: DictConfig, config: Dict[str, Any], prepared: Prepared, comman
         "data_fingerprint": fingerprint["all"],
         **{f"data_fingerprint.{k}": v for k, v in fingerprint.items() if k != "all"},
         **provenance.git_state(),
+        "code_digest": provenance.code_digest(),
         **{f"version.{k}": v for k, v in provenance.package_versions().items()},
     }
     if tags["git_commit"] != "unknown":

@@ -8,7 +8,7 @@ import re
 import subprocess
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 PACKAGES = ("pipeline", "tensorflow", "keras", "keras-tuner", "mlflow", "hydra-core", "numpy", "scikit-learn")
 _SOURCE_DIR = Path(__file__).resolve().parent
@@ -31,6 +31,23 @@ def git_state() -> Dict[str, str]:
     except (OSError, subprocess.SubprocessError):
         return {"git_commit": "unknown", "git_dirty": "unknown"}
     return {"git_commit": commit, "git_dirty": str(dirty).lower()}
+
+
+def code_digest(roots: Optional[Dict[str, Path]] = None) -> str:
+    """sha256 of the pipeline's own code and configs (every ``.py`` of the package and ``.yaml`` of
+    its ``conf/``, by their paths inside them): the same for a checkout and a wheel of one commit,
+    and what tells two wheels of different commits apart (an installed wheel has no git commit)."""
+    from pipeline.config import CONF_DIR
+
+    digest = hashlib.sha256()
+    for prefix, root in sorted((roots or {"pipeline": _SOURCE_DIR, "conf": Path(CONF_DIR)}).items()):
+        patterns = ("*.yaml",) if prefix == "conf" else ("*.py",)
+        files = sorted(p for pattern in patterns for p in root.rglob(pattern) if "__pycache__" not in p.parts
+                       and not (prefix == "pipeline" and "conf" in p.relative_to(root).parts[:1]))
+        for path in files:
+            digest.update(f"{prefix}/{path.relative_to(root).as_posix()}\0".encode())
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
 
 
 def package_versions() -> Dict[str, str]:

@@ -239,10 +239,12 @@ def rebuild_config(
 def _differences(original: Dict[str, str], prepared: experiment.Prepared) -> List[str]:
     now = {
         **provenance.git_state(),
+        "code_digest": provenance.code_digest(),
         **{f"version.{k}": v for k, v in provenance.package_versions().items()},
         "data_fingerprint": prepared.splits.fingerprint()["all"],
     }
-    keys = ["git_commit", "git_dirty", "data_fingerprint", *(f"version.{p}" for p in KEY_PACKAGES)]
+    # a run recorded before code_digest existed is compared on the rest
+    keys = ["git_commit", "git_dirty", "code_digest", "data_fingerprint", *(f"version.{p}" for p in KEY_PACKAGES)]
     return [f"{k} {original[k]} -> {now[k]}" for k in keys if k in original and original[k] != now[k]]
 
 

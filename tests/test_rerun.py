@@ -14,7 +14,7 @@ import pytest
 from mlflow import MlflowClient
 
 from conftest import EXPERIMENT, SHRINK, SPACE, assert_one_line_error, curve, run_cli, runs_in, write_sentiment_csv
-from pipeline import rerun, tune
+from pipeline import provenance, rerun, tune
 from pipeline.rerun import RerunError
 
 
@@ -67,8 +67,10 @@ def test_a_rerun_of_a_train_run_reproduces_every_epoch_and_compares(tmp_path: Pa
     assert {a.path for a in client.list_artifacts(comparison.info.run_id, "compare")} >= {"compare/comparison.png"}
 
     # what another machine or a changed data file would have recorded: refused, unless --force
+    assert old.data.tags["code_digest"] == provenance.code_digest()  # the code that ran, installed from a wheel or not
     client.set_tag(original, "data_fingerprint", "0" * 16)
     client.set_tag(original, "version.tensorflow", "2.0.0")
+    client.set_tag(original, "code_digest", "0" * 64)  # another wheel's code, or another edit of a dirty tree
     # (in this process, to keep the suite's time: the CLI tells any refusal in one line, as
     # test_rerun_and_compare_bad_input_is_one_line checks)
     count = len(_runs(client))
@@ -79,6 +81,7 @@ def test_a_rerun_of_a_train_run_reproduces_every_epoch_and_compares(tmp_path: Pa
     (_, forced_run) = sorted((r for r in _runs(client) if r.data.tags.get("rerun_of") == original), key=lambda r: r.info.start_time)
     assert "data_fingerprint" in forced_run.data.tags["rerun_differences"]
     assert "version.tensorflow" in forced_run.data.tags["rerun_differences"]
+    assert f"code_digest {'0' * 64} -> {provenance.code_digest()}" in forced_run.data.tags["rerun_differences"]
     out, err = capsys.readouterr()  # warnings are diagnostics: on stderr, apart from the results
     assert "warning: differs from the original: data_fingerprint" in err and "warning:" not in out
 
@@ -296,3 +299,21 @@ def test_compare_s_terminal_table_fits_and_names_what_it_leaves_out() -> None:
 
     wide, notes = terminal_view(frame, 5, 10_000)  # all that every run has fits: one note
     assert "training.long_setting_11" in wide.columns and len(notes) == 1
+
+
+def test_the_code_digest_follows_the_code_and_configs_not_their_caches(tmp_path: Path) -> None:
+    package, conf = tmp_path / "pipeline", tmp_path / "conf"
+    (package / "__pycache__").mkdir(parents=True)
+    (conf / "model").mkdir(parents=True)
+    (package / "train.py").write_text("EPOCHS = 3\n")
+    (conf / "model" / "lstm.yaml").write_text("units: 64\n")
+    roots = {"pipeline": package, "conf": conf}
+    first = provenance.code_digest(roots)
+    (package / "__pycache__" / "train.cpython-311.pyc").write_bytes(b"\0compiled")
+    (conf / "notes.txt").write_text("not a config\n")
+    assert provenance.code_digest(roots) == first
+    (conf / "model" / "lstm.yaml").write_text("units: 128\n")
+    assert provenance.code_digest(roots) != first
+    (conf / "model" / "lstm.yaml").write_text("units: 64\n")
+    (package / "train.py").rename(package / "fit.py")  # the same bytes under another name is other code
+    assert provenance.code_digest(roots) != first
