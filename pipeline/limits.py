@@ -31,7 +31,14 @@ MAX_DIM = 2**31 - 1
 
 def sections(cfg: DictConfig) -> None:
     """Every section of a train config, and of a tune config's tuner."""
-    dataset(cfg.dataset)
+    try:
+        dataset(cfg.dataset)
+    except ConfigError as e:
+        data_dir = str(cfg.paths.data_dir)
+        if str(e).startswith("data file not found: ") and data_dir in str(e):  # a dataset that ships no data: where it looked
+            raise ConfigError(f"{e}; the data directory is paths.data_dir={data_dir} (set PIPELINE_DATA_DIR, or paths.data_dir=, "
+                              "to where the datasets are)") from None
+        raise
     model(cfg.model)
     training(cfg.training)
     tracking(cfg.tracking)

@@ -55,6 +55,9 @@ CASES = [
     ("wrong type", ["training.epochs=many"], ["training.epochs=many", "Integer"]),
     ("a directory as the file", ["dataset=files", "dataset.path=."], ["data file is a directory"]),
     ("percentile over 100", ["dataset.length_percentile=150"], ["dataset.length_percentile must be above 0 and at most 100, got 150"]),
+    # a dataset whose files come from the data directory: where it looked, and how to point it elsewhere
+    ("no data directory", ["dataset=sst2", "paths.data_dir=nowhere"], ["data file not found: nowhere/sst2/", "paths.data_dir=nowhere",
+                                                                       "PIPELINE_DATA_DIR"]),
     # the job ran in its output directory: a relative dataset.path not found there, the store made there
     ("hydra.job.chdir", ["hydra.job.chdir=true", "dataset=files", "dataset.path=columns.csv"], ["hydra.job.chdir=true is not supported"]),
     ("hydra.job.chdir in a sweep", ["-m", "seed=1,2", "hydra.job.chdir=true"], ["hydra.job.chdir=true is not supported"]),
