@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional
@@ -104,6 +105,9 @@ def _hydra_message(error: BaseException, command: str = "train") -> str:
         start = lines.index(next(line for line in lines if line.startswith("Available options")))
         options = [line for line in lines[start + 1 :] if not line.startswith(("Config search path", "provider="))]
         message = f"{message}; available: {', '.join(options)}"
+    if command == "train" and re.search(r"'(tuner|search_space)[.'/]|'tuner_\w+_schema'", str(error)):
+        # `pipeline train tuner=random`: Hydra's "No match in the defaults list", or a schema's KeyError
+        return f"{message.rstrip(':.')}; tuner and search_space are settings of `pipeline tune`, not `pipeline train`"
     return message + _did_you_mean(error)
 
 
@@ -332,8 +336,6 @@ def _completion(args: List[str]) -> int:
     """Hydra's tab completion (``-sc install=bash|zsh|fish``, and the ``-sc query=...`` it installs)
     for ``pipeline <command> <overrides>``: the shell asks ``pipeline -sc query=bash`` with the whole
     line in ``COMP_LINE``; the command word is completed here, the overrides by that command's Hydra app."""
-    import re
-
     option = next((a for a in args if "=" in a and a.split("=")[0] in ("install", "uninstall", "query")), "")
     if option and option.split("=", 1)[1] not in COMPLETION_SHELLS:  # else Hydra's ValueError, a traceback
         _error(f"no shell completion for {option.split('=', 1)[1]!r}; {option.split('=')[0]}= takes {', '.join(COMPLETION_SHELLS)}")

@@ -55,6 +55,9 @@ CASES = [
     ("wrong type", ["training.epochs=many"], ["training.epochs=many", "Integer"]),
     ("a directory as the file", ["dataset=files", "dataset.path=."], ["data file is a directory"]),
     ("percentile over 100", ["dataset.length_percentile=150"], ["dataset.length_percentile must be above 0 and at most 100, got 150"]),
+    # a search's settings given to train: Hydra's "No match in the defaults list", or a schema's bare KeyError
+    ("tuner on train", ["tuner=random"], ["Could not override 'tuner'", "settings of `pipeline tune`, not `pipeline train`"]),
+    ("+tuner on train", ["+tuner=random"], ["settings of `pipeline tune`, not `pipeline train`"]),
     # a dataset whose files come from the data directory: where it looked, and how to point it elsewhere
     ("no data directory", ["dataset=sst2", "paths.data_dir=nowhere"], ["data file not found: nowhere/sst2/", "paths.data_dir=nowhere",
                                                                        "PIPELINE_DATA_DIR"]),
