@@ -456,8 +456,7 @@ def register_configs() -> None:
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="tune_schema", node=TuneConfig)
     for name, schema in TUNER_SCHEMAS.items():
-        # outside the tuner group (as train_schema is), so that `tuner=` offers the tuners only: conf/tuner/*.yaml extend these
-        cs.store(name=f"tuner_{name}_schema", node=schema)
+        cs.store(group="tuner", name=f"{name}_schema", node=schema)
 
 
 def to_container(cfg: Any) -> Dict[str, Any]:

@@ -260,8 +260,6 @@ def test_help_says_what_exists(tmp_path: Path) -> None:
     assert result.returncode == 0
     for option in ("dataset: bbc_news, files, imdb, mr, sst2, sst2_phrases, subj", "model: bilstm, lstm", "epochs:"):
         assert option in result.stdout
-    # the tuners only: their typed schemas are not options (`tuner=random_schema` composed a tuner of ??? values)
-    assert "tuner: bayesian, hyperband, random\n" in result.stdout and "_schema" not in result.stdout
 
 
 def test_a_signal_inside_a_store_call_is_raised_once_the_call_ends(monkeypatch: pytest.MonkeyPatch) -> None:
