@@ -250,9 +250,13 @@ def main(argv: Optional[List[str]] = None) -> int:
             break
     try:
         return _main(argv)
-    except BrokenPipeError:  # the reader stopped (`pipeline train --help | head`): a quiet end, as other tools make
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit fails no more
-        return 0
+    except BrokenPipeError:
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:  # the reader of stdout stopped (`pipeline train --help | head`): a quiet end, as other tools make
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit fails no more
+            return 0
+        raise  # another pipe (a socket, a subprocess): not the user's reader
     except Terminated:
         print("terminated", file=sys.stderr)
         return 143
@@ -309,12 +313,13 @@ def _hydra_line(name: str, rest: List[str]) -> List[str]:
             near = difflib.get_close_matches(flag, HYDRA_FLAGS, n=1, cutoff=0.6)
             hint = f"did you mean {near[0]}?" if near else f"`pipeline {name} --help` lists them"
             raise UsageError(f"pipeline {name} has no option {flag!r}; {hint}")
-    for i, arg in enumerate(rest):
+    plain = [a for a in rest if a not in HYDRA_SWITCHES]  # as Hydra's parser gets them: the switches first
+    for i, arg in enumerate(plain):
         flag, eq, value = arg.partition("=")
         if flag not in VALUED:
             continue
         long = VALUED[flag]
-        given: Optional[str] = value if eq else (rest[i + 1] if i + 1 < len(rest) and not rest[i + 1].startswith("-") else None)
+        given: Optional[str] = value if eq else (plain[i + 1] if i + 1 < len(plain) and not plain[i + 1].startswith("-") else None)
         if given is None and long != "--info":
             raise UsageError(f"pipeline {name}: {flag} needs a value")
         if given is not None and long in CHOICES and given not in CHOICES[long]:

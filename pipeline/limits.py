@@ -35,7 +35,7 @@ def sections(cfg: DictConfig) -> None:
         dataset(cfg.dataset)
     except ConfigError as e:
         data_dir = str(cfg.paths.data_dir)
-        if str(e).startswith("data file not found: ") and data_dir in str(e):  # a dataset that ships no data: where it looked
+        if str(e).startswith(f"data file not found: {data_dir.rstrip('/')}/"):  # a dataset that ships no data: where it looked
             raise ConfigError(f"{e}; the data directory is paths.data_dir={data_dir} (set PIPELINE_DATA_DIR, or paths.data_dir=, "
                               "to where the datasets are)") from None
         raise

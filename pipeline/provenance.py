@@ -42,7 +42,9 @@ def code_digest(roots: Optional[Dict[str, Path]] = None) -> str:
     digest = hashlib.sha256()
     for prefix, root in sorted((roots or {"pipeline": _SOURCE_DIR, "conf": Path(CONF_DIR)}).items()):
         patterns = ("*.yaml",) if prefix == "conf" else ("*.py",)
+        # regular files only: an editor's lock file (Emacs's .#cli.py, a dangling link) is not code
         files = sorted(p for pattern in patterns for p in root.rglob(pattern) if "__pycache__" not in p.parts
+                       and not p.name.startswith(".") and p.is_file()
                        and not (prefix == "pipeline" and "conf" in p.relative_to(root).parts[:1]))
         for path in files:
             digest.update(f"{prefix}/{path.relative_to(root).as_posix()}\0".encode())

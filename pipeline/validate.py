@@ -115,7 +115,10 @@ def _output_dir(config: DictConfig, mode: str) -> None:
     path, a directory that cannot be written), one line, before a sweep's parent run is opened
     (Hydra's traceback came after it, the run left RUNNING)."""
     key = f"hydra.{mode}.dir"
-    directory = Path(str(OmegaConf.select(config, key)))
+    try:
+        directory = Path(str(OmegaConf.select(config, key)))
+    except OmegaConfBaseException:  # it names what Hydra sets only as the job starts (${hydra:runtime.choices.model}): Hydra's to make
+        return
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as e:

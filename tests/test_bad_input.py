@@ -13,7 +13,7 @@ from typing import List
 import pytest
 from mlflow import MlflowClient
 
-from conftest import SHRINK, assert_one_line_error, run_cli, runs_in
+from conftest import SHRINK, assert_one_line_error, run_cli, runs_in, write_sentiment_csv
 from pipeline import tracking
 
 
@@ -341,3 +341,37 @@ def test_an_unexpected_error_is_raised_as_itself_not_as_a_bug_in_the_error_handl
 
     with pytest.raises(ValueError, match="a bug in a job"):
         cli._guarded(job, make_cfg())
+
+
+def test_hydra_s_own_lines_still_run(tmp_path: Path) -> None:
+    """What the flag checks must let through: a switch between a flag and its value (Hydra's
+    parser takes the switches first), an output directory named by what Hydra sets only as the job
+    starts (left to Hydra)."""
+    shown = run_cli(["train", "--cfg", "--resolve", "job", *SHRINK], cwd=tmp_path)
+    assert shown.returncode == 0 and "dataset:" in shown.stdout, shown.stderr[-2000:]
+    data = write_sentiment_csv(tmp_path / "reviews.csv", n=80)
+    ran = run_cli(["train", *SHRINK, "dataset=files", f"dataset.path={data}", "hydra.run.dir=out/${hydra:runtime.choices.model}"], cwd=tmp_path)
+    assert ran.returncode == 0 and (tmp_path / "out" / "lstm").is_dir(), ran.stderr[-2000:]
+    assert "Warning" not in ran.stderr, ran.stderr[-2000:]  # was: Validate.on_run_start raised InterpolationResolutionError
+
+
+def test_a_broken_pipe_that_is_not_stdout_is_not_taken_for_a_reader_gone(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline import cli, compare
+
+    def broken(argv):  # a socket or a subprocess's pipe, inside the command
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(compare, "main", broken)
+    with pytest.raises(BrokenPipeError):
+        cli.main(["compare"])
+
+
+def test_a_missing_file_gets_the_data_directory_hint_only_when_it_is_in_it(make_cfg, tmp_path: Path) -> None:
+    from pipeline import limits
+    from pipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError) as typo:
+        limits.sections(make_cfg("dataset=files", "dataset.path=typo.csv", "paths.data_dir=."))
+    assert str(typo.value) == "data file not found: typo.csv (dataset.path)"
+    with pytest.raises(ConfigError, match=r"the data directory is paths.data_dir=nowhere \(set PIPELINE_DATA_DIR"):
+        limits.sections(make_cfg("dataset=mr", "paths.data_dir=nowhere"))

@@ -59,3 +59,19 @@ def test_every_job_of_a_sweep_writes_to_the_same_store(tmp_path: Path, store_uri
     assert result.returncode == 0, result.stderr[-2000:]
     assert sorted(r.data.params["seed"] for r in runs_in(store_uri) if "sweep.id" not in r.data.tags) == ["1", "2"]
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_the_registration_lines_are_kept_back_and_anything_else_passes_at_once() -> None:
+    import io
+
+    from pipeline.tracking.models import _WithoutRegistryLines
+
+    out = io.StringIO()
+    stderr = _WithoutRegistryLines(out)
+    stderr.write("Successfully registered model 'reviews'.\nWaiting up to 300 seconds for model version")
+    stderr.write(" to finish creation.\n")
+    assert out.getvalue() == "Waiting up to 300 seconds for model version to finish creation.\n"  # as it comes, not at the end
+    stderr.write("Registered model \"it's\" already exists. Creating a new version of this model...\n")  # repr's other quotes
+    stderr.write("Created version '2' of model \"it's\".\nsomething else\npartial")
+    stderr.close_out()
+    assert out.getvalue() == "Waiting up to 300 seconds for model version to finish creation.\nsomething else\npartial"

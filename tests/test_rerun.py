@@ -315,5 +315,7 @@ def test_the_code_digest_follows_the_code_and_configs_not_their_caches(tmp_path:
     (conf / "model" / "lstm.yaml").write_text("units: 128\n")
     assert provenance.code_digest(roots) != first
     (conf / "model" / "lstm.yaml").write_text("units: 64\n")
+    (package / ".#train.py").symlink_to(tmp_path / "gone")  # an editor's lock file (Emacs): a dangling link
+    assert provenance.code_digest(roots) == first
     (package / "train.py").rename(package / "fit.py")  # the same bytes under another name is other code
     assert provenance.code_digest(roots) != first

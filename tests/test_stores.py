@@ -419,3 +419,21 @@ def test_the_ui_hint_can_be_pasted_into_a_shell_as_it_is() -> None:
     assert words == ["mlflow", "ui", "--backend-store-uri", uri]
     database = tracking.ui_hint(OmegaConf.create({"uri": "postgresql://bob:Hunter2SecretXYZ@db/mlflow"}), "1", "abc")
     assert "Hunter2SecretXYZ" not in database and "postgresql://bob:***@db/mlflow" in database
+
+
+def test_a_directory_store_is_known_by_its_experiments_not_only_by_its_trash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store copied by git or a sync has lost its empty .trash; a directory holding only a SQLite
+    store is not a directory store (reading it would make one there)."""
+    from pipeline.tracking.store import _check_other_store
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    copied = tmp_path / "copied"
+    (copied / "0").mkdir(parents=True)
+    (copied / "0" / "meta.yaml").write_text("name: Default\n")
+    _check_other_store(str(copied), 5.0, create=False)
+    sqlite_only = tmp_path / "runs"
+    sqlite_only.mkdir()
+    (sqlite_only / "mlflow.db").write_bytes(b"")
+    with pytest.raises(TrackingError, match="no MLflow store at"):
+        _check_other_store(str(sqlite_only), 5.0, create=False)
+    assert sorted(p.name for p in sqlite_only.iterdir()) == ["mlflow.db"]

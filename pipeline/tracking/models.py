@@ -78,16 +78,37 @@ def log_text_model(
 
 
 #: What ``mlflow.register_model`` prints to stderr on every registration (the run's own line names
-#: the registered version): kept back unless ``--verbose``.
-_REGISTRY_LINES = re.compile(r"^(Successfully registered model '.*'\.|Registered model '.*' already exists\. Creating a new version of this model\.\.\.|"
-                             r"Created version '.*' of model '.*'\.)$")
+#: the registered version): kept back unless ``--verbose``. Its names are quoted by repr: '...' or "...".
+_REGISTRY_LINES = re.compile(r"^(Successfully registered model (['\"]).*\2\.|Registered model (['\"]).*\3 already exists\. "
+                             r"Creating a new version of this model\.\.\.|Created version '.*' of model (['\"]).*\4\.)$")
+
+
+class _WithoutRegistryLines:
+    """stderr, line by line as written, less MLflow's registration lines (a line MLflow prints
+    while it waits for a registry, or anything else, passes at once)."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream, self.partial = stream, ""
+
+    def write(self, text: str) -> int:
+        *lines, self.partial = (self.partial + text).split("\n")
+        for line in lines:
+            if not _REGISTRY_LINES.match(line):
+                self.stream.write(line + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def close_out(self) -> None:
+        if self.partial and not _REGISTRY_LINES.match(self.partial):
+            self.stream.write(self.partial)
+        self.stream.flush()
 
 
 @contextlib.contextmanager
 def _registry_lines_told_once() -> Any:
-    """MLflow's registration lines (printed straight to ``sys.stderr``) kept back; anything else
-    written to stderr meanwhile is passed on as it was."""
-    import io
+    """MLflow's registration lines (printed straight to ``sys.stderr``) kept back unless ``--verbose``."""
     import os
     import sys
 
@@ -96,15 +117,12 @@ def _registry_lines_told_once() -> Any:
     if wants_logs(os.environ):
         yield
         return
-    caught = io.StringIO()
+    filtered = _WithoutRegistryLines(sys.stderr)
     try:
-        with contextlib.redirect_stderr(caught):
+        with contextlib.redirect_stderr(filtered):  # type: ignore[type-var]
             yield
     finally:
-        kept = [line for line in caught.getvalue().splitlines(keepends=True) if not _REGISTRY_LINES.match(line.rstrip("\n"))]
-        if kept:
-            sys.stderr.write("".join(kept))
-            sys.stderr.flush()
+        filtered.close_out()
 
 
 def _save_staged(

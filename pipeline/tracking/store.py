@@ -245,8 +245,9 @@ def _check_other_store(uri: str, timeout: float, create: bool) -> None:
             from mlflow.utils.file_utils import local_file_uri_to_path
 
             root = Path(local_file_uri_to_path(uri))  # where MLflow's directory store would be
-            # a directory store has its trash folder (MLflow makes it, and experiment 0, on first use)
-            if not (root / ".trash").is_dir():
+            # a directory store has its trash folder and its experiments' meta.yaml (a copy by git or a
+            # sync may have dropped the empty .trash)
+            if not ((root / ".trash").is_dir() or any(root.glob("*/meta.yaml"))):
                 raise TrackingError(f"no MLflow store at {root} (nothing was tracked there); point at one with tracking.uri "
                                     "(or MLFLOW_TRACKING_URI)")
 
