@@ -251,18 +251,29 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return _main(argv)
     except BrokenPipeError:
-        try:
-            sys.stdout.flush()
-        except BrokenPipeError:  # the reader of stdout stopped (`pipeline train --help | head`): a quiet end, as other tools make
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit fails no more
-            return 0
-        raise  # another pipe (a socket, a subprocess): not the user's reader
+        if not _stdout_gone():
+            raise  # another pipe (a socket, a subprocess): not the user's reader
+        # the reader of stdout stopped (`pipeline train --help | head`): a quiet end, as other tools make
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit fails no more
+        return 0
     except Terminated:
         print("terminated", file=sys.stderr)
         return 143
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def _stdout_gone() -> bool:
+    """Whether stdout is a pipe whose reader has closed it (poll's POLLERR on its write end)."""
+    import select
+
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poll.poll(0))
+    except (OSError, ValueError, AttributeError):  # no file descriptor (a notebook's, captured), no poll
+        return False
 
 
 def _local_conf(rest: List[str]) -> List[str]:
