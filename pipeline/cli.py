@@ -105,7 +105,7 @@ def _hydra_message(error: BaseException, command: str = "train") -> str:
         start = lines.index(next(line for line in lines if line.startswith("Available options")))
         options = [line for line in lines[start + 1 :] if not line.startswith(("Config search path", "provider="))]
         message = f"{message}; available: {', '.join(options)}"
-    if command == "train" and re.search(r"'(tuner|search_space)[.'/]|'tuner_\w+_schema'", str(error)):
+    if command == "train" and re.search(r"'(tuner|search_space)[.'/]", str(error)):
         # `pipeline train tuner=random`: Hydra's "No match in the defaults list", or a schema's KeyError
         return f"{message.rstrip(':.')}; tuner and search_space are settings of `pipeline tune`, not `pipeline train`"
     return message + _did_you_mean(error)
