@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional
 
-from pipeline import quiet
+from pipeline import heap, quiet
 from pipeline.errors import first_line
 
 @dataclass(frozen=True)
@@ -249,7 +249,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         except ValueError:  # not the main thread: leave signals alone
             break
     try:
-        return _main(argv)
+        with heap.command():  # Python's collector kept off TensorFlow's objects (pipeline/heap.py)
+            return _main(argv)
     except BrokenPipeError:
         if not _stdout_gone():
             raise  # another pipe (a socket, a subprocess): not the user's reader

@@ -139,6 +139,9 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     import keras
     import tensorflow as tf
 
+    from pipeline import heap
+
+    heap.freeze()  # the command's imports and data, out of every collection from here on (pipeline/heap.py)
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
     if deterministic:

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import List
 
-from pipeline import tracking
+from pipeline import heap, tracking
 from pipeline.usage import argument_parser
 from pipeline.config import compose_train
 from pipeline.errors import DataError
@@ -81,6 +81,7 @@ def main(argv: List[str]) -> int:
     cfg = compose_train(args.overrides)
     tracking.preflight(cfg.tracking, create=False)  # reading creates no store
     model = tracking.load_text_model(str(cfg.tracking.uri), args.model)
+    heap.freeze()  # TensorFlow's objects, out of the collections its predictions run (pipeline/heap.py)
     predictions = model.predict(pd.DataFrame({"text": texts}))
     try:
         for text, row in zip(texts, predictions.itertuples(index=False)):

@@ -83,6 +83,29 @@ def seed_store(db: Path, default_artifact_location: str) -> None:
         con.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0", (default_artifact_location,))
 
 
+_frozen_at_modules = 0
+
+
+@pytest.fixture(autouse=True)
+def _imports_frozen(request: pytest.FixtureRequest) -> None:
+    """This test process's imports (TensorFlow's, Keras's, MLflow's: hundreds of thousands of
+    objects) out of Python's full collections, as a command's are (pipeline/heap.py): Keras and Keras
+    Tuner collect before every model, and the tests that train in this process paid for walking
+    them each time. Frozen again (garbage collected first) whenever a test has imported more;
+    tests/test_heap.py, which tests the command's own freezing, starts with none frozen."""
+    import gc
+
+    global _frozen_at_modules
+    if request.node.get_closest_marker("heap_as_found") is not None:
+        gc.unfreeze()
+        _frozen_at_modules = 0
+        return
+    if len(sys.modules) > _frozen_at_modules:
+        gc.collect()
+        gc.freeze()
+        _frozen_at_modules = len(sys.modules)
+
+
 @pytest.fixture(autouse=True)
 def _isolated(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Each test runs in its own directory, so `mlruns/` and `outputs/` are fresh, and must
