@@ -66,8 +66,8 @@ def _once(args: List[str], on: bool) -> Tuple[float, float, int, str]:
     full = re.search(r"GC_FULL (\S+) (\d+)", done.stderr)
     assert full, done.stderr[-2000:]
     last = done.stdout.strip().splitlines()[-1]
-    result = re.search(r"(test_accuracy=\S+( \[[^]]*\])?|accuracy \S+)", last)
-    return seconds, float(full[1]), int(full[2]), result[0] if result else last[:120]
+    found = re.findall(r"test_accuracy=\d\.\d+(?: \[[^]]*\])?", last)  # the final model's, not the best trial's
+    return seconds, float(full[1]), int(full[2]), found[-1] if found else last[:120]
 
 
 def main() -> None:
