@@ -249,7 +249,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         except ValueError:  # not the main thread: leave signals alone
             break
     try:
-        with heap.command():  # Python's collector kept off TensorFlow's objects (pipeline/heap.py)
+        with heap.command(), quiet.absl_on_this_stderr():  # Python's collector kept off TensorFlow's objects (pipeline/heap.py)
             return _main(argv)
     except BrokenPipeError:
         if not _stdout_gone():

@@ -121,3 +121,27 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
         if spec is not None and spec.loader is not None:
             spec.loader = _QuietLoader(spec.loader)
         return spec
+
+
+@contextlib.contextmanager
+def absl_on_this_stderr() -> Iterator[None]:
+    """absl's log handler writing to the command's ``sys.stderr`` while the command runs, and to
+    the stream it had before once it ends.
+
+    absl makes its handler once, on the ``sys.stderr`` of the moment it is first imported (with
+    TensorFlow). Hydra configures logging at every job (``logging.config.dictConfig``), which closes
+    every handler the process has made, and absl's closes its stream unless that stream is the
+    current ``sys.stderr`` or ``sys.stdout``: in a notebook, a command run in a cell whose output was
+    redirected (``%%capture``, ``contextlib.redirect_stderr``) after one that was not closed the
+    notebook's own stderr."""
+    absl = sys.modules.get("absl.logging")
+    handler = getattr(absl.get_absl_handler(), "python_handler", None) if absl is not None else None
+    if handler is None or not hasattr(handler, "stream"):
+        yield
+        return
+    before = handler.stream
+    handler.stream = sys.stderr
+    try:
+        yield
+    finally:
+        handler.stream = before

@@ -54,13 +54,13 @@ def test_a_command_run_in_a_process_freezes_its_imports_while_it_trains_and_give
     assert gc.get_freeze_count() == 0 and gc.isenabled()
 
 
-def test_predict_freezes_once_its_model_is_loaded(tmp_path: Path, store_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    # (no capsys here: absl's log handler, made in an earlier test, closes its stream when Hydra's job
-    # logging resets the handlers while sys.stderr is another object, as capsys makes it)
+def test_predict_freezes_once_its_model_is_loaded(tmp_path: Path, store_uri: str, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     assert _train(tmp_path, store_uri, monkeypatch, "run", log_model=True) == 0
     run_id = runs_in(store_uri)[0].info.run_id
     counts = _spy(monkeypatch)
+    capsys.readouterr()
     assert cli.main(["predict", run_id, "a fine film", "a dull film"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
     assert counts and min(counts) > 100_000  # its predictions ran with the collector on, TensorFlow's objects out of it
     assert gc.get_freeze_count() == 0 and gc.isenabled()
 
