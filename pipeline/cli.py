@@ -249,7 +249,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         except ValueError:  # not the main thread: leave signals alone
             break
     try:
-        with heap.command(), quiet.absl_on_this_stderr():  # Python's collector kept off TensorFlow's objects (pipeline/heap.py)
+        # Python's collector kept off TensorFlow's objects (pipeline/heap.py); absl's log lines on this
+        # command's stderr, which Hydra's logging set-up then does not close
+        with heap.command(), quiet.absl_on_this_stderr():
             return _main(argv)
     except BrokenPipeError:
         if not _stdout_gone():
