@@ -3,12 +3,13 @@
     python bench/gc_freeze.py [--repeats 3] [--main]
 
 Keras's ``clear_session`` and Keras Tuner's ``_try_build`` each run ``gc.collect()`` before every
-model; ``pipeline/heap.py`` freezes the objects alive before a command's first model (TensorFlow's,
-Keras's, MLflow's) so that those collections skip them. Each row runs one command in a new process
+model; ``pipeline/heap.py`` keeps the collector off while a command starts (its imports) and then
+freezes the objects alive before its first model (TensorFlow's, Keras's, MLflow's) so that those
+collections skip them: "on" is both, "off" neither. Each row runs one command in a new process
 and an empty directory, ``heap.ENABLED`` off and on taking turns within each repetition: the
 command's wall seconds and the seconds inside the collector's full (generation 2) collections, both
-medians, and the command's last line to the metric, which must be the same both ways (a collection
-frees memory; it never changes what is computed). Jobs: a `pipeline train` and a 3-trial
+medians, and the final model's test accuracy from the command's last line, which must be the same
+both ways (a collection frees memory; it never changes what is computed): the script exits 1 if not. Jobs: a `pipeline train` and a 3-trial
 `pipeline tune` at the tests' size (`+debug=fast`, 200 BBC News articles), and with ``--main`` the
 README's main job, `pipeline tune` as it is (minutes each).
 """
@@ -67,7 +68,9 @@ def _once(args: List[str], on: bool) -> Tuple[float, float, int, str]:
     assert full, done.stderr[-2000:]
     last = done.stdout.strip().splitlines()[-1]
     found = re.findall(r"test_accuracy=\d\.\d+(?: \[[^]]*\])?", last)  # the final model's, not the best trial's
-    return seconds, float(full[1]), int(full[2]), found[-1] if found else last[:120]
+    if not found:
+        sys.exit(f"error: {' '.join(args)}: no test_accuracy on its last line: {last[:200]}")
+    return seconds, float(full[1]), int(full[2]), found[-1]
 
 
 def main() -> None:
@@ -90,6 +93,8 @@ def main() -> None:
         print(f"| {name} | {med[False]:.1f} / {med[True]:.1f} | {med[True] / med[False]:.2f} | "
               f"{gc_s[False]:.1f} ({counts[False]:.0f}) / {gc_s[True]:.1f} ({counts[True]:.0f}) | "
               f"{', '.join(results[False])} / {', '.join(results[True])} |", flush=True)
+        if results[False] != results[True]:
+            sys.exit(f"error: {name}: the final test accuracy differs with the freeze: {results[False]} / {results[True]}")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from typing import Iterator
 ENABLED = True
 
 _open = 0  # commands running (one, unless a command runs another)
+_active = False  # whether the outermost command found the collector as Python sets it (on, nothing frozen)
 _frozen = False  # whether this module froze the objects that gc.get_freeze_count() counts
 _paused = False  # whether this module turned the collector off (it was on)
 
@@ -40,17 +41,21 @@ _paused = False  # whether this module turned the collector off (it was on)
 @contextmanager
 def command() -> Iterator[None]:
     """The span of one command: the collector off until :func:`freeze`; what that froze is thawed,
-    and the collector on again, when it ends."""
-    global _open, _frozen, _paused
-    _open += 1
-    if _open == 1 and ENABLED and gc.isenabled() and not gc.get_freeze_count():
-        gc.disable()
-        _paused = True
+    and the collector on again, when it ends. A process that turned its collector off or froze
+    objects itself is left as it is."""
+    global _open, _active, _frozen, _paused
     try:
+        _open += 1
+        if _open == 1:
+            _active = ENABLED and gc.isenabled() and not gc.get_freeze_count()
+            if _active:
+                gc.disable()
+                _paused = True
         yield
     finally:
-        _open -= 1
+        _open = max(0, _open - 1)  # (a signal before the count went up must not leave it below)
         if _open == 0:
+            _active = False
             if _frozen:
                 gc.unfreeze()
                 _frozen = False
@@ -62,9 +67,10 @@ def command() -> Iterator[None]:
 def freeze() -> None:
     """Freeze the objects alive now, once per command: called as a model is about to be built
     (``pipeline.experiment.seed_everything``), when TensorFlow and Keras have been imported. Outside
-    a command, or where the process froze objects itself, nothing is done."""
+    a command, or where the process turned its collector off or froze objects itself, nothing is
+    done."""
     global _frozen, _paused
-    if not ENABLED or not _open or _frozen or gc.get_freeze_count():
+    if not _active or _frozen or gc.get_freeze_count():
         return
     gc.collect()
     gc.freeze()

@@ -16,15 +16,16 @@ from pipeline.errors import PipelineError
 pytestmark = pytest.mark.heap_as_found  # this process's own freezing (tests/conftest.py) undone for these tests
 
 
-def _spy(monkeypatch: pytest.MonkeyPatch) -> List[int]:
-    """The process's frozen-object count just after each of the command's calls to heap.freeze
-    (where the collector must be on: the command's models are collected as they are let go)."""
+def _spy(monkeypatch: pytest.MonkeyPatch, collector_on: bool = True) -> List[int]:
+    """The process's frozen-object count just after each of the command's calls to heap.freeze,
+    where the collector must be on (the command's models are collected as they are let go), or
+    still off where the process had turned it off."""
     counts: List[int] = []
     real = heap.freeze
 
     def counted() -> None:
         real()
-        assert gc.isenabled()
+        assert gc.isenabled() is collector_on
         counts.append(gc.get_freeze_count())
 
     monkeypatch.setattr(heap, "freeze", counted)
@@ -83,7 +84,9 @@ def test_a_process_that_turned_the_collector_off_finds_it_off(
         tmp_path: Path, store_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
     gc.disable()
     try:
+        counts = _spy(monkeypatch, collector_on=False)
         assert _train(tmp_path, store_uri, monkeypatch, "run") == 0
+        assert counts and set(counts) == {0}  # nothing frozen (nor collected for it), the collector left off
         assert not gc.isenabled()
     finally:
         gc.enable()

@@ -21,7 +21,9 @@ first = cli.main(args + ["hydra.run.dir=first"])
 os.environ.pop("HYDRA_FULL_ERROR", None)  # the entry point sets it for its own Hydra call
 with contextlib.redirect_stderr(io.StringIO()):
     second = cli.main(args + ["hydra.run.dir=second"])
-print("exit", first, second, "closed", notebook_stderr.closed)
+import absl.logging
+print("exit", first, second, "closed", notebook_stderr.closed,
+      "absl back on it", absl.logging.get_absl_handler().python_handler.stream is notebook_stderr)
 print("a warning after them", file=sys.stderr)
 """
 
@@ -33,3 +35,5 @@ def test_a_command_in_a_redirected_cell_leaves_the_notebooks_stderr_open(tmp_pat
     # absl's log handler (made on the notebook's stderr as TensorFlow loaded) was closed by the
     # second command's logging set-up, and closed that stream with it
     assert "exit 0 0 closed False" in result.stdout, result.stdout[-2000:]
+    # and absl's handler, pointed at the second command's stderr while it ran, is back on the notebook's
+    assert "absl back on it True" in result.stdout, result.stdout[-2000:]
