@@ -33,9 +33,8 @@ from typing import Iterator
 ENABLED = True
 
 _open = 0  # commands running (one, unless a command runs another)
-_active = False  # whether the outermost command found the collector as Python sets it (on, nothing frozen)
-_frozen = False  # whether this module froze the objects that gc.get_freeze_count() counts
-_paused = False  # whether this module turned the collector off (it was on)
+_active = False  # whether the outermost command found the collector as Python sets it (on, nothing frozen) and turned it off
+_frozen = False  # whether this module froze the objects that gc.get_freeze_count() counts (and turned the collector on again)
 
 
 @contextmanager
@@ -43,25 +42,22 @@ def command() -> Iterator[None]:
     """The span of one command: the collector off until :func:`freeze`; what that froze is thawed,
     and the collector on again, when it ends. A process that turned its collector off or froze
     objects itself is left as it is."""
-    global _open, _active, _frozen, _paused
+    global _open, _active, _frozen
     try:
         _open += 1
         if _open == 1:
             _active = ENABLED and gc.isenabled() and not gc.get_freeze_count()
             if _active:
                 gc.disable()
-                _paused = True
         yield
     finally:
         _open = max(0, _open - 1)  # (a signal before the count went up must not leave it below)
-        if _open == 0:
-            _active = False
+        if _open == 0 and _active:
             if _frozen:
                 gc.unfreeze()
-                _frozen = False
-            if _paused:
+            else:  # still off since the command started: no model was built
                 gc.enable()
-                _paused = False
+            _active = _frozen = False
 
 
 def freeze() -> None:
@@ -69,12 +65,10 @@ def freeze() -> None:
     (``pipeline.experiment.seed_everything``), when TensorFlow and Keras have been imported. Outside
     a command, or where the process turned its collector off or froze objects itself, nothing is
     done."""
-    global _frozen, _paused
+    global _frozen
     if not _active or _frozen or gc.get_freeze_count():
         return
     gc.collect()
     gc.freeze()
     _frozen = True
-    if _paused:
-        gc.enable()
-        _paused = False
+    gc.enable()  # off since the command started (it was on: _active)
