@@ -162,9 +162,12 @@ def _hydra_app(command: Command) -> Callable[[], Any]:
     def job(cfg: Any) -> Any:
         from pipeline import tracking, validate
 
-        if not validate.store_checked(cfg.tracking):  # a sweep's job: checked again, as it starts
-            tracking.check_store(cfg.tracking)  # before TensorFlow is imported: an unreachable server is told in seconds
-        return command.function()(cfg)
+        # a launcher's job in a process of its own (submitit: SLURM, submitit_local) is not inside
+        # main(): its command scope opens here (pipeline/heap.py); inside main() this one is nested
+        with heap.command():
+            if not validate.store_checked(cfg.tracking):  # a sweep's job: checked again, as it starts
+                tracking.check_store(cfg.tracking)  # before TensorFlow is imported: an unreachable server is told in seconds
+            return command.function()(cfg)
 
     @hydra.main(config_path=str(CONF_DIR), config_name=command.config_name, version_base="1.3")
     def app(cfg: Any) -> Any:

@@ -12,7 +12,8 @@ walk only what the command made since (the models, the trials, the runs) and fre
 The command's own garbage made before that point is collected once, not frozen. When the command
 ends, however it ends, :func:`gc.unfreeze` gives them back: a process that runs a command in itself
 (a notebook, the tests) gets its collector back as it was. Only the command line does this
-(``pipeline.cli``); a program that calls ``pipeline.train.run`` itself keeps Python's collector as
+(``pipeline.cli``: its ``main``, and the job Hydra's launcher runs, which in a process of its own,
+a submitit job's, is the outermost command); a program that calls ``pipeline.train.run`` itself keeps Python's collector as
 it set it, and one that froze objects of its own is left alone.
 
 Until that point the collector is off: importing TensorFlow and Keras makes those half a million

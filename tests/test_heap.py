@@ -105,3 +105,16 @@ def test_outside_a_command_or_when_it_fails_the_collector_is_left_as_it_was() ->
             assert gc.get_freeze_count() > 0 and gc.isenabled()
             raise PipelineError("a user's mistake, found after the first model was built")
     assert gc.get_freeze_count() == 0 and gc.isenabled()
+
+
+def test_a_launchers_job_in_a_process_of_its_own_freezes_too(tmp_path: Path, store_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # what a submitit job (SLURM, submitit_local) runs in its own process: Hydra's app and its job, without cli.main around them
+    monkeypatch.chdir(tmp_path)
+    data = write_sentiment_csv(tmp_path / "reviews.csv")
+    monkeypatch.setattr("sys.argv", ["pipeline train", *SHRINK, "dataset=files", f"dataset.path={data}",
+                                     f"tracking.uri={store_uri}", "tracking.log_model=false", f"hydra.run.dir={tmp_path / 'job'}"])
+    counts = _spy(monkeypatch)
+    cli._hydra_app(cli.COMMANDS["train"])()
+    assert [r.info.status for r in runs_in(store_uri)] == ["FINISHED"]
+    assert counts and min(counts) > 100_000, counts  # its models were built with the imports out of the collections
+    assert gc.get_freeze_count() == 0 and gc.isenabled()  # and given back when the job ended
