@@ -86,8 +86,17 @@ def run(cfg: DictConfig) -> float:
         _open(search, hp, resumed)
         _search(search, role)
         summary = _summarise(search)
-        _seed_variance(search)
-        metrics, final_model, registered = _finalise(search, summary.best)
+        finished = _finished_before(search, summary)
+        if finished is None:
+            _seed_variance(search)
+            metrics, final_model, registered = _finalise(search, summary.best)
+            search.project.write_state(finished={"as": _finish_key(search, summary), "made": final_model,
+                                                  "metrics": {k: float(v) for k, v in metrics.items()}})
+        else:  # the same command again: the final model as recorded, not trained, logged or registered again
+            metrics, final_model = finished["metrics"], finished["made"]
+            print("note: this search finished before with these settings: its final model is the one recorded "
+                  "(tuner.overwrite=true runs it again)", file=sys.stderr, flush=True)
+            registered = _promote(search, {"best_trial_id": str(summary.best.trial_id)})
         experiment_id = parent.info.experiment_id
 
     best = summary.best
@@ -180,6 +189,24 @@ def _summarise(search: Search) -> Summary:
     tracking.set_tags({"best_trial_id": str(best.trial_id), **{f"best.{k}": str(v) for k, v in best_values.items()}})
     tracking.log_dict({"trial_id": best.trial_id, "score": best.score, "hyperparameters": best_values}, "search/best.json")
     return Summary(len(completed), best)
+
+
+def _finish_key(search: Search, summary: Summary) -> str:
+    """What a finished search's final model was made from: every setting, the trials completed
+    and the best of them. The same again means the same final model; another setting (another
+    ``tuner.final``, more trials) makes it again."""
+    from pipeline import provenance
+
+    return provenance.config_hash({"config": search.config, "completed": summary.completed, "best": str(summary.best.trial_id)})
+
+
+def _finished_before(search: Search, summary: Summary) -> Any:
+    """The recorded end of this search (test metrics, how its final model was made) when it
+    finished before as it stands now, else None."""
+    finished = search.project.state().get("finished")
+    if not isinstance(finished, dict) or finished.get("as") != _finish_key(search, summary):
+        return None
+    return finished
 
 
 def _seed_variance(search: Search) -> None:

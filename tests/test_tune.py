@@ -953,6 +953,58 @@ def test_a_search_breaks_ties_on_its_models_weight_count(make_cfg, tmp_path: Pat
     assert first.weights_of is None, "tuner.ties=first: Keras Tuner's order"
 
 
+def test_a_search_resumed_after_its_trials_writes_each_summary_of_its_parent_once(make_cfg, store_uri: str,
+                                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed in its final step and run again: the parent's baseline metrics and trial summary, which
+    the resumed process logs again as it goes over its steps, are one point each on its charts."""
+    from pipeline.tuning import final
+
+    cfg = make_cfg(*SHRINK, "dataset.max_samples=200", *SPACE, "tuner.max_trials=1", "tuner.final.ensemble.seeds=[]",
+                   "tracking.log_model=false", config_name="tune")
+    real = final.refit
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(final, "refit", killed)
+    with pytest.raises(KeyboardInterrupt):
+        tune.run(cfg)
+    monkeypatch.setattr(final, "refit", real)
+    tune.run(cfg)
+    client, (parent,), _ = _runs(store_uri)
+    assert parent.info.status == "FINISHED" and parent.data.tags["resumed"] == "1"
+    for key in ("baseline.test_accuracy", "baseline.val_accuracy", "best_score", "trials_completed", "trials_total", "test_accuracy"):
+        assert len(client.get_metric_history(parent.info.run_id, key)) == 1, key
+
+
+def test_the_same_finished_search_again_reports_its_final_model_and_records_nothing_twice(make_cfg, store_uri: str, capsys) -> None:
+    """A finished search run again (the command from the shell history) reports what it ended with:
+    no second final model trained, logged or registered, and no metric of its parent written twice
+    (each write is one more point on the parent's charts). Another final-model setting makes it again
+    (registered once per best trial, as before)."""
+    search = [*SHRINK, "dataset.max_samples=200", *SPACE, "tuner.max_trials=1", "tuner.final.ensemble.seeds=[]"]
+    tune.run(make_cfg(*search, config_name="tune"))
+    first = capsys.readouterr().out.splitlines()[-1]
+    tune.run(make_cfg(*search, config_name="tune"))
+    out, err = capsys.readouterr()
+    assert "note: this search finished before with these settings" in err
+    again = out.splitlines()[-1]
+    assert again.split("test_accuracy=")[1].split(" |")[0] == first.split("test_accuracy=")[1].split(" |")[0]  # the same model, the same line
+    client = MlflowClient(store_uri)
+    _, (parent,), _ = _runs(store_uri)
+    assert parent.info.status == "FINISHED"
+    for key in ("baseline.test_accuracy", "best_score", "trials_completed", "test_accuracy", "refit.epochs"):
+        assert len(client.get_metric_history(parent.info.run_id, key)) == 1, key
+    models = client.search_logged_models(experiment_ids=[parent.info.experiment_id], filter_string=f"source_run_id = '{parent.info.run_id}'")
+    assert len(models) == 1
+    assert _versions(client, "lstm-bbc_news") == ["1"]
+
+    tune.run(make_cfg(*search, "tuner.final.refit=false", config_name="tune"))  # another final model: made and logged
+    out, err = capsys.readouterr()
+    assert "finished before" not in err and "final model the best trial's model" in out.splitlines()[-1]
+    assert len(client.search_logged_models(experiment_ids=[parent.info.experiment_id], filter_string=f"source_run_id = '{parent.info.run_id}'")) == 2
+
+
 def test_a_resumed_search_keeps_the_tie_rule_it_started_with(make_cfg, store_uri: str, capsys) -> None:
     """Resuming never makes another of two tied trials the best (and refits and registers it): a
     search started before tuner.ties existed keeps Keras Tuner's order."""

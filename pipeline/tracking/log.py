@@ -11,6 +11,7 @@ records goes through here.
 from __future__ import annotations
 
 import functools
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -33,7 +34,26 @@ def log_params(params: Dict[str, str]) -> None:
 
 
 def log_metrics(metrics: Dict[str, float], step: Optional[int] = None, synchronous: Optional[bool] = None) -> None:
-    mlflow.log_metrics({scrub(k): v for k, v in metrics.items()}, step=step, synchronous=synchronous)
+    """``metrics`` into the active run; per epoch with ``step``. Without one, a value the run holds
+    already is not written again: a resumed search's parent logs its summaries (the baseline's, the
+    best score, the test metrics) again as it goes over its steps, and each write would be one
+    more point on the same chart."""
+    named = {scrub(k): v for k, v in metrics.items()}
+    if step is None and named:
+        run = mlflow.active_run()
+        held = mlflow.MlflowClient().get_run(run.info.run_id).data.metrics if run is not None else {}
+        named = {k: v for k, v in named.items() if not _same(held.get(k), v)}
+        if not named:
+            return
+    mlflow.log_metrics(named, step=step, synchronous=synchronous)
+
+
+def _same(held: Optional[float], value: Any) -> bool:
+    """Whether a run's last value of a metric is ``value`` (NaN as NaN)."""
+    if held is None:
+        return False
+    value = float(value)
+    return held == value or (math.isnan(held) and math.isnan(value))
 
 
 def log_metric_history(history: Dict[str, List[float]]) -> None:
