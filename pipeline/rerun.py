@@ -10,6 +10,7 @@ original's, and any difference stops the rerun unless ``--force``.
 from __future__ import annotations
 
 import math
+import re
 import sys
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -216,9 +217,11 @@ def rebuild_config(
     if trial is not None:
         _replay_trial(cfg, trial, notes)
         cfg.tracking.log_model = True
-    if trial is not None and refit is None and trial.metrics.get("cv_folds", 1) > 1:
+    if trial is not None and refit is None and _on_folds(trial):
+        tagged = str(trial.tags.get("tuner.cv_folds", ""))
+        count = int(trial.metrics.get("cv_folds") or (int(tagged) if tagged.isdigit() else 0))
         notes.append(
-            f"{named(trial.tags.get('tuner.trial_id'))} was scored on {int(trial.metrics['cv_folds'])} folds; the rerun "
+            f"{named(trial.tags.get('tuner.trial_id'))} was scored on {f'{count} folds' if count > 1 else 'folds'}; the rerun "
             "trains its values once on the training split, so its numbers will differ"
         )
     if trial is not None and refit is None and trial.tags.get("tuner.pruned"):
@@ -339,3 +342,11 @@ def main(argv: List[str]) -> int:
     args = parser.parse_intermixed_args(argv)
     run(args.run_id, list(args.overrides), force=args.force)
     return 0
+
+
+def _on_folds(trial: Any) -> bool:
+    """Whether a trial's run was scored on folds: its ``cv_folds`` metric (logged as it ends), its
+    ``tuner.cv_folds`` tag (as it starts), or a fold's curves (a run cut off before either)."""
+    tagged = str(trial.tags.get("tuner.cv_folds", ""))
+    return (trial.metrics.get("cv_folds", 1) > 1 or (tagged.isdigit() and int(tagged) > 1)
+            or any(re.match(r"fold\d+\.", key) for key in trial.metrics))

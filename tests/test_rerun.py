@@ -219,6 +219,11 @@ def test_a_run_recorded_before_values_were_named_by_path_still_rebuilds() -> Non
     folded = tracking.RunRecord("f" * 32, "trial-1", "FINISHED", "1", {"tuner.trial_id": "1"}, {"hp.model.units": "16"}, {"cv_folds": 5.0})
     _, notes = rebuild_config(recorded, folded, [])
     assert notes == ["trial 2 (run trial-1) was scored on 5 folds; the rerun trains its values once on the training split, so its numbers will differ"]
+    # cut off before its end, which logs cv_folds: known by the tag it started with, or (recorded before the tag) by a fold's curves
+    killed = tracking.RunRecord("k" * 32, "trial-1", "KILLED", "1", {"tuner.trial_id": "1", "tuner.cv_folds": "3"}, {"hp.model.units": "16"}, {})
+    assert rebuild_config(recorded, killed, [])[1] == [notes[0].replace("5 folds", "3 folds")]
+    older = tracking.RunRecord("o" * 32, "trial-1", "KILLED", "1", {"tuner.trial_id": "1"}, {"hp.model.units": "16"}, {"fold0.val_accuracy": 0.5})
+    assert rebuild_config(recorded, older, [])[1] == [notes[0].replace("5 folds", "folds")]
     stopped = tracking.RunRecord("s" * 32, "trial-2", "FINISHED", "1", {"tuner.trial_id": "2", "tuner.pruned": "stopped after epoch 2: val_accuracy 0.5000 behind 0.7000, the median of 2 finished trials by then"},
                                  {"hp.model.units": "16"}, {})
     _, notes = rebuild_config(recorded, stopped, [])

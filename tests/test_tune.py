@@ -750,6 +750,7 @@ def test_hyperband_ranks_fold_scored_trials_by_their_mean(make_cfg, store_uri: s
     assert parent.data.tags["tuner.name"] == "hyperband" and all(c.info.status == "FINISHED" for c in children)
     assert len({c.data.tags["tuner.trial_id"] for c in children}) == len(children)
     assert len(children) >= 2 and all(c.data.metrics["cv_folds"] == 2 for c in children)
+    assert all(c.data.tags["tuner.cv_folds"] == "2" for c in children)  # also known to a run cut off before its end (pipeline rerun)
     # its number of trials is not known ahead: each line has the trial's epochs and the time so far
     ends = [line for line in capsys.readouterr().out.splitlines() if line.startswith("trial ") and "val_accuracy=" in line]
     assert len(ends) == len(children)

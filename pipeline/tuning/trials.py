@@ -147,6 +147,8 @@ class TrialTracking:
             "model": str(self._cfg.model.name),
             # the threads it trained on: a worker's share of the cores with tuner.workers
             "training.threads": str(self._cfg.training.threads or "null"),
+            # scored on folds: said from the start (its cv_folds metric comes when it ends), so a rerun of one cut off knows
+            **({"tuner.cv_folds": str(self._folds)} if self._folds > 1 else {}),
         }
         with tracking.tracked_run(self._cfg.tracking, f"trial-{trial.trial_id}", tags, parent_run_id=self._parent_run_id):
             tracking.log_params({f"hp.{k}": str(v) for k, v in values.items()})
