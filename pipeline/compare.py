@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import shutil
 import time
 from typing import List, Optional, Tuple
@@ -55,7 +56,7 @@ def _parse(argv: List[str]) -> argparse.Namespace:
     )
     parser.add_argument("run_ids", nargs="*", help="a search's parent run, or several runs")
     parser.add_argument("--experiment", help="compare the train runs and searches of this experiment")
-    parser.add_argument("--metric", help="rank by this metric (default: trial_score for a search's trials, else test_accuracy)")
+    parser.add_argument("--metric", help="rank by this metric (default: trial_score for a search's trials or trials named by id, else test_accuracy)")
     parser.add_argument("--direction", choices=("max", "min"), help="default: min for *loss*, else max")
     parser.add_argument("--top", type=_positive, default=25, help="rows to show (default 25)")
     parser.add_argument("--no-log", action="store_true", help="print only; log no table or plot")
@@ -63,7 +64,9 @@ def _parse(argv: List[str]) -> argparse.Namespace:
     # key=value overrides (tracking.uri=..., tracking.experiment_name=...) mix with run ids
     args = parser.parse_intermixed_args(argv)  # run ids and overrides before, between or after options
     args.overrides = [a for a in args.run_ids if "=" in a]
-    args.run_ids = list(dict.fromkeys(a for a in args.run_ids if "=" not in a))  # a run named twice is one run
+    named = [a for a in args.run_ids if "=" not in a]
+    args.run_ids = list(dict.fromkeys(named))  # a run named twice is one run
+    args.repeated = len(named) > len(args.run_ids)
     return args
 
 
@@ -77,10 +80,11 @@ def _select(uri: str, args: argparse.Namespace, experiment_name: str) -> Tuple[L
             metric = metric or "test_accuracy"
             return runs, parent, metric, direction or _direction(metric)
         if parent.tags.get("pipeline.command") != "tune":
-            raise CompareError(f"run {parent.run_id} is not a search or a sweep; give several run ids to compare runs")
+            twice = " (named more than once: one run)" if getattr(args, "repeated", False) else ""
+            raise CompareError(f"run {parent.run_id}{twice} is not a search or a sweep; give several run ids to compare runs")
         runs = tracking.search(uri, [parent.experiment_id], f"tags.mlflow.parentRunId = '{parent.run_id}'")
         # the refit trained on the validation split: it has no score to rank by (the parent has its test)
-        runs = [r for r in runs if "refit.trial_id" not in r.tags]
+        runs = _latest_attempts([r for r in runs if "refit.trial_id" not in r.tags])
         # trial_score: the trial's best epoch by the search's objective, what Keras Tuner ranks by
         metric = metric or "trial_score"
         if direction is None and metric in ("trial_score", parent.params.get("tuner.objective")):
@@ -88,6 +92,12 @@ def _select(uri: str, args: argparse.Namespace, experiment_name: str) -> Tuple[L
         return runs, parent, metric, direction or _direction(metric)
     if args.run_ids:
         runs = [tracking.fetch_run(uri, run_id) for run_id in args.run_ids]
+        if metric is None and all("tuner.trial_id" in r.tags and "trial_score" in r.metrics for r in runs):
+            # trials (of one search, or of several): ranked as a search ranks its trials
+            metric = "trial_score"
+            parents = {r.parent_id for r in runs}
+            if direction is None and len(parents) == 1 and None not in parents:
+                direction = tracking.fetch_run(uri, parents.pop()).params.get("tuner.direction")
     else:
         name = args.experiment or experiment_name
         experiment_id = tracking.experiment_id_by_name(uri, name)
@@ -99,6 +109,42 @@ def _select(uri: str, args: argparse.Namespace, experiment_name: str) -> Tuple[L
         ]
     metric = metric or "test_accuracy"
     return runs, None, metric, direction or _direction(metric)
+
+
+def _latest_attempts(runs: List[tracking.RunRecord]) -> List[tracking.RunRecord]:
+    """A search's trial runs less the attempts it ran again: a trial cut off (KILLED) and run again
+    when the search resumed is one trial, not two rows. A trial whose every attempt was cut off keeps
+    one row (the newest: runs come newest first)."""
+    kept, seen = [], set()
+    live = {_label(r) for r in runs if r.status != "KILLED"}
+    for run in runs:
+        label = _label(run)
+        if run.status == "KILLED" and (label in live or label in seen):
+            continue
+        seen.add(label)
+        kept.append(run)
+    return kept
+
+
+def _params(run: tracking.RunRecord) -> dict:
+    """A run's params as its model was made: a search's parent records the config it started from,
+    and its final model has the best trial's values (its ``best.<key>`` tags)."""
+    params = dict(run.params)
+    if run.tags.get("pipeline.command") == "tune":
+        params.update({k: run.tags[f"best.{k}"] for k in run.params if f"best.{k}" in run.tags})
+    return params
+
+
+def _metric_names(runs: List[tracking.RunRecord], most: int = 12) -> str:
+    """The metrics the runs have, for an error line: those a ranking is usually by first, the
+    folds' curves as one entry (``fold0-2.*``: a fold-scored trial has six per fold)."""
+    names = {m for r in runs for m in r.metrics}
+    folds = sorted({int(m[4:m.index(".")]) for m in names if re.match(r"fold\d+\.", m)})
+    plain = sorted(names - {m for m in names if re.match(r"fold\d+\.", m)}, key=lambda m: (m not in SHOWN, m))
+    listed = plain[:most] + ([f"... {len(plain) - most} more"] if len(plain) > most else [])
+    if folds:
+        listed.append(f"fold{folds[0]}-{folds[-1]}.*" if len(folds) > 1 else f"fold{folds[0]}.*")
+    return ", ".join(listed)
 
 
 def _direction(metric: str) -> str:
@@ -116,8 +162,9 @@ def _label(run: tracking.RunRecord) -> str:
 
 def table(runs: List[tracking.RunRecord], metric: str, direction: str) -> pd.DataFrame:
     """One row per run, ranked by ``metric``: status, the shown metrics, the params that differ."""
-    keys = sorted({k for r in runs for k in r.params} - set(IGNORED))
-    differing = [k for k in keys if len({r.params.get(k) for r in runs}) > 1]
+    params = {r.run_id: _params(r) for r in runs}
+    keys = sorted({k for r in runs for k in params[r.run_id]} - set(IGNORED))
+    differing = [k for k in keys if len({params[r.run_id].get(k) for r in runs}) > 1]
     rows = []
     # ties keep trial order (earlier trial first): a search's own ranking breaks a tie between its
     # trials by their models' weight count (tuner.ties), which the runs do not record; the parent's
@@ -125,7 +172,7 @@ def table(runs: List[tracking.RunRecord], metric: str, direction: str) -> pd.Dat
     for run in sorted(runs, key=lambda r: int(r.tags.get("tuner.trial_id", "0") or 0) if r.tags.get("tuner.trial_id", "").isdigit() else 0):
         row = {"run_id": run.run_id, "run": _label(run), "status": run.status, metric: run.metrics.get(metric, math.nan)}
         row.update({m: run.metrics[m] for m in SHOWN if m != metric and m in run.metrics})
-        row.update({k.removeprefix("hp."): run.params.get(k, "") for k in differing})
+        row.update({k.removeprefix("hp."): params[run.run_id].get(k, "") for k in differing})
         rows.append(row)
     frame = pd.DataFrame(rows)
     frame = frame.sort_values(metric, ascending=direction == "min", na_position="last", kind="stable")
@@ -197,8 +244,7 @@ def main(argv: List[str]) -> int:
     if not runs:
         raise CompareError("no runs to compare")
     if not any(metric in r.metrics for r in runs):
-        have = sorted({m for r in runs for m in r.metrics})
-        raise CompareError(f"none of these runs logged {metric!r}; they have: {', '.join(have[:12])}")
+        raise CompareError(f"none of these runs logged {metric!r}; they have: {_metric_names(runs)}")
     frame = table(runs, metric, direction)
     head = frame.head(args.top)
     # the run and its metrics, its id's first 8 characters (the full id is in the logged CSV), the params

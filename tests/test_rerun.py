@@ -166,7 +166,7 @@ def test_rerun_and_compare_bad_input_is_one_line(tmp_path: Path, store_uri: str,
         ("rerun",): "the following arguments are required: run_id",
         ("rerun", original, "training.epochs=many"): "training.epochs",
         ("compare", original): "is not a search",
-        ("compare", original, original): "is not a search",  # one run named twice (was a one-row table)
+        ("compare", original, original): "(named more than once: one run) is not a search",  # (was a one-row table)
         ("compare", original, deleted, "--metric", "bleu"): "none of these runs logged 'bleu'",
         ("compare", "--experiment", "nope"): "no experiment 'nope'",
         ("compare", "--top", "many"): "argument --top: invalid int value: 'many'",
@@ -272,6 +272,61 @@ def test_compare_says_when_its_best_run_is_not_really_ahead() -> None:
     mixed = said(run("a", 0.7000, 0.6800, 0.7200, "s"), run("b", 0.9000, 0.8800, 0.9200, "t"))
     assert mixed.endswith("; but these runs were tested on 2 different test splits, so their test scores do not rank them")
     assert "interval" not in mixed
+
+
+def test_compare_shows_a_resumed_search_one_row_per_trial_and_ranks_trials_named_by_id_as_their_search(
+        store_uri: str, capsys: pytest.CaptureFixture) -> None:
+    """Runs recorded as a resumed search records them (MLflow's own API, no training): a trial cut
+    off and run again is one row; trials named by id rank by trial_score the way their search does
+    (val_loss: lowest first); the search's own row has its final model's values; a metric they lack
+    names what they have, the folds' curves as one entry."""
+    from pipeline import cli
+
+    client = MlflowClient(store_uri)
+    experiment_id = client.create_experiment("resumed")
+    parent = client.create_run(experiment_id, run_name="search", tags={"pipeline.command": "tune", "best.model.units": "16"})
+    for key, value in {"tuner.direction": "min", "tuner.objective": "val_loss", "model.units": "128"}.items():
+        client.log_param(parent.info.run_id, key, value)
+
+    def trial(trial_id: str, status: str, score: float = None) -> str:
+        run = client.create_run(experiment_id, run_name=f"trial-{trial_id}",
+                                tags={"mlflow.parentRunId": parent.info.run_id, "tuner.trial_id": trial_id, "tuner.cv_folds": "3"})
+        client.log_param(run.info.run_id, "hp.model.units", {"0": "16", "1": "64", "2": "32"}[trial_id])
+        client.log_metric(run.info.run_id, "fold0.val_loss", 1.0)
+        if score is not None:
+            client.log_metric(run.info.run_id, "trial_score", score)
+        client.set_terminated(run.info.run_id, status)
+        return run.info.run_id
+
+    trial("1", "KILLED")  # cut off by a SIGTERM, then by a kill -9 (marked KILLED on resume), then run again
+    trial("1", "KILLED")
+    best, second, third = trial("0", "FINISHED", 0.25), trial("1", "FINISHED", 0.5), trial("2", "KILLED")
+    client.set_terminated(parent.info.run_id, "FINISHED")
+
+    capsys.readouterr()
+    assert cli.main(["compare", parent.info.run_id, "--no-log", f"tracking.uri={store_uri}"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if re.match(r"\s*\d+ ", line)]
+    assert len(rows) == 3 and sum("trial 2 (run trial-1)" in r for r in rows) == 1, rows  # one row a trial
+    assert "FINISHED" in next(r for r in rows if "trial 2 (run trial-1)" in r)
+
+    assert cli.main(["compare", second, best, "--no-log", f"tracking.uri={store_uri}"]) == 0
+    out = capsys.readouterr().out
+    assert "best: trial 1 (run trial-0) (trial_score=0.2500" in out  # the search's own order: the lowest loss first
+
+    client.log_metric(parent.info.run_id, "test_accuracy", 0.9)
+    trained = []
+    for units, accuracy in (("16", 0.8), ("64", 0.7)):  # the search's rerun, and another train run
+        run = client.create_run(experiment_id, run_name=f"train-{units}", tags={"pipeline.command": "train"})
+        client.log_param(run.info.run_id, "model.units", units)
+        client.log_metric(run.info.run_id, "test_accuracy", accuracy)
+        client.set_terminated(run.info.run_id, "FINISHED")
+        trained.append(run.info.run_id)
+    assert cli.main(["compare", parent.info.run_id, *trained, "--no-log", f"tracking.uri={store_uri}"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert re.search(r"search .* 16$", next(line for line in rows if " search " in line))  # its final model's units, not the 128 it started from
+
+    assert cli.main(["compare", second, third, "--no-log", f"tracking.uri={store_uri}", "--metric", "bleu"]) == 2
+    assert "they have: trial_score, fold0.*" in capsys.readouterr().err
 
 
 def test_compare_s_terminal_table_fits_and_names_what_it_leaves_out() -> None:
