@@ -2,7 +2,8 @@
 
 The config comes from the run's own record (``config/resolved_config.yaml``), not from
 today's ``conf/``: a train run is rebuilt as it was; a search's trial is its search's config
-with the trial's hyperparameters; a search's parent reruns its best trial. Before training,
+with the trial's hyperparameters; a search's parent reruns its final model's refit (the
+search's own seed), else its best trial. Before training,
 the code version, the key package versions and the data fingerprint are compared with the
 original's, and any difference stops the rerun unless ``--force``.
 """
@@ -329,8 +330,9 @@ def main(argv: List[str]) -> int:
 
     parser = argument_parser(
         "pipeline rerun",
-        "Train again what run RUN_ID recorded (a train run; a search's trial; a search's parent: its best\n"
-        "trial), record a new run tagged rerun_of=RUN_ID, and say whether every epoch's loss matched.",
+        "Train again what run RUN_ID recorded (a train run; a search's trial or refit; a search's parent:\n"
+        "its final model's refit, else its best trial), record a new run tagged rerun_of=RUN_ID, and say\n"
+        "whether every epoch's loss matched.",
         "The git commit, dirty flag, data fingerprint and key package versions are compared first; a\n"
         "difference stops the rerun unless --force. Overrides are Hydra's grammar, applied to the recorded\n"
         "config: key=value, +key=value, ~key, group=option (e.g. training.deterministic=false model=bilstm);\n"

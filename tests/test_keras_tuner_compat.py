@@ -192,6 +192,36 @@ def test_hyperband_runs_over_the_pipelines_oracle(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "p" / "oracle.json").read_text())
 
 
+# --- no line of its own on a resume ------------------------------------------------------------
+
+
+def _reloaded(tmp_path: Path, cls: Any, capsys: pytest.CaptureFixture) -> str:
+    class Model(keras_tuner.HyperModel):
+        def build(self, hp: Any) -> Any:
+            return None
+
+    def make() -> Any:
+        oracle = compat.RandomSearchOracle(objective="val_accuracy", hyperparameters=compile_space(SST2_SPACE), max_trials=2, seed=1)
+        return cls(oracle=oracle, hypermodel=Model(), directory=str(tmp_path), project_name="p")
+
+    make().save()
+    capsys.readouterr()
+    make()  # the same project again: reloaded
+    return capsys.readouterr().out
+
+
+def test_keras_tuner_alone_prints_a_line_as_it_reloads_a_project(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert _reloaded(tmp_path, keras_tuner.Tuner, capsys).startswith(compat.RELOAD_LINE)
+
+
+def test_the_pipelines_tuner_reloads_a_project_without_it(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert _reloaded(tmp_path, compat.tuner_class("random"), capsys) == ""
+    with compat._without_reload_line():  # anything else printed meanwhile still reaches stdout
+        print("Reloading Tuner from x.json")
+        print("another line")
+    assert capsys.readouterr().out == "another line\n"
+
+
 # --- values as written ---------------------------------------------------------------------------
 
 #: 0.1 to 0.3 by 0.1: Keras Tuner draws min + 2 * step = 0.30000000000000004.

@@ -35,6 +35,10 @@ future Keras Tuner no longer needs one of them, or no longer calls the method it
   A proposal already tried becomes a random configuration not tried yet.
 - **Hyperband with a given oracle** (:class:`Hyperband`): Keras Tuner's ``Hyperband`` builds its
   own oracle; this one takes the pipeline's, keeping Hyperband's trial logic.
+- **No line of its own on a resume** (:class:`_TunerFile`): Keras Tuner prints ``Reloading Tuner
+  from <file>`` on stdout as it reloads a project, where a researcher's scripts read the search's
+  own lines; the pipeline says ``resuming search <project> (parent run ...)`` itself. Anything
+  else printed while the tuner is made passes as it was.
 """
 
 from __future__ import annotations
@@ -183,8 +187,33 @@ class Hyperband(keras_tuner.Hyperband):
         keras_tuner.Tuner.__init__(self, oracle=oracle, hypermodel=hypermodel, **kwargs)
 
 
-class _WholeTunerFile:
-    """The tuner's own state file written whole, as the oracle's is."""
+#: What Keras Tuner prints as it reloads a project (``BaseTuner.__init__``).
+RELOAD_LINE = "Reloading Tuner from "
+
+
+@contextlib.contextmanager
+def _without_reload_line() -> Any:
+    """What is printed on stdout meanwhile, less Keras Tuner's reload line, written when it ends."""
+    import io
+    import sys
+
+    held = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(held):
+            yield
+    finally:
+        kept = "".join(line for line in held.getvalue().splitlines(keepends=True) if not line.startswith(RELOAD_LINE))
+        if kept:
+            sys.stdout.write(kept)
+
+
+class _TunerFile:
+    """The tuner's own state file written whole, as the oracle's is; reloaded without Keras
+    Tuner's line on stdout."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        with _without_reload_line():
+            super().__init__(*args, **kwargs)  # type: ignore[call-arg]
 
     def save(self) -> None:
         if not self._is_worker():  # type: ignore[attr-defined]
@@ -195,7 +224,7 @@ class _WholeTunerFile:
 def tuner_class(name: str) -> type:
     """The Keras Tuner class that runs a ``name`` search over one of :data:`ORACLES`."""
     base = Hyperband if name == "hyperband" else keras_tuner.Tuner
-    return type(f"{base.__name__}Tuner", (_WholeTunerFile, base), {})
+    return type(f"{base.__name__}Tuner", (_TunerFile, base), {})
 
 
 def serve_oracle(oracle: Any, host: str, port: int) -> Tuple[Any, Any]:
