@@ -90,8 +90,8 @@ def run(cfg: DictConfig) -> float:
         if finished is None:
             _seed_variance(search)
             metrics, final_model, registered = _finalise(search, summary.best)
-            search.project.write_state(finished={"as": _finish_key(search, summary), "made": final_model,
-                                                  "metrics": {k: float(v) for k, v in metrics.items()}})
+            search.project.write_state(finished={"as": _finish_key(search, summary), "parent_run_id": search.parent_id,
+                                                  "made": final_model, "metrics": {k: float(v) for k, v in metrics.items()}})
         else:  # the same command again: the final model as recorded, not trained, logged or registered again
             metrics, final_model = finished["metrics"], finished["made"]
             print("note: this search finished before with these settings: its final model is the one recorded "
@@ -202,9 +202,11 @@ def _finish_key(search: Search, summary: Summary) -> str:
 
 def _finished_before(search: Search, summary: Summary) -> Any:
     """The recorded end of this search (test metrics, how its final model was made) when it
-    finished before as it stands now, else None."""
+    finished before as it stands now, into the parent run it has now (one deleted since is
+    replaced by a new one, which gets its own final model), else None."""
     finished = search.project.state().get("finished")
-    if not isinstance(finished, dict) or finished.get("as") != _finish_key(search, summary):
+    if not isinstance(finished, dict) or finished.get("as") != _finish_key(search, summary) \
+            or finished.get("parent_run_id") != search.parent_id:
         return None
     return finished
 

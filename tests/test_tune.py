@@ -10,7 +10,7 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import List
+from typing import Any, List
 
 import numpy as np
 import pandas as pd
@@ -32,6 +32,19 @@ def _runs(store_uri: str, refits: bool = False):
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags and (refits or "refit.seed" not in r.data.tags)]
     return MlflowClient(store_uri), parents, children
+
+
+def _as_cut_off_in_its_final_step(cfg: Any) -> None:
+    """A finished search's state as a process killed in its final step leaves it: without the record
+    of its end (written as it ends), so the same command makes its final model again."""
+    import json
+
+    from pipeline.tuning.project import STATE_FILE
+
+    (state_file,) = Path(cfg.tuner.directory).rglob(STATE_FILE)
+    state = json.loads(state_file.read_text())
+    del state["finished"]
+    state_file.write_text(json.dumps(state))
 
 
 def _versions(client: MlflowClient, name: str) -> List[str]:
@@ -173,6 +186,7 @@ def test_seed_variance_reruns_the_top_configurations_with_each_seed(make_cfg, st
 
     # the same command after a crash mid-way: the run its process left RUNNING is closed, all run again
     client.update_run(checks[0].info.run_id, status="RUNNING")
+    _as_cut_off_in_its_final_step(cfg)
     tune.run(cfg)
     statuses = Counter(r.info.status for r in runs_in(store_uri) if "seed_variance.seed" in r.data.tags)
     assert statuses == {"FINISHED": 7, "KILLED": 1}, statuses
@@ -291,6 +305,7 @@ def test_the_final_model_is_the_best_configuration_refit_on_train_and_validation
     (folder / f"trial{best}-epochs{epochs}-distill0.5-seed1.weights.h5").unlink()
     for run in refits.values():
         client.update_run(run.info.run_id, status="RUNNING")
+    _as_cut_off_in_its_final_step(cfg)
     tune.run(cfg)
     runs = {}
     for run in (r for r in runs_in(store_uri) if "refit.seed" in r.data.tags):
@@ -445,6 +460,7 @@ def test_a_refit_that_may_not_have_trained_is_trained_again_with_the_next_seed(m
 
     # resumed after a crash in the replacement's fit: the records of the others decide as before
     (folder / path.name).unlink()
+    _as_cut_off_in_its_final_step(cfg)
     tune.run(cfg)
     runs = {}
     for run in (r for r in runs_in(store_uri) if "refit.seed" in r.data.tags):
@@ -1004,6 +1020,12 @@ def test_the_same_finished_search_again_reports_its_final_model_and_records_noth
     out, err = capsys.readouterr()
     assert "finished before" not in err and "final model the best trial's model" in out.splitlines()[-1]
     assert len(client.search_logged_models(experiment_ids=[parent.info.experiment_id], filter_string=f"source_run_id = '{parent.info.run_id}'")) == 2
+
+    client.delete_run(parent.info.run_id)  # its parent run deleted in the UI: the same command again gives the new one a final model
+    tune.run(make_cfg(*search, "tuner.final.refit=false", config_name="tune"))
+    assert "finished before" not in capsys.readouterr().err
+    (new,) = [r for r in _runs(store_uri)[1] if r.info.run_id != parent.info.run_id]
+    assert "test_accuracy" in new.data.metrics
 
 
 def test_a_resumed_search_keeps_the_tie_rule_it_started_with(make_cfg, store_uri: str, capsys) -> None:
