@@ -152,9 +152,11 @@ def dataset(ds: Any) -> None:
     if str(ds.text_column) == str(ds.label_column):
         raise ConfigError(f"dataset.text_column and dataset.label_column are the same column ({shown(ds.text_column)})")
     if ds.delimiter is not None:
-        if len(str(ds.delimiter)) != 1:
-            raise ConfigError(f"dataset.delimiter must be one character, got {shown(repr(ds.delimiter))}")
-        if str(ds.delimiter) in '"\r\n':
+        from pipeline.readers import delimiter_of
+
+        if len(delimiter_of(ds.delimiter)) != 1:
+            raise ConfigError(f"dataset.delimiter must be one character (a tab: '\\t'), got {shown(repr(ds.delimiter))}")
+        if delimiter_of(ds.delimiter) in '"\r\n':
             raise ConfigError(f"dataset.delimiter cannot be a line break or the quote character, got {shown(repr(ds.delimiter))}")
     try:
         codecs.lookup(str(ds.encoding))

@@ -76,12 +76,15 @@ def main(argv: List[str]) -> int:
 
     args = _parse(argv)
     texts = list(args.texts) + (_read(args.file) if args.file else [])
-    if not texts:
+    if not texts and not args.file:
         raise DataError("no texts: give them as arguments or with --file PATH")
+    # an empty --file (a filter upstream that matched nothing): no lines out, once the model is found
     cfg = compose_train(args.overrides)
     tracking.preflight(cfg.tracking, create=False)  # reading creates no store
     model = tracking.load_text_model(str(cfg.tracking.uri), args.model)
     heap.freeze()  # TensorFlow's objects, out of the collections its predictions run (pipeline/heap.py)
+    if not texts:
+        return 0
     predictions = model.predict(pd.DataFrame({"text": texts}))
     try:
         for text, row in zip(texts, predictions.itertuples(index=False)):

@@ -16,7 +16,7 @@ import tarfile
 from pathlib import Path
 from typing import Any, List, Optional, Tuple
 
-from pipeline.errors import DataError, shown
+from pipeline.errors import DataError, first_line, shown
 
 Examples = Tuple[List[str], List[str]]
 
@@ -78,7 +78,24 @@ def _column_index(spec: str, header: Optional[List[str]], path: Path, what: str)
             raise DataError(f"dataset.{what}_column {spec}: a column index counts from 0, got a negative one")
         return int(spec)
     known = f" (columns: {', '.join(shown(h) for h in header)})" if header else ""
+    if header is not None and len(header) == 1 and any(c in header[0] for c in ",;\t|"):
+        # one column whose name holds another delimiter: the file is split on another character
+        raise DataError(f"{path}: no {what} column {spec!r}{known}: the header is one column; "
+                        f"set dataset.delimiter or dataset.format (csv, tsv) to the file's delimiter")
     raise DataError(f"{path}: no {what} column {spec!r}{known}; set dataset.{what}_column")
+
+
+#: ``dataset.delimiter`` as a command line can give it: Hydra keeps ``\t`` as two characters.
+DELIMITER_ESCAPES = {"\\t": "\t"}
+
+
+def delimiter_of(value: Any) -> str:
+    r"""``dataset.delimiter`` as the character it names (``\t``: a tab)."""
+    return DELIMITER_ESCAPES.get(str(value), str(value))
+
+
+def _named(delimiter: str) -> str:
+    return {"\t": "tab", ",": "comma", ";": "semicolon", "|": "bar", " ": "space"}.get(delimiter, repr(delimiter))
 
 
 def _read_delimited(path: Path, text: str, ds: Any, delimiter: str) -> Examples:
@@ -90,6 +107,7 @@ def _read_delimited(path: Path, text: str, ds: Any, delimiter: str) -> Examples:
     by_name = not (ds.text_column.isdigit() and ds.label_column.isdigit())
     has_header = by_name if ds.header is None else bool(ds.header)
     header: Optional[List[str]] = None
+    width = 0  # the fields a row has: the header's, else the first row's
     texts: List[str] = []
     labels: List[str] = []
     try:
@@ -107,6 +125,12 @@ def _read_delimited(path: Path, text: str, ds: Any, delimiter: str) -> Examples:
                 if opened is not None:  # a quote left open swallows the lines after it, to the end of the file
                     raise DataError(f"{where}: a quoted field runs on to line {reader.line_num} (a quote opened on this line is not closed?)")
                 raise DataError(f"{where}: {len(row)} fields, no column {max(ti, li)} (wrong delimiter?)")
+            width = width or len(header or row)
+            if len(row) > width and any(cell.strip() for cell in row[width:]):
+                # a delimiter inside a text that is not quoted: the text would be cut there, or its
+                # rest read as the label (pandas' read_csv refuses such a row as well)
+                raise DataError(f"{where}: {len(row)} fields, {'the header has' if header else 'the first row has'} {width} "
+                                f"(a {_named(delimiter)} inside a text that is not quoted?)")
             texts.append(row[ti])
             labels.append(_label(row[li], where))
     except csv.Error as e:
@@ -159,7 +183,7 @@ def read_file(path: str | Path, ds: Any, held_out: bool = False) -> Examples:
         raise DataError("dataset.format=lines reads dataset.class_files ({label: path}), not dataset.path")
     text = read_text(p, ds.encoding)
     if fmt in ("csv", "tsv"):
-        delimiter = ds.delimiter or ("," if fmt == "csv" else "\t")
+        delimiter = delimiter_of(ds.delimiter) if ds.delimiter else ("," if fmt == "csv" else "\t")
         texts, labels = _read_delimited(p, text, ds, delimiter)
     elif fmt == "jsonl":
         texts, labels = _read_jsonl(p, text, ds)
@@ -216,6 +240,15 @@ def _read_imdb_split(root: Path, split: str) -> Examples:
     return texts, labels
 
 
+def _remove_if_empty(*folders: Path) -> None:
+    """A failed download leaves no empty folder behind (innermost first)."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty, or not there
+            pass
+
+
 def read_imdb(cache_dir: str, url: str) -> Tuple[Examples, Examples]:
     """IMDB train and test as raw text, downloaded into ``cache_dir`` on first use."""
     cache = Path(cache_dir)
@@ -223,6 +256,7 @@ def read_imdb(cache_dir: str, url: str) -> Tuple[Examples, Examples]:
     if not root.is_dir():
         import keras  # heavy import; only needed to download
 
+        existed = cache.is_dir()
         try:
             cache.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -233,8 +267,11 @@ def read_imdb(cache_dir: str, url: str) -> Tuple[Examples, Examples]:
                 keras.utils.get_file(fname="aclImdb_v1.tar.gz", origin=url, cache_dir=str(cache), cache_subdir="downloads")
             )
         except Exception as e:  # noqa: BLE001 - any network failure means the same to the user
+            _remove_if_empty(cache / "downloads", *([] if existed else [cache]))
+            # Keras's message is "URL fetch failure on URL: errno -- reason": the reason, not the URL again
+            reason = str(e).rsplit(" -- ", 1)[-1].strip() or type(e).__name__
             raise DataError(
-                f"IMDB is not cached in {cache} and downloading {url} failed ({type(e).__name__}); "
+                f"IMDB is not cached in {cache} and downloading {url} failed ({first_line(reason)}); "
                 f"connect once, or put aclImdb/ there"
             ) from None
         # get_file silently falls back to /tmp/.keras when cache_dir is not writable

@@ -91,6 +91,10 @@ def test_the_registered_best_model_predicts_from_the_cli_and_over_http(make_cfg,
     capsys.readouterr()
     assert cli.main(["predict", version.run_id, "--file", str(tmp_path / "texts.txt")]) == 0
     assert [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")] == answers
+    # an empty file (a filter upstream that matched nothing): no lines out, as any filter gives (was an error)
+    (tmp_path / "none.txt").write_text("")
+    assert cli.main(["predict", version.run_id, "--file", str(tmp_path / "none.txt")]) == 0
+    assert capsys.readouterr().out == ""
 
     client.create_registered_model("empty")  # a name with no versions
     cases = {
