@@ -29,11 +29,20 @@ pytestmark = pytest.mark.stress
 
 KILLS = 20
 TRIALS = 8
-EPOCHS = 3
+#: Trials long enough (seconds each, longer than most kills' wait once a trial is training) that the
+#: kills land while the search runs: on 300 texts for 3 epochs a trial took under a second here, a
+#: process finished six before its first kill, and the search ended after four or five kills, leaving
+#: the rest to land in the start-up of a finished search (and under half of them mid-trial).
+EPOCHS = 20
+TEXTS = 3000
 
 
 def _statuses(store_uri: str):
     return MlflowClient(store_uri), runs_in(store_uri)
+
+
+def _search_done(store_uri: str) -> bool:
+    return sum(1 for r in runs_in(store_uri) if "tuner.trial_id" in r.data.tags and r.info.status == "FINISHED") >= TRIALS
 
 
 def _running_trial_runs(store_uri: str) -> Set[str]:
@@ -47,9 +56,9 @@ IN_TRIAL_SHARE, TRIAL_WINDOW, ANY_MOMENT = 0.75, 4.0, (0.5, 18.0)
 
 
 def test_twenty_sigkills_at_random_moments_lose_nothing(tmp_path: Path, store_uri: str) -> None:
-    data = write_sentiment_csv(tmp_path / "reviews.csv", n=300)
+    data = write_sentiment_csv(tmp_path / "reviews.csv", n=TEXTS)
     args = ["tune", *SHRINK, "dataset=files", f"dataset.path={data}", f"tuner.max_trials={TRIALS}", f"training.epochs={EPOCHS}",
-            "training.early_stopping.enabled=false", "tuner.final.registered_model_name=faulty", "tuner.cv_folds=1",
+            "training.early_stopping.enabled=false", "tuner.prune.rule=none", "tuner.final.registered_model_name=faulty", "tuner.cv_folds=1",
             "search_space.model.units={type:int,min:8,max:32,step:8}", "search_space.model.embedding_dim={type:choice,values:[8,16]}"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     env.pop("HYDRA_FULL_ERROR", None)
@@ -57,10 +66,11 @@ def test_twenty_sigkills_at_random_moments_lose_nothing(tmp_path: Path, store_ur
     kills, log = 0, []
     interrupted: Set[str] = set()  # trial runs a kill left RUNNING: the kill landed inside that trial
     mid_trial = 0
-    (tmp_path / "mlruns").mkdir()
+    (tmp_path / "mlruns").mkdir(exist_ok=True)  # (the store fixture made it)
     MlflowClient(store_uri).search_experiments()  # the store exists before the first poll
     while kills < KILLS:
-        in_trial = rng.random() < IN_TRIAL_SHARE
+        # once every trial has finished, no trial of a process can be waited for: any moment then
+        in_trial = rng.random() < IN_TRIAL_SHARE and not _search_done(store_uri)
         delay = rng.uniform(0.0, TRIAL_WINDOW) if in_trial else rng.uniform(*ANY_MOMENT)
         before = _running_trial_runs(store_uri)
         started = time.monotonic()
@@ -75,6 +85,7 @@ def test_twenty_sigkills_at_random_moments_lose_nothing(tmp_path: Path, store_ur
             proc.wait(timeout=delay)
             assert proc.returncode == 0, stderr.read_text()[-3000:]  # a run that finished before its kill must have succeeded
             log.append(f"finished before its kill ({time.monotonic() - started:.1f} s)")
+            print(log[-1], flush=True)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
@@ -86,7 +97,7 @@ def test_twenty_sigkills_at_random_moments_lose_nothing(tmp_path: Path, store_ur
             trials_done = sum(1 for r in runs if "tuner.trial_id" in r.data.tags and r.info.status == "FINISHED")
             where = f"mid-trial ({', '.join(sorted(left))[:12]}...)" if left else "outside a trial"
             log.append(f"SIGKILL {kills} at {time.monotonic() - started:.1f} s, {where}; {trials_done} trial runs finished so far")
-    print("\n".join(log))
+            print(log[-1], flush=True)
     print(f"{mid_trial} of {KILLS} kills landed mid-trial")
 
     final = run_cli(args, cwd=tmp_path, timeout=600)
@@ -110,6 +121,9 @@ def test_twenty_sigkills_at_random_moments_lose_nothing(tmp_path: Path, store_ur
             assert len(client.get_metric_history(run.info.run_id, "val_loss")) == EPOCHS
     (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert parent.info.status == "FINISHED" and parent.data.metrics["trials_completed"] == TRIALS
+    # its summaries, logged again by each process that went over the search's end, one point each
+    for key in ("best_score", "trials_completed", "baseline.test_accuracy", "test_accuracy", "test_accuracy_ci_low"):
+        assert len(client.get_metric_history(parent.info.run_id, key)) == 1, key
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)} | {
         a.path for d in ("search", "plots", "evaluation") for a in client.list_artifacts(parent.info.run_id, d)}
     assert {"search/trials.csv", "search/best.json", "plots/search_scores.png", "evaluation/confusion_matrix.json"} <= artifacts
