@@ -34,6 +34,19 @@ def _runs(store_uri: str, refits: bool = False):
     return MlflowClient(store_uri), parents, children
 
 
+def _killed_in_then_resumed(cfg: Any, module: Any, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A search stopped (Ctrl-C) as it calls ``module.name``, then the same search run again."""
+    real = getattr(module, name)
+
+    def killed(*args: Any, **kwargs: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(module, name, killed)
+    with pytest.raises(KeyboardInterrupt):
+        tune.run(cfg)
+    monkeypatch.setattr(module, name, real)
+    tune.run(cfg)
+
 def _as_cut_off_in_its_final_step(cfg: Any) -> None:
     """A finished search's state as a process killed in its final step leaves it: without the record
     of its end (written as it ends), so the same command makes its final model again."""
@@ -699,16 +712,7 @@ def test_a_search_killed_while_recording_its_inputs_resumes_into_the_same_parent
     from pipeline import experiment
 
     cfg = make_cfg(*SMALL, "tuner.max_trials=1", "tracking.log_model=false", config_name="tune")
-    real = experiment.record_inputs
-
-    def killed(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(experiment, "record_inputs", killed)
-    with pytest.raises(KeyboardInterrupt):
-        tune.run(cfg)
-    monkeypatch.setattr(experiment, "record_inputs", real)
-    tune.run(cfg)
+    _killed_in_then_resumed(cfg, experiment, "record_inputs", monkeypatch)
     _, parents, children = _runs(store_uri)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert parents[0].data.params["tuner.name"] == "random" and len(children) == 1
@@ -978,16 +982,7 @@ def test_a_search_resumed_after_its_trials_writes_each_summary_of_its_parent_onc
 
     cfg = make_cfg(*SHRINK, "dataset.max_samples=200", *SPACE, "tuner.max_trials=1", "tuner.final.ensemble.seeds=[]",
                    "tracking.log_model=false", config_name="tune")
-    real = final.refit
-
-    def killed(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(final, "refit", killed)
-    with pytest.raises(KeyboardInterrupt):
-        tune.run(cfg)
-    monkeypatch.setattr(final, "refit", real)
-    tune.run(cfg)
+    _killed_in_then_resumed(cfg, final, "refit", monkeypatch)
     client, (parent,), _ = _runs(store_uri)
     assert parent.info.status == "FINISHED" and parent.data.tags["resumed"] == "1"
     for key in ("baseline.test_accuracy", "baseline.val_accuracy", "best_score", "trials_completed", "trials_total", "test_accuracy"):
