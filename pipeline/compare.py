@@ -92,7 +92,8 @@ def _select(uri: str, args: argparse.Namespace, experiment_name: str) -> Tuple[L
         return runs, parent, metric, direction or _direction(metric)
     if args.run_ids:
         runs = [tracking.fetch_run(uri, run_id) for run_id in args.run_ids]
-        if metric is None and all("tuner.trial_id" in r.tags and "trial_score" in r.metrics for r in runs):
+        # (an attempt cut off before its end has no trial_score: it is still a trial, ranked last)
+        if metric is None and all("tuner.trial_id" in r.tags for r in runs) and any("trial_score" in r.metrics for r in runs):
             # trials (of one search, or of several): ranked as a search ranks its trials
             metric = "trial_score"
             parents = {r.parent_id for r in runs}

@@ -7,6 +7,7 @@ there is one, the line. Labels are kept as strings; integer labels become ``"0"`
 
 from __future__ import annotations
 
+import collections
 import csv
 import importlib.util
 import io
@@ -116,20 +117,26 @@ def _read_delimited(path: Path, text: str, ds: Any, delimiter: str) -> Examples:
         ti = _column_index(ds.text_column, header, path, "text")
         li = _column_index(ds.label_column, header, path, "label")
         start = reader.line_num + 1  # the line the next row starts on: a quoted field may span lines
+        rows = []
         for row in reader:
-            where, start = f"{path}: line {start}", reader.line_num + 1
+            rows.append((f"{path}: line {start}", row, reader.line_num))  # where it starts, and the line it ends on
+            start = reader.line_num + 1
+        if header is None:  # the fields a row has: most rows' count (a first row with a stray comma is no rule)
+            counts = collections.Counter(len(row) for _, row, _ in rows if row and any(cell.strip() for cell in row))
+            width = min((n for n, c in counts.items() if c == max(counts.values())), default=0)
+        for where, row, end in rows:
             if not row or not any(cell.strip() for cell in row):
                 continue
             if max(ti, li) >= len(row) or any(c in row[li] for c in "\r\n"):
                 opened = next((i for i, cell in enumerate(row) if "\n" in cell or "\r" in cell), None)
                 if opened is not None:  # a quote left open swallows the lines after it, to the end of the file
-                    raise DataError(f"{where}: a quoted field runs on to line {reader.line_num} (a quote opened on this line is not closed?)")
+                    raise DataError(f"{where}: a quoted field runs on to line {end} (a quote opened on this line is not closed?)")
                 raise DataError(f"{where}: {len(row)} fields, no column {max(ti, li)} (wrong delimiter?)")
             width = width or len(header or row)
             if len(row) > width and any(cell.strip() for cell in row[width:]):
                 # a delimiter inside a text that is not quoted: the text would be cut there, or its
                 # rest read as the label (pandas' read_csv refuses such a row as well)
-                raise DataError(f"{where}: {len(row)} fields, {'the header has' if header else 'the first row has'} {width} "
+                raise DataError(f"{where}: {len(row)} fields, {'the header has' if header else 'most rows have'} {width} "
                                 f"(a {_named(delimiter)} inside a text that is not quoted?)")
             texts.append(row[ti])
             labels.append(_label(row[li], where))

@@ -101,13 +101,14 @@ def test_a_one_column_header_with_another_delimiter_in_it_says_to_set_the_delimi
 @pytest.mark.parametrize("content, header, line", [
     ("text,label\ngood film,pos\nbad story, dull tail,neg\n", None, 3),  # the text's rest would be the label
     ("label,text\npos,good film\nneg,bad story, dull tail\n", None, 3),  # the text would be cut at its comma
-    ("pos,good film\nneg,bad story, dull tail\n", False, 2),  # no header: more than the first row
+    ("pos,good film\nneg,bad story, dull tail\npos,fine\n", False, 2),  # no header: more than most rows
+    ("neg,bad story, dull tail\npos,good film\npos,fine\n", False, 1),  # ... the first row too
 ])
 def test_a_row_with_more_fields_than_the_header_is_named_not_cut(tmp_path: Path, content: str, header, line: int) -> None:
     f = tmp_path / "d.csv"
     f.write_text(content)
     columns = dict(text_column="1", label_column="0", header=False) if header is False else {}
-    with pytest.raises(DataError, match=rf"d\.csv: line {line}: 3 fields, the (header|first row) has 2 \(a comma inside a text that is not quoted\?\)"):
+    with pytest.raises(DataError, match=rf"d\.csv: line {line}: 3 fields, (the header has|most rows have) 2 \(a comma inside a text that is not quoted\?\)"):
         readers.read_file(f, ds(**columns))
     f.write_text("text,label\ngood film,pos,,\nbad story,neg, \n")  # empty fields past the header's, as spreadsheets write them
     assert readers.read_file(f, ds()) == (["good film", "bad story"], ["pos", "neg"])

@@ -312,6 +312,8 @@ def test_compare_shows_a_resumed_search_one_row_per_trial_and_ranks_trials_named
     assert cli.main(["compare", second, best, "--no-log", f"tracking.uri={store_uri}"]) == 0
     out = capsys.readouterr().out
     assert "best: trial 1 (run trial-0) (trial_score=0.2500" in out  # the search's own order: the lowest loss first
+    assert cli.main(["compare", third, second, "--no-log", f"tracking.uri={store_uri}"]) == 0  # one cut off before its score
+    assert "trial_score" in capsys.readouterr().out.splitlines()[0]
 
     client.log_metric(parent.info.run_id, "test_accuracy", 0.9)
     trained = []
