@@ -762,6 +762,18 @@ def test_cross_validated_trials_are_ranked_by_their_mean_over_folds(make_cfg, st
     assert "test_accuracy_ci_low" in parent.data.metrics
 
 
+def test_a_fold_scored_project_is_not_reloaded_as_a_search_without_folds(make_cfg, store_uri: str) -> None:
+    """The same project without folds (tuner.cv_folds=1, or auto with tuner.final.refit=false) is
+    another search: its trials have no models of their own (it failed on a missing checkpoint, after
+    rewriting the project's identity so that the first command was refused)."""
+    tune.run(make_cfg(*FOLDS, "tuner.max_trials=1", "tracking.log_model=false", config_name="tune"))
+    with pytest.raises(ConfigError, match=r"holds another search \(its folds differs\)"):
+        tune.run(make_cfg(*FOLDS, "tuner.max_trials=1", "tuner.cv_folds=1", "tracking.log_model=false", config_name="tune"))
+    _, parents, _ = _runs(store_uri)
+    assert [p.info.status for p in parents] == ["FINISHED"]
+    tune.run(make_cfg(*FOLDS, "tuner.max_trials=1", "tracking.log_model=false", config_name="tune"))  # the first command still runs
+
+
 def test_hyperband_ranks_fold_scored_trials_by_their_mean(make_cfg, store_uri: str, capsys: pytest.CaptureFixture) -> None:
     cfg = make_cfg(*FOLDS, "tuner.cv_folds=2", "tuner=hyperband", "tuner.max_epochs=2", "training.epochs=2", "tuner.factor=2", "tracking.log_model=false",
                    config_name="tune")

@@ -91,7 +91,10 @@ def resolve_project(cfg: DictConfig, identity: Dict[str, str]) -> Project:
     if not project.path.exists() or not any(project.path.iterdir()):
         return project
     old = project.state().get("identity")
-    changed = [k for k in identity if not old or old.get(k) != identity[k]]
+    # a key only the old search has (its folds: none is written for one scored on the validation
+    # split) differs too: a fold-scored project reloaded as one without folds has no trial models
+    only_old = [k for k in ("folds",) if k not in identity and old and k in old]
+    changed = [k for k in [*identity, *only_old] if not old or old.get(k) != identity.get(k)]
     if not changed:
         return project
     if t.on_change == "new_project":
