@@ -364,6 +364,13 @@ def _model_requirements() -> List[str]:
     return [f"{name}=={versions[name]}" for name in ("tensorflow", "keras", "mlflow")] + ["pandas", "numpy"]
 
 
+def described_version(cfg: DictConfig, prepared: Prepared, metrics: Dict[str, float], tags: Dict[str, str]) -> Dict[str, str]:
+    """A registered version's tags: ``tags`` and where it came from and how it scored (``metrics``
+    as :func:`record_evaluation` returns them)."""
+    return {**tags, "data_fingerprint": prepared.splits.fingerprint()["all"], "dataset": str(cfg.dataset.name),
+            **{f"test_{k}": f"{v:.6g}" for k, v in metrics.items()}}
+
+
 def record_evaluation(
     model: Any,
     prepared: Prepared,
@@ -390,9 +397,8 @@ def record_evaluation(
         evaluate.misclassified(prepared.splits.test.texts, y_test, probs, classes, cfg.tracking.max_misclassified),
         "evaluation/misclassified.csv",
     )
-    if registered_model_name:  # a version says where it came from and how it scored
-        version_tags = {**(version_tags or {}), "data_fingerprint": prepared.splits.fingerprint()["all"],
-                        "dataset": str(cfg.dataset.name), **{f"test_{k}": f"{v:.6g}" for k, v in metrics.items()}}
+    if registered_model_name:
+        version_tags = described_version(cfg, prepared, metrics, version_tags or {})
     if cfg.tracking.log_model:
         with tempfile.TemporaryDirectory() as tmp:
             path = str(Path(tmp) / "text_classifier.keras")

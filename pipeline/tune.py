@@ -12,7 +12,7 @@ import copy
 import sys
 import warnings
 from dataclasses import dataclass
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
 from omegaconf import DictConfig
 
@@ -86,17 +86,19 @@ def run(cfg: DictConfig) -> float:
         _open(search, hp, resumed)
         _search(search, role)
         summary = _summarise(search)
-        finished = _finished_before(search, summary)
+        key = _finish_key(search, summary)
+        finished = _finished_before(search, key)
         if finished is None:
             _seed_variance(search)
-            metrics, final_model, registered = _finalise(search, summary.best)
-            search.project.write_state(finished={"as": _finish_key(search, summary), "parent_run_id": search.parent_id,
-                                                  "made": final_model, "metrics": {k: float(v) for k, v in metrics.items()}})
+            metrics, final_model, (registered, version) = _finalise(search, summary.best, key)
+            search.project.write_state(finished={"as": key, "parent_run_id": search.parent_id, "made": final_model,
+                                                  "metrics": {k: float(v) for k, v in metrics.items()},
+                                                  "version": None if version is None else [str(version.version), str(version.source)]})
         else:  # the same command again: the final model as recorded, not trained, logged or registered again
             metrics, final_model = finished["metrics"], finished["made"]
             print("note: this search finished before with these settings: its final model is the one recorded "
                   "(tuner.overwrite=true runs it again)", file=sys.stderr, flush=True)
-            registered = _promote(search, {"best_trial_id": str(summary.best.trial_id)})
+            registered = _registered_before(search, finished, summary.best)
         experiment_id = parent.info.experiment_id
 
     best = summary.best
@@ -200,15 +202,42 @@ def _finish_key(search: Search, summary: Summary) -> str:
     return provenance.config_hash({"config": search.config, "completed": summary.completed, "best": str(summary.best.trial_id)})
 
 
-def _finished_before(search: Search, summary: Summary) -> Any:
-    """The recorded end of this search (test metrics, how its final model was made) when it
-    finished before as it stands now, into the parent run it has now (one deleted since is
-    replaced by a new one, which gets its own final model), else None."""
+def _finished_before(search: Search, key: str) -> Any:
+    """The recorded end of this search (test metrics, how its final model was made, its registered
+    version) when it finished before as it stands now (``key``, :func:`_finish_key`), into the
+    parent run it has now (one deleted since is replaced by a new one, which gets its own final
+    model), else None."""
     finished = search.project.state().get("finished")
-    if not isinstance(finished, dict) or finished.get("as") != _finish_key(search, summary) \
-            or finished.get("parent_run_id") != search.parent_id:
+    if not isinstance(finished, dict) or finished.get("as") != key or finished.get("parent_run_id") != search.parent_id:
         return None
     return finished
+
+
+def _registered_before(search: Search, finished: Dict[str, Any], best: Any) -> str:
+    """A finished search's registered version as it stands, for its last line: no alias moves (a
+    later search's version may hold ``candidate`` or ``champion`` by now). A version deleted since
+    is registered again from the model the search logged, as a new version would be."""
+    cfg = search.cfg
+    name = cfg.tuner.final.registered_model_name
+    if not name or not cfg.tracking.log_model:
+        return ""
+    uri = str(cfg.tracking.uri)
+    recorded = finished.get("version")
+    if "version" not in finished:  # recorded before versions were: the newest this search registered for its best trial
+        version = tracking.search_version(uri, name, search.parent_id, {"best_trial_id": str(best.trial_id)})
+        return f"; registered {tracking.standing(version)}" if version is not None else ""
+    if recorded is None:
+        return ""
+    number, source = recorded
+    version = tracking.model_version(uri, name, number)
+    if version is not None and version.run_id == search.parent_id:
+        return f"; registered {tracking.standing(version)}"
+    tags = {"best_trial_id": str(best.trial_id), "final_key": str(finished["as"]), "search_run_id": search.parent_id}
+    version = tracking.register_model(source, name, experiment.described_version(cfg, search.prepared, finished["metrics"], tags))
+    search.project.write_state(finished={**finished, "version": [str(version.version), source]})
+    print(f"note: its registered version v{number} was deleted since: registered again from the model the search logged",
+          file=sys.stderr, flush=True)
+    return _promote(search, tags)[0]
 
 
 def _seed_variance(search: Search) -> None:
@@ -231,17 +260,19 @@ def _seed_variance(search: Search) -> None:
         print(f"warning: {warning}", file=sys.stderr, flush=True)
 
 
-def _finalise(search: Search, best: Any) -> Any:
+def _finalise(search: Search, best: Any, key: str) -> Any:
     """The final model (the best configuration refit on train+validation, or the best trial's own
-    model; either averaged over seeds), tested, logged and registered once per best trial;
-    returns its test metrics, how it was made, and what became of its registered version."""
+    model; either averaged over seeds), tested, logged and registered once per final model (``key``,
+    :func:`_finish_key`, a version's ``final_key`` tag); returns its test metrics, how it was made,
+    and what became of its registered version (the line's words, and the version)."""
     from pipeline.tuning import final
 
     cfg, prepared, state = search.cfg, search.prepared, search.state
-    # Once per best trial, also when a resumed search's process died just after registering.
-    version_tags = {"best_trial_id": str(best.trial_id)}
+    # Once per final model, also when a resumed search's process died just after registering.
+    version_tags = {"best_trial_id": str(best.trial_id), "final_key": key}
     register = cfg.tuner.final.registered_model_name
-    if register and (state.get("registered_trial") == best.trial_id
+    registered = {"as": key, "parent_run_id": search.parent_id}
+    if register and (state.get("registered") == registered
                      or tracking.registered_for(str(cfg.tracking.uri), register, search.parent_id, version_tags)):
         register = None
     # a trial scored on folds has no model of its own: the refit is the only one
@@ -285,22 +316,24 @@ def _finalise(search: Search, best: Any) -> Any:
     version_tags["search_run_id"] = search.parent_id
     metrics = experiment.record_evaluation(model, prepared, cfg, registered_model_name=register, version_tags=version_tags)
     if register:
-        search.project.write_state(registered_trial=best.trial_id)
+        search.project.write_state(registered=registered)
     return metrics, made, _promote(search, version_tags)
 
 
-def _promote(search: Search, version_tags: Dict[str, str]) -> str:
-    """The alias ``candidate`` on this search's registered version, and ``champion`` if it earns it
-    (also on a resumed search that had registered it before it died); what happened, for the last line."""
+def _promote(search: Search, version_tags: Dict[str, str]) -> Tuple[str, Any]:
+    """The alias ``candidate`` on this search's registered version of its final model, and
+    ``champion`` if it earns it (also on a resumed search that had registered it before it died);
+    what happened, for the last line, and the version (None when none)."""
     cfg = search.cfg
     name = cfg.tuner.final.registered_model_name
     if not name or not cfg.tracking.log_model:
-        return ""
+        return "", None
     uri = str(cfg.tracking.uri)
-    version = tracking.search_version(uri, name, search.parent_id, {"best_trial_id": version_tags["best_trial_id"]})
+    mine = {k: version_tags[k] for k in ("best_trial_id", "final_key")}
+    version = tracking.search_version(uri, name, search.parent_id, mine)
     if version is None:
-        return ""
+        return "", None
     metric = "test_" + str(cfg.tuner.objective).removeprefix("val_")
     said = tracking.promote(uri, name, version, metric, str(cfg.tuner.direction) == "max", str(cfg.tuner.promote))
     tracking.set_tags({"registered_model": f"{name}/{version.version}"})
-    return f"; registered {said}"
+    return f"; registered {said}", version

@@ -1005,7 +1005,7 @@ def test_the_same_finished_search_again_reports_its_final_model_and_records_noth
     """A finished search run again (the command from the shell history) reports what it ended with:
     no second final model trained, logged or registered, and no metric of its parent written twice
     (each write is one more point on the parent's charts). Another final-model setting makes it again
-    (registered once per best trial, as before)."""
+    (and registers it: test_each_final_model_of_a_search_is_registered_and_the_same_command_moves_no_alias)."""
     search = [*SHRINK, "dataset.max_samples=200", *SPACE, "tuner.max_trials=1", "tuner.final.ensemble.seeds=[]"]
     tune.run(make_cfg(*search, config_name="tune"))
     first = capsys.readouterr().out.splitlines()[-1]
@@ -1033,6 +1033,50 @@ def test_the_same_finished_search_again_reports_its_final_model_and_records_noth
     assert "finished before" not in capsys.readouterr().err
     (new,) = [r for r in _runs(store_uri)[1] if r.info.run_id != parent.info.run_id]
     assert "test_accuracy" in new.data.metrics
+
+
+def test_each_final_model_of_a_search_is_registered_and_the_same_command_moves_no_alias(make_cfg, store_uri: str, capsys) -> None:
+    """The registered version is the final model the last line reports: another final-model setting
+    makes a new model and a new version (the line names it); the same command again moves no alias
+    (a later search's version may hold @candidate by now); a version deleted since is registered
+    again from the model the search logged, not trained again; a deleted parent's replacement
+    registers its own final model."""
+    search = [*SHRINK, "dataset.max_samples=200", *SPACE, "tuner.max_trials=1", "tuner.final.ensemble.seeds=[]"]
+    client = MlflowClient(store_uri)
+
+    def last_line(*more: str) -> str:
+        tune.run(make_cfg(*search, *more, config_name="tune"))
+        return capsys.readouterr().out.splitlines()[-1]
+
+    assert "registered lstm-bbc_news v1 is now @champion" in last_line()
+    (parent,) = _runs(store_uri)[1]
+    line = last_line("tuner.final.refit=false")  # another final model
+    assert "final model the best trial's model" in line and "registered lstm-bbc_news v2 is" in line, line
+    assert _versions(client, "lstm-bbc_news") == ["1", "2"]
+    second = client.get_model_version("lstm-bbc_news", "2")
+    assert second.run_id == parent.info.run_id and float(second.tags["test_accuracy"]) == pytest.approx(
+        float(line.split("test_accuracy=")[1].split()[0]), abs=1e-4)
+
+    client.set_registered_model_alias("lstm-bbc_news", "candidate", "1")  # as another search's version would take it
+    line = last_line("tuner.final.refit=false")  # the same command again
+    assert "registered lstm-bbc_news v2" in line and "@candidate" not in line, line
+    assert str(client.get_model_version_by_alias("lstm-bbc_news", "candidate").version) == "1"
+    assert _versions(client, "lstm-bbc_news") == ["1", "2"]
+
+    models = lambda: client.search_logged_models(experiment_ids=[parent.info.experiment_id])  # noqa: E731
+    logged = len(models())
+    client.delete_model_version("lstm-bbc_news", "2")
+    line = last_line("tuner.final.refit=false")
+    assert "registered lstm-bbc_news v3 is" in line and "candidate" in client.get_model_version("lstm-bbc_news", "3").aliases, line
+    assert len(models()) == logged, "registered from the model logged, not made again"
+    third = client.get_model_version("lstm-bbc_news", "3")
+    assert third.source == second.source and third.tags["best_trial_id"] == second.tags["best_trial_id"]
+    assert third.tags["test_accuracy"] == second.tags["test_accuracy"]
+
+    client.delete_run(parent.info.run_id)
+    line = last_line("tuner.final.refit=false")
+    assert "registered lstm-bbc_news v4" in line, line
+    assert client.get_model_version("lstm-bbc_news", "4").run_id != parent.info.run_id
 
 
 def test_a_resumed_search_keeps_the_tie_rule_it_started_with(make_cfg, store_uri: str, capsys) -> None:

@@ -70,11 +70,18 @@ def log_text_model(
     client.finalize_logged_model(model.model_id, "READY")
     model_uri = f"models:/{model.model_id}"
     if registered_model_name:
-        name = registered_name(registered_model_name)
-        with _registry_lines_told_once():
-            version = mlflow.register_model(model_uri, name)
-        tag_version(name, version.version, version_tags or {})
+        register_model(model_uri, registered_model_name, version_tags or {})
     return model_uri
+
+
+def register_model(model_uri: str, registered_model_name: str, version_tags: Dict[str, str]) -> Any:
+    """A logged model made a new version of ``registered_model_name`` (scrubbed,
+    :func:`registered_name`), tagged with ``version_tags``; returns the version."""
+    name = registered_name(registered_model_name)
+    with _registry_lines_told_once():
+        version = mlflow.register_model(model_uri, name)
+    tag_version(name, version.version, version_tags)
+    return version
 
 
 #: What ``mlflow.register_model`` prints to stderr on every registration (the run's own line names

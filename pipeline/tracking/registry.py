@@ -67,6 +67,20 @@ def search_version(uri: str, name: str, run_id: str, tags: Dict[str, str]) -> Op
     return max(mine, key=lambda v: int(v.version)) if mine else None
 
 
+def model_version(uri: str, name: str, version: str) -> Optional[Any]:
+    """Version ``version`` of ``name``, or None when it is not (or no longer) in the registry."""
+    try:
+        return mlflow.MlflowClient(uri).get_model_version(registered_name(name), str(version))
+    except MlflowException:
+        return None
+
+
+def standing(version: Any) -> str:
+    """A version and its aliases as they are, for a line that moves none of them."""
+    aliases = sorted(getattr(version, "aliases", None) or [])
+    return f"{version.name} v{version.version}" + (" is " + " and ".join(f"@{a}" for a in aliases) if aliases else " (no alias)")
+
+
 def _score(client: Any, version: Any, metric: str) -> Tuple[Optional[float], str]:
     """A version's test score and data fingerprint: its tags, else its run's (older versions)."""
     tags = dict(version.tags)
