@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -115,6 +116,15 @@ def interleaved_main(description: str, variants: list, patch, setup) -> None:  #
     args = parser.parse_args()
     setup()
     interleaved(args.datasets, args.seeds, args.variants, patch)
+
+
+def run_patched() -> None:
+    """This script's own command line (``--variant``, ``--datasets``, ``--seeds``), run in the calling
+    process after it has patched the pipeline there: the script of a change that is not a setting."""
+    import runpy
+
+    sys.argv = [__file__, *sys.argv[1:]]
+    runpy.run_path(__file__, run_name="__main__")
 
 
 def row(dataset: str, name: str, scores: list, epochs: list, seconds: list) -> str:
