@@ -247,8 +247,10 @@ def _differences(original: Dict[str, str], prepared: experiment.Prepared) -> Lis
         **{f"version.{k}": v for k, v in provenance.package_versions().items()},
         "data_fingerprint": prepared.splits.fingerprint()["all"],
     }
-    # a run recorded before code_digest existed is compared on the rest
-    keys = ["git_commit", "git_dirty", "code_digest", "data_fingerprint", *(f"version.{p}" for p in KEY_PACKAGES)]
+    # a run recorded before code_digest existed is compared on the rest; with the same digest the
+    # code is the same, whatever git says (a wheel has no commit; a commit may change the README only)
+    same_code = original.get("code_digest") == now["code_digest"]
+    keys = [*([] if same_code else ["git_commit", "git_dirty"]), "code_digest", "data_fingerprint", *(f"version.{p}" for p in KEY_PACKAGES)]
     return [f"{k} {original[k]} -> {now[k]}" for k in keys if k in original and original[k] != now[k]]
 
 

@@ -66,6 +66,13 @@ def test_a_rerun_of_a_train_run_reproduces_every_epoch_and_compares(tmp_path: Pa
     assert "test_accuracy_ci_low" in lines[0]
     assert {a.path for a in client.list_artifacts(comparison.info.run_id, "compare")} >= {"compare/comparison.png"}
 
+    # a run made from a wheel of the same code (no git state) is rerun from a checkout, and the other
+    # way round: the code's digest is the same, so it is not refused
+    client.set_tag(original, "git_commit", "unknown")
+    client.set_tag(original, "git_dirty", "unknown")
+    rerun.run(original, [], tracking_uri=store_uri)
+    assert "differs from the original" not in capsys.readouterr().err
+
     # what another machine or a changed data file would have recorded: refused, unless --force
     assert old.data.tags["code_digest"] == provenance.code_digest()  # the code that ran, installed from a wheel or not
     client.set_tag(original, "data_fingerprint", "0" * 16)
@@ -78,7 +85,7 @@ def test_a_rerun_of_a_train_run_reproduces_every_epoch_and_compares(tmp_path: Pa
         rerun.run(original, [], tracking_uri=store_uri)
     assert len(_runs(client)) == count, "a refused rerun records nothing"
     rerun.run(original, [], force=True, tracking_uri=store_uri)
-    (_, forced_run) = sorted((r for r in _runs(client) if r.data.tags.get("rerun_of") == original), key=lambda r: r.info.start_time)
+    *_, forced_run = sorted((r for r in _runs(client) if r.data.tags.get("rerun_of") == original), key=lambda r: r.info.start_time)
     assert "data_fingerprint" in forced_run.data.tags["rerun_differences"]
     assert "version.tensorflow" in forced_run.data.tags["rerun_differences"]
     assert f"code_digest {'0' * 64} -> {provenance.code_digest()}" in forced_run.data.tags["rerun_differences"]
