@@ -10,12 +10,14 @@ start-up lines are silenced (``pipeline.quiet``); ``--verbose`` anywhere on the 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import logging
 import os
 import re
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from pipeline import heap, quiet
 from pipeline.errors import first_line
@@ -239,6 +241,39 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
+#: What a command sets in the environment for itself (Hydra's errors raised, not printed; the
+#: libraries' start-up lines hushed, or shown with --verbose; MLflow's retries; a worker's oracle;
+#: the shell's completion line), put back as it was when the command ends.
+OWN_ENV = ("HYDRA_FULL_ERROR", quiet.VERBOSE_ENV, *quiet.QUIET_ENV, "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI",
+           "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT",
+           "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID", "COMP_LINE")
+
+
+@contextlib.contextmanager
+def _left_as_found() -> Iterator[None]:
+    """A program that calls :func:`main` (a notebook, a script running several commands) gets back
+    its ``sys.argv``, the variables of :data:`OWN_ENV` and its root logger (level and handlers: the
+    job's log file, which Hydra's logging set-up adds, closed), so that each call behaves as the first."""
+    argv, env = list(sys.argv), {name: os.environ.get(name) for name in OWN_ENV}
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    try:
+        yield
+    finally:
+        sys.argv = argv
+        for name, value in env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        for handler in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(handler)
+            handler.close()
+        for handler in [h for h in handlers if h not in root.handlers]:
+            root.addHandler(handler)
+        root.setLevel(level)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """The console script. SIGTERM stops like Ctrl-C (runs KILLED), exiting 143 instead of 130;
     neither is raised inside a database call (:func:`_interrupt`)."""
@@ -254,7 +289,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         # Python's collector kept off TensorFlow's objects (pipeline/heap.py); absl's log lines on this
         # command's stderr, which Hydra's logging set-up then does not close
-        with heap.command(), quiet.absl_on_this_stderr():
+        with _left_as_found(), heap.command(), quiet.absl_on_this_stderr():
             return _main(argv)
     except BrokenPipeError:
         if not _stdout_gone():
