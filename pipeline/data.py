@@ -150,8 +150,8 @@ def load_splits(ds: Any, seed: int) -> Splits:
         val, n = _dedupe(val.texts, val.labels, held)
         removed += n
         if not val.texts:  # every one of them empty, repeated or in the test file
-            raise DataError(f"no texts left for validation after removing empty and duplicate texts "
-                            f"and those in the test file (dataset.val_path)")
+            raise DataError("no texts left for validation after removing empty and duplicate texts "
+                            "and those in the test file (dataset.val_path)")
         held = held | frozenset(val.texts)
     main, n = _dedupe(main.texts, main.labels, held)
     removed += n

@@ -12,7 +12,7 @@ import copy
 import sys
 import warnings
 from dataclasses import dataclass
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional
 
 from omegaconf import DictConfig
 
@@ -88,17 +88,18 @@ def run(cfg: DictConfig) -> float:
         summary = _summarise(search)
         key = _finish_key(search, summary)
         finished = _finished_before(search, key)
-        if finished is None:
-            _seed_variance(search)
-            metrics, final_model, (registered, version) = _finalise(search, summary.best, key)
-            search.project.write_state(finished={"as": key, "parent_run_id": search.parent_id, "made": final_model,
-                                                  "metrics": {k: float(v) for k, v in metrics.items()},
-                                                  "version": None if version is None else [str(version.version), str(version.source)]})
-        else:  # the same command again: the final model as recorded, not trained, logged or registered again
-            metrics, final_model = finished["metrics"], finished["made"]
-            print("note: this search finished before with these settings: its final model is the one recorded "
-                  "(tuner.overwrite=true runs it again)", file=sys.stderr, flush=True)
+        if finished is not None:  # the same command again: the final model as recorded, not trained or logged again
             registered = _registered_before(search, finished, summary.best)
+            if registered is not None:
+                metrics, final_model = finished["metrics"], finished["made"]
+                print("note: this search finished before with these settings: its final model is the one recorded "
+                      "(tuner.overwrite=true runs it again)", file=sys.stderr, flush=True)
+        if finished is None or registered is None:
+            _seed_variance(search)
+            metrics, final_model, model_uri, registered = _finalise(search, summary.best, key)
+            search.project.write_state(finished={
+                "as": key, "parent_run_id": search.parent_id, "made": final_model, "metrics": {k: float(v) for k, v in metrics.items()},
+                "model": model_uri, "promote": str(cfg.tuner.promote)})
         experiment_id = parent.info.experiment_id
 
     best = summary.best
@@ -193,13 +194,28 @@ def _summarise(search: Search) -> Summary:
     return Summary(len(completed), best)
 
 
+#: Settings that do not change a search's final model: how it is registered and promoted, what
+#: its process prints, its threads and its retries. Another of these and the same final model is
+#: reported (registered under another name, promoted by another rule), not made again.
+NOT_THE_FINAL_MODEL = ("tuner.promote", "tuner.final.registered_model_name", "training.verbose", "training.threads",
+                       "tracking.connect_timeout", "tracking.max_retries", "tracking.backoff_factor")
+
+
 def _finish_key(search: Search, summary: Summary) -> str:
-    """What a finished search's final model was made from: every setting, the trials completed
-    and the best of them. The same again means the same final model; another setting (another
-    ``tuner.final``, more trials) makes it again."""
+    """What a finished search's final model was made from: every setting but
+    :data:`NOT_THE_FINAL_MODEL`, the trials completed and the best of them. The same again means
+    the same final model; another setting (another ``tuner.final.refit``, more trials) makes it again."""
     from pipeline import provenance
 
-    return provenance.config_hash({"config": search.config, "completed": summary.completed, "best": str(summary.best.trial_id)})
+    config = copy.deepcopy(search.config)
+    for path in NOT_THE_FINAL_MODEL:
+        *parents, leaf = path.split(".")
+        node = config
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return provenance.config_hash({"config": config, "completed": summary.completed, "best": str(summary.best.trial_id)})
 
 
 def _finished_before(search: Search, key: str) -> Any:
@@ -213,31 +229,35 @@ def _finished_before(search: Search, key: str) -> Any:
     return finished
 
 
-def _registered_before(search: Search, finished: Dict[str, Any], best: Any) -> str:
+def _registered_before(search: Search, finished: Dict[str, Any], best: Any) -> Optional[str]:
     """A finished search's registered version as it stands, for its last line: no alias moves (a
-    later search's version may hold ``candidate`` or ``champion`` by now). A version deleted since
-    is registered again from the model the search logged, as a new version would be."""
+    later search's version may hold ``candidate`` or ``champion`` by now) unless ``tuner.promote``
+    differs from the rule it was promoted by. With no version of its final model under the
+    registered name (deleted since, or another name), the model the search logged is registered,
+    as a new version would be; None when that model is gone too (the final model is made again)."""
     cfg = search.cfg
     name = cfg.tuner.final.registered_model_name
     if not name or not cfg.tracking.log_model:
         return ""
     uri = str(cfg.tracking.uri)
-    recorded = finished.get("version")
-    if "version" not in finished:  # recorded before versions were: the newest this search registered for its best trial
-        version = tracking.search_version(uri, name, search.parent_id, {"best_trial_id": str(best.trial_id)})
-        return f"; registered {tracking.standing(version)}" if version is not None else ""
-    if recorded is None:
-        return ""
-    number, source = recorded
-    version = tracking.model_version(uri, name, number)
-    if version is not None and version.run_id == search.parent_id:
-        return f"; registered {tracking.standing(version)}"
-    tags = {"best_trial_id": str(best.trial_id), "final_key": str(finished["as"]), "search_run_id": search.parent_id}
-    version = tracking.register_model(source, name, experiment.described_version(cfg, search.prepared, finished["metrics"], tags))
-    search.project.write_state(finished={**finished, "version": [str(version.version), source]})
-    print(f"note: its registered version v{number} was deleted since: registered again from the model the search logged",
-          file=sys.stderr, flush=True)
-    return _promote(search, tags)[0]
+    tags = {"best_trial_id": str(best.trial_id), "final_key": str(finished["as"])}
+    # a record from before its model was kept: the newest version this search registered for its best trial
+    version = tracking.search_version(uri, name, search.parent_id, tags if "model" in finished else {"best_trial_id": tags["best_trial_id"]})
+    if version is not None and finished.get("promote", str(cfg.tuner.promote)) == str(cfg.tuner.promote):
+        return f"; registered {tracking.standing(uri, version)}"
+    if version is None:
+        model = finished.get("model")
+        if not model or not tracking.logged_model_exists(uri, model):
+            print("note: this search finished before, but its registered version and the model it was made from are gone: "
+                  "the final model is made again", file=sys.stderr, flush=True)
+            return None
+        described = experiment.described_version(cfg, search.prepared, finished["metrics"], {**tags, "search_run_id": search.parent_id})
+        tracking.register_model(model, name, described)
+        print(f"note: registered as {tracking.registered_name(name)} from the model the search logged (no version of it there)",
+              file=sys.stderr, flush=True)
+    said = _promote(search, tags)  # a new version, or tuner.promote=always after auto: the rule asked for now
+    search.project.write_state(finished={**finished, "promote": str(cfg.tuner.promote)})
+    return said
 
 
 def _seed_variance(search: Search) -> None:
@@ -264,16 +284,16 @@ def _finalise(search: Search, best: Any, key: str) -> Any:
     """The final model (the best configuration refit on train+validation, or the best trial's own
     model; either averaged over seeds), tested, logged and registered once per final model (``key``,
     :func:`_finish_key`, a version's ``final_key`` tag); returns its test metrics, how it was made,
-    and what became of its registered version (the line's words, and the version)."""
+    its logged model's URI, and what became of its registered version (the line's words, and the
+    version)."""
     from pipeline.tuning import final
 
-    cfg, prepared, state = search.cfg, search.prepared, search.state
-    # Once per final model, also when a resumed search's process died just after registering.
+    cfg, prepared = search.cfg, search.prepared
+    # Once per final model, also when a resumed search's process died just after registering (a
+    # version is made with its tags); again when its version was deleted since.
     version_tags = {"best_trial_id": str(best.trial_id), "final_key": key}
     register = cfg.tuner.final.registered_model_name
-    registered = {"as": key, "parent_run_id": search.parent_id}
-    if register and (state.get("registered") == registered
-                     or tracking.registered_for(str(cfg.tracking.uri), register, search.parent_id, version_tags)):
+    if register and tracking.registered_for(str(cfg.tracking.uri), register, search.parent_id, version_tags):
         register = None
     # a trial scored on folds has no model of its own: the refit is the only one
     on_folds = folds.resolve(cfg, prepared) > 1
@@ -315,25 +335,24 @@ def _finalise(search: Search, best: Any, key: str) -> Any:
         made = f"an average of {len(members) - 1} models (best trial alone: test_accuracy={single:.4f})"
     version_tags["search_run_id"] = search.parent_id
     metrics = experiment.record_evaluation(model, prepared, cfg, registered_model_name=register, version_tags=version_tags)
-    if register:
-        search.project.write_state(registered=registered)
-    return metrics, made, _promote(search, version_tags)
+    model_uri = tracking.newest_model(str(cfg.tracking.uri), search.parent_id) if cfg.tracking.log_model else None
+    return metrics, made, model_uri, _promote(search, version_tags)
 
 
-def _promote(search: Search, version_tags: Dict[str, str]) -> Tuple[str, Any]:
+def _promote(search: Search, version_tags: Dict[str, str]) -> str:
     """The alias ``candidate`` on this search's registered version of its final model, and
     ``champion`` if it earns it (also on a resumed search that had registered it before it died);
-    what happened, for the last line, and the version (None when none)."""
+    what happened, for the last line."""
     cfg = search.cfg
     name = cfg.tuner.final.registered_model_name
     if not name or not cfg.tracking.log_model:
-        return "", None
+        return ""
     uri = str(cfg.tracking.uri)
     mine = {k: version_tags[k] for k in ("best_trial_id", "final_key")}
     version = tracking.search_version(uri, name, search.parent_id, mine)
     if version is None:
-        return "", None
+        return ""
     metric = "test_" + str(cfg.tuner.objective).removeprefix("val_")
     said = tracking.promote(uri, name, version, metric, str(cfg.tuner.direction) == "max", str(cfg.tuner.promote))
-    tracking.set_tags({"registered_model": f"{name}/{version.version}"})
-    return f"; registered {said}", version
+    tracking.set_tags({"registered_model": f"{tracking.registered_name(name)}/{version.version}"})
+    return f"; registered {said}"

@@ -1038,9 +1038,10 @@ def test_the_same_finished_search_again_reports_its_final_model_and_records_noth
 def test_each_final_model_of_a_search_is_registered_and_the_same_command_moves_no_alias(make_cfg, store_uri: str, capsys) -> None:
     """The registered version is the final model the last line reports: another final-model setting
     makes a new model and a new version (the line names it); the same command again moves no alias
-    (a later search's version may hold @candidate by now); a version deleted since is registered
-    again from the model the search logged, not trained again; a deleted parent's replacement
-    registers its own final model."""
+    (a later search's version may hold @candidate by now), and a setting that does not change the
+    model (tuner.promote, the registered name) makes no model again; a version deleted since is
+    registered again from the model the search logged, and made again when that model is gone too;
+    a deleted parent's replacement registers its own final model."""
     search = [*SHRINK, "dataset.max_samples=200", *SPACE, "tuner.max_trials=1", "tuner.final.ensemble.seeds=[]"]
     client = MlflowClient(store_uri)
 
@@ -1050,33 +1051,57 @@ def test_each_final_model_of_a_search_is_registered_and_the_same_command_moves_n
 
     assert "registered lstm-bbc_news v1 is now @champion" in last_line()
     (parent,) = _runs(store_uri)[1]
+    models = lambda: client.search_logged_models(experiment_ids=[parent.info.experiment_id])  # noqa: E731
     line = last_line("tuner.final.refit=false")  # another final model
     assert "final model the best trial's model" in line and "registered lstm-bbc_news v2 is" in line, line
-    assert _versions(client, "lstm-bbc_news") == ["1", "2"]
+    assert _versions(client, "lstm-bbc_news") == ["1", "2"] and len(models()) == 2
     second = client.get_model_version("lstm-bbc_news", "2")
     assert second.run_id == parent.info.run_id and float(second.tags["test_accuracy"]) == pytest.approx(
         float(line.split("test_accuracy=")[1].split()[0]), abs=1e-4)
+    assert second.tags["final_key"] != client.get_model_version("lstm-bbc_news", "1").tags["final_key"]
 
     client.set_registered_model_alias("lstm-bbc_news", "candidate", "1")  # as another search's version would take it
     line = last_line("tuner.final.refit=false")  # the same command again
     assert "registered lstm-bbc_news v2" in line and "@candidate" not in line, line
     assert str(client.get_model_version_by_alias("lstm-bbc_news", "candidate").version) == "1"
-    assert _versions(client, "lstm-bbc_news") == ["1", "2"]
+    # a state recorded before its model was kept: the version read with its aliases
+    import json
 
-    models = lambda: client.search_logged_models(experiment_ids=[parent.info.experiment_id])  # noqa: E731
-    logged = len(models())
+    from pipeline.tuning.project import STATE_FILE
+
+    (state_file,) = Path(make_cfg(*search, config_name="tune").tuner.directory).rglob(STATE_FILE)
+    state = json.loads(state_file.read_text())
+    state_file.write_text(json.dumps({**state, "finished": {k: v for k, v in state["finished"].items() if k not in ("model", "promote")}}))
+    client.set_registered_model_alias("lstm-bbc_news", "champion", "2")
+    assert "registered lstm-bbc_news v2 is @champion" in last_line("tuner.final.refit=false")
+    state_file.write_text(json.dumps(state))
+
+    client.set_registered_model_alias("lstm-bbc_news", "champion", "1")
+    line = last_line("tuner.final.refit=false", "tuner.promote=always")  # not another model: the rule asked for
+    assert "v2 is now @champion (tuner.promote=always)" in line and len(models()) == 2, line
+    line = last_line("tuner.final.refit=false", "tuner.final.registered_model_name=other")  # another name: registered as it
+    assert "registered other v1 is now @champion" in line and len(models()) == 2, line
+    assert client.get_model_version("other", "1").source == second.source
+    line = last_line("tuner.final.refit=false")  # back to its first name: the version it has there
+    assert "registered lstm-bbc_news v2 is" in line and _versions(client, "lstm-bbc_news") == ["1", "2"], line
+
     client.delete_model_version("lstm-bbc_news", "2")
     line = last_line("tuner.final.refit=false")
     assert "registered lstm-bbc_news v3 is" in line and "candidate" in client.get_model_version("lstm-bbc_news", "3").aliases, line
-    assert len(models()) == logged, "registered from the model logged, not made again"
+    assert len(models()) == 2, "registered from the model logged, not made again"
     third = client.get_model_version("lstm-bbc_news", "3")
     assert third.source == second.source and third.tags["best_trial_id"] == second.tags["best_trial_id"]
     assert third.tags["test_accuracy"] == second.tags["test_accuracy"]
 
+    client.delete_model_version("lstm-bbc_news", "3")  # and the model it was made from
+    client.delete_logged_model(third.source.removeprefix("models:/"))
+    line = last_line("tuner.final.refit=false")
+    assert "registered lstm-bbc_news v4 is" in line and client.get_model_version("lstm-bbc_news", "4").source != third.source, line
+
     client.delete_run(parent.info.run_id)
     line = last_line("tuner.final.refit=false")
-    assert "registered lstm-bbc_news v4" in line, line
-    assert client.get_model_version("lstm-bbc_news", "4").run_id != parent.info.run_id
+    assert "registered lstm-bbc_news v5" in line, line
+    assert client.get_model_version("lstm-bbc_news", "5").run_id != parent.info.run_id
 
 
 def test_a_resumed_search_keeps_the_tie_rule_it_started_with(make_cfg, store_uri: str, capsys) -> None:

@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import mlflow
+from mlflow.exceptions import MlflowException
 
 from pipeline.diskfull import writing
 from pipeline.errors import TrackingError
+from pipeline.redact import scrub
 from pipeline.tracking.artifacts import upload_marker_last
 from pipeline.tracking.records import RunRecord, fetch_run
-from pipeline.tracking.registry import registered_name, served_version, tag_version
+from pipeline.tracking.registry import registered_name, served_version
 from pipeline.tracking.runs import scrubbed_tags
 from pipeline.tracking.store import store_file
 
@@ -76,12 +78,31 @@ def log_text_model(
 
 def register_model(model_uri: str, registered_model_name: str, version_tags: Dict[str, str]) -> Any:
     """A logged model made a new version of ``registered_model_name`` (scrubbed,
-    :func:`registered_name`), tagged with ``version_tags``; returns the version."""
-    name = registered_name(registered_model_name)
+    :func:`registered_name`), with ``version_tags`` (scrubbed) from the start: a process killed
+    here leaves a version whole or none; returns the version."""
     with _registry_lines_told_once():
-        version = mlflow.register_model(model_uri, name)
-    tag_version(name, version.version, version_tags)
-    return version
+        return mlflow.register_model(model_uri, registered_name(registered_model_name),
+                                     tags={k: scrub(str(v)) for k, v in version_tags.items()})
+
+
+def newest_model(uri: str, run_id: str) -> Optional[str]:
+    """The URI of the model logged last into run ``run_id`` (``models:/<model_id>``), or None."""
+    client = mlflow.MlflowClient(uri)
+    experiment_id = client.get_run(run_id).info.experiment_id
+    models = client.search_logged_models(experiment_ids=[experiment_id], filter_string=f"source_run_id = '{run_id}'",
+                                         order_by=[{"field_name": "creation_time", "ascending": False}], max_results=1)
+    return f"models:/{models[0].model_id}" if models else None
+
+
+def logged_model_exists(uri: str, model_uri: str) -> bool:
+    """Whether the logged model ``models:/<model_id>`` is still in the store (not deleted)."""
+    try:
+        mlflow.MlflowClient(uri).get_logged_model(model_uri.removeprefix("models:/"))
+    except MlflowException as e:
+        if e.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return False
+        raise
+    return True
 
 
 #: What ``mlflow.register_model`` prints to stderr on every registration (the run's own line names

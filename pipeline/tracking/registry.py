@@ -1,8 +1,9 @@
 """The MLflow Model Registry: which version of a registered model a search made, which is newest,
 and which one is served (the ``champion`` alias, moved only to a better model).
 
-Owns every registry query; registering itself happens when a model is logged
-(:func:`pipeline.tracking.models.log_text_model`), so that a version always has its files. A
+Owns every registry query; registering itself is :func:`pipeline.tracking.models.register_model`,
+of a model already logged (as it is logged, :func:`pipeline.tracking.models.log_text_model`, or a
+finished search's again), so that a version always has its files, and its tags from the start. A
 model's name is the config's, scrubbed (:func:`registered_name`): every function here that takes
 one from the config scrubs it, so all of them name the same registered model.
 """
@@ -24,23 +25,14 @@ def registered_name(name: str) -> str:
 
 
 def registered_for(uri: str, name: str, run_id: str, tags: Dict[str, str]) -> bool:
-    """Whether a version of ``name`` from ``run_id`` with these tags is registered already
-    (a version with no tags at all is one whose process died before tagging it)."""
+    """Whether a version of ``name`` from ``run_id`` with these tags is registered already (a
+    version is made with its tags, :func:`pipeline.tracking.models.register_model`)."""
     name = registered_name(name)
     try:
         versions = mlflow.MlflowClient(uri).search_model_versions(f"name='{name}' and run_id='{run_id}'")
     except MlflowException:
         return False
-    return any(not v.tags or all(v.tags.get(k) == str(val) for k, val in tags.items()) for v in versions)
-
-
-def tag_version(name: str, version: Optional[str], tags: Dict[str, str]) -> None:
-    """Tag a version just registered (in the active tracking store)."""
-    if version is None:
-        return
-    client = mlflow.MlflowClient()
-    for key, value in tags.items():
-        client.set_model_version_tag(name, str(version), key, scrub(value))
+    return any(all(v.tags.get(k) == str(val) for k, val in tags.items()) for v in versions)
 
 
 def latest_version(uri: str, name: str) -> str:
@@ -67,17 +59,11 @@ def search_version(uri: str, name: str, run_id: str, tags: Dict[str, str]) -> Op
     return max(mine, key=lambda v: int(v.version)) if mine else None
 
 
-def model_version(uri: str, name: str, version: str) -> Optional[Any]:
-    """Version ``version`` of ``name``, or None when it is not (or no longer) in the registry."""
-    try:
-        return mlflow.MlflowClient(uri).get_model_version(registered_name(name), str(version))
-    except MlflowException:
-        return None
-
-
-def standing(version: Any) -> str:
-    """A version and its aliases as they are, for a line that moves none of them."""
-    aliases = sorted(getattr(version, "aliases", None) or [])
+def standing(uri: str, version: Any) -> str:
+    """A version and its aliases as they are now, for a line that moves none of them (read again:
+    a version from a search of versions carries no aliases)."""
+    version = mlflow.MlflowClient(uri).get_model_version(version.name, str(version.version))
+    aliases = sorted(version.aliases or [])
     return f"{version.name} v{version.version}" + (" is " + " and ".join(f"@{a}" for a in aliases) if aliases else " (no alias)")
 
 
