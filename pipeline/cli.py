@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from pipeline import heap, quiet
-from pipeline.errors import first_line
+from pipeline.errors import first_line, shown
 
 @dataclass(frozen=True)
 class Command:
@@ -379,6 +379,16 @@ def _hydra_line(name: str, rest: List[str]) -> List[str]:
         if long == "--experimental-rerun" and not os.path.isfile(str(given)):
             raise UsageError(f"pipeline {name}: --experimental-rerun {given}: no such file (Hydra's config.pickle of a "
                              "past job; `pipeline rerun RUN_ID` trains a recorded run again)")
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    for arg in plain:
+        if "=" in arg and not arg.startswith("-"):
+            try:
+                OverridesParser.create().parse_override(arg)
+            except ValueError as e:  # Hydra's grammar takes it, Python does not: a number of over 4,300 digits
+                raise UsageError(f"pipeline {name}: {shown(arg.split('=')[0])}: {first_line(e).split(';')[0]}") from None
+            except Exception:  # noqa: BLE001 - the grammar's own errors: told with their hints as Hydra composes
+                pass
     modes = {m for arg in rest for m in MODES if arg.split("=")[0] in MODES[m]}
     if len(modes) > 1:  # else a ValueError out of Hydra
         raise UsageError(f"pipeline {name} takes one of {', '.join(MODES)}, not {' and '.join(m for m in MODES if m in modes)}")

@@ -100,7 +100,7 @@ def _subsample(split: Split, n: int, seed: int) -> Split:
 
 def _sort_classes(labels: List[str]) -> List[str]:
     unique = set(labels)
-    if all(label.lstrip("-").isdigit() for label in unique):
+    if all(readers.whole_number(label) is not None for label in unique):
         return sorted(unique, key=int)
     return sorted(unique)
 

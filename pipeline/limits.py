@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config import TUNER_SCHEMAS
 from pipeline.errors import ConfigError, DataError, shown
+from pipeline.readers import whole_number
 
 #: What ``model.name`` may be: a Keras model's name is a TensorFlow scope name.
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -117,10 +118,11 @@ def sequence_settings(ds: Any) -> Optional[int]:
     """``sequence_length`` (a positive integer, or ``auto`` with its percentile and cap); returns the integer."""
     spec = str(ds.sequence_length).strip().lower()
     if spec != "auto":
-        if not spec.isdigit() or int(spec) < 1:
+        length = whole_number(spec)
+        if length is None or length < 1:
             raise ConfigError(f"dataset.sequence_length must be a positive integer or auto, got {shown(repr(ds.sequence_length))}")
-        _size("dataset.sequence_length", int(spec))
-        return int(spec)
+        _size("dataset.sequence_length", length)
+        return length
     percentile = _number("dataset.length_percentile", ds.length_percentile)
     if not 0 < percentile <= 100:
         raise ConfigError(f"dataset.length_percentile must be above 0 and at most 100, got {ds.length_percentile}")
@@ -147,7 +149,7 @@ def dataset(ds: Any) -> None:
         column = str(getattr(ds, f"{what}_column"))
         if not column.strip():
             raise ConfigError(f"dataset.{what}_column is empty; give a column name or a 0-based index")
-        if column.strip().startswith("-") and column.strip()[1:].isdigit():
+        if (whole_number(column.strip()) or 0) < 0:
             raise ConfigError(f"dataset.{what}_column {column}: a column index counts from 0, got a negative one")
     if str(ds.text_column) == str(ds.label_column):
         raise ConfigError(f"dataset.text_column and dataset.label_column are the same column ({shown(ds.text_column)})")
@@ -348,8 +350,9 @@ def cv_folds(cfg: DictConfig) -> Optional[int]:
         raise ConfigError(f"tuner.cv_auto needs folds >= 2 and below >= 0, got folds={auto.folds} below={auto.below}")
     if spec == "auto":
         return None
-    if not spec.lstrip("-").isdigit() or int(spec) < 1:
-        raise ConfigError(f"tuner.cv_folds must be auto, 1 (no folds) or at least 2, got {cfg.tuner.cv_folds}")
-    if int(spec) > 1 and not cfg.tuner.final.refit:
+    folds = whole_number(spec)
+    if folds is None or folds < 1:
+        raise ConfigError(f"tuner.cv_folds must be auto, 1 (no folds) or at least 2, got {shown(str(cfg.tuner.cv_folds))}")
+    if folds > 1 and not cfg.tuner.final.refit:
         raise ConfigError("a trial scored on folds has no single model: tuner.cv_folds needs tuner.final.refit=true")
-    return int(spec)
+    return folds

@@ -12,6 +12,7 @@ import csv
 import importlib.util
 import io
 import json
+import re
 import shutil
 import tarfile
 from pathlib import Path
@@ -23,6 +24,18 @@ Examples = Tuple[List[str], List[str]]
 
 FORMATS = ("csv", "tsv", "jsonl", "label_text", "lines")
 _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
+
+
+_WHOLE = re.compile(r"-?[0-9]{1,18}")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+def whole_number(text: str) -> Optional[int]:
+    """``text`` as an integer where it is one in ASCII digits (an optional minus, at most 18 digits),
+    else None: ``str.isdigit`` also takes ``²`` and ``٣``, which ``int`` refuses or reads as a digit
+    no one typed, and ``int`` refuses a run of more than 4,300 digits."""
+    return int(text) if _WHOLE.fullmatch(text) else None
 
 
 def read_text(path: str | Path, encoding: str) -> str:
@@ -45,6 +58,10 @@ def read_text(path: str | Path, encoding: str) -> str:
             f"{p}: line {line}: bytes that are not valid {encoding} "
             f"(set dataset.encoding, e.g. dataset.encoding=latin-1)"
         ) from None
+    surrogate = _SURROGATE.search(text)
+    if surrogate:  # utf-7, unicode_escape, ...: code points no text has, which no later step can encode
+        raise DataError(f"{p}: line {text[: surrogate.start()].count(chr(10)) + 1}: decodes to a lone surrogate "
+                        f"(U+{ord(surrogate.group()):04X}) in {encoding}, not text (set dataset.encoding)")
     return text.lstrip("\ufeff")
 
 
@@ -58,9 +75,10 @@ def detect_format(path: str | Path, fmt: str) -> str:
 
 
 def _lines(text: str) -> List[str]:
-    """Lines split on newlines only: ``str.splitlines`` also splits on NEL (0x85) and form
-    feeds, which Latin-1 corpora (MR, Subj) contain inside sentences."""
-    return [line.rstrip("\r") for line in text.split("\n")]
+    """Lines split on line ends only (``\n``, ``\r\n``, and an old Mac's lone ``\r``, as the CSV
+    reader splits them): ``str.splitlines`` also splits on NEL (0x85) and form feeds, which Latin-1
+    corpora (MR, Subj) contain inside sentences."""
+    return _LINE_END.split(text)
 
 
 def _label(value: Any, where: str) -> str:
@@ -74,10 +92,11 @@ def _label(value: Any, where: str) -> str:
 def _column_index(spec: str, header: Optional[List[str]], path: Path, what: str) -> int:
     if header is not None and spec in header:
         return header.index(spec)
-    if spec.lstrip("-").isdigit():
-        if int(spec) < 0:
+    index = whole_number(spec)
+    if index is not None:
+        if index < 0:
             raise DataError(f"dataset.{what}_column {spec}: a column index counts from 0, got a negative one")
-        return int(spec)
+        return index
     known = f" (columns: {', '.join(shown(h) for h in header)})" if header else ""
     if header is not None and len(header) == 1 and any(c in header[0] for c in ",;\t|"):
         # one column whose name holds another delimiter: the file is split on another character
@@ -105,7 +124,7 @@ def _read_delimited(path: Path, text: str, ds: Any, delimiter: str) -> Examples:
     if len(delimiter) != 1:
         raise DataError(f"dataset.delimiter must be one character, got {delimiter!r}")
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    by_name = not (ds.text_column.isdigit() and ds.label_column.isdigit())
+    by_name = whole_number(str(ds.text_column)) is None or whole_number(str(ds.label_column)) is None
     has_header = by_name if ds.header is None else bool(ds.header)
     header: Optional[List[str]] = None
     width = 0  # the fields a row has: the header's, else the first row's
@@ -156,6 +175,8 @@ def _read_jsonl(path: Path, text: str, ds: Any) -> Examples:
             record = json.loads(line)
         except json.JSONDecodeError as e:
             raise DataError(f"{where}: not valid JSON ({e.msg})") from None
+        except (ValueError, RecursionError) as e:  # a number of over 4,300 digits; arrays nested past Python's stack
+            raise DataError(f"{where}: JSON that cannot be read ({first_line(e) if isinstance(e, ValueError) else 'nested too deep'})") from None
         if not isinstance(record, dict):
             raise DataError(f"{where}: expected a JSON object per line")
         for key in (ds.text_column, ds.label_column):

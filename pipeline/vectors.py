@@ -15,6 +15,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from pipeline.errors import DataError
+from pipeline.readers import whole_number
 
 FORMATS = ("auto", "glove", "word2vec", "word2vec_binary")
 
@@ -48,7 +49,7 @@ def file_dimension(path: str, fmt: str) -> int:
         first = f.readline(1 << 20).decode("utf-8", errors="replace").rstrip()
     parts = first.split(" ")
     if kind != "glove":
-        if len(parts) == 2 and all(v.isdigit() for v in parts) and int(parts[1]) > 0:
+        if len(parts) == 2 and all(whole_number(v) is not None for v in parts) and int(parts[1]) > 0:
             return int(parts[1])
         raise DataError(f"{p}: the first line is not a word2vec header (a count and a dimension)")
     values = 0  # the numbers at the line's end: a first word with spaces in it is all before them

@@ -39,6 +39,9 @@ def _files(tmp_path: Path) -> None:
     (tmp_path / "one_class.csv").write_text("text,label\n" + "".join(f"text number {i},same\n" for i in range(40)))
     (tmp_path / "columns.csv").write_text("review,stars\nnice,5\nbad,1\n")
     (tmp_path / "latin1.csv").write_bytes(b"text,label\nok,a\nfine,b\ncaf\xe9 cr\xe8me,a\n")
+    (tmp_path / "utf7.csv").write_bytes(b"text,label\nok,a\nfine,b\n+2D8-,a\n")  # UTF-7 for a lone surrogate
+    (tmp_path / "deep.jsonl").write_text('{"text": "ok", "label": "a"}\n' + "[" * 100_000 + "\n")
+    (tmp_path / "digits.jsonl").write_text('{"text": "ok", "label": "a"}\n{"text": "t", "label": ' + "9" * 5000 + "}\n")
 
 
 CASES = [
@@ -64,6 +67,14 @@ CASES = [
     # the job ran in its output directory: a relative dataset.path not found there, the store made there
     ("hydra.job.chdir", ["hydra.job.chdir=true", "dataset=files", "dataset.path=columns.csv"], ["hydra.job.chdir=true is not supported"]),
     ("hydra.job.chdir in a sweep", ["-m", "seed=1,2", "hydra.job.chdir=true"], ["hydra.job.chdir=true is not supported"]),
+    # what only looks like a number (str.isdigit takes it, int() does not), and numbers past Python's 4,300 digits
+    ("a column index in other digits", ["dataset=files", "dataset.path=columns.csv", "dataset.header=false", "dataset.text_column='--0'",
+                                        "dataset.label_column=1"], ["no text column '--0'"]),
+    ("a sequence length in other digits", ["dataset.sequence_length='²'"], ["dataset.sequence_length must be a positive integer or auto"]),
+    ("a number of 5,000 digits", ["dataset.vocab_size=" + "9" * 5000], ["dataset.vocab_size", "4300 digits"]),
+    ("a label of 5,000 digits", ["dataset=files", "dataset.path=digits.jsonl"], ["digits.jsonl: line 2", "JSON that cannot be read"]),
+    ("JSON nested past the stack", ["dataset=files", "dataset.path=deep.jsonl"], ["deep.jsonl: line 2", "nested too deep"]),
+    ("a lone surrogate", ["dataset=files", "dataset.path=utf7.csv", "dataset.encoding=utf-7"], ["utf7.csv: line 4", "lone surrogate"]),
 ]
 
 
@@ -73,6 +84,7 @@ def test_bad_input_fails_in_one_line(tmp_path: Path, name: str, args: List[str],
     result = run_cli(["train", *SHRINK, *args], cwd=tmp_path)
     assert_one_line_error(result, *fragments)
     _assert_no_run_left(tmp_path)
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "multirun").exists(), "refused before the job's directory"
 
 
 @pytest.mark.no_store  # asserts what the command leaves in an empty directory
