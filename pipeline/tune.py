@@ -245,17 +245,23 @@ def _registered_before(search: Search, finished: Dict[str, Any], best: Any) -> O
     version = tracking.search_version(uri, name, search.parent_id, tags if "model" in finished else {"best_trial_id": tags["best_trial_id"]})
     if version is not None and finished.get("promote", str(cfg.tuner.promote)) == str(cfg.tuner.promote):
         return f"; registered {tracking.standing(uri, version)}"
-    if version is None:
+    new = version is None
+    if new:
         model = finished.get("model")
         if not model or not tracking.logged_model_exists(uri, model):
             print("note: this search finished before, but its registered version and the model it was made from are gone: "
                   "the final model is made again", file=sys.stderr, flush=True)
             return None
+        # promotion pending until done: a process killed between the two leaves a version the same
+        # command promotes, not one it reports without aliases
+        search.project.write_state(finished={**finished, "promote": None})
         described = experiment.described_version(cfg, search.prepared, finished["metrics"], {**tags, "search_run_id": search.parent_id})
         tracking.register_model(model, name, described)
         print(f"note: registered as {tracking.registered_name(name)} from the model the search logged (no version of it there)",
               file=sys.stderr, flush=True)
-    said = _promote(search, tags)  # a new version, or tuner.promote=always after auto: the rule asked for now
+    # a new version: candidate, and champion if it earns it; another rule for the same version:
+    # champion by that rule, @candidate left where it is (a later search's version may hold it)
+    said = _promote(search, tags, candidate=new or finished.get("promote") is None)
     search.project.write_state(finished={**finished, "promote": str(cfg.tuner.promote)})
     return said
 
@@ -339,10 +345,10 @@ def _finalise(search: Search, best: Any, key: str) -> Any:
     return metrics, made, model_uri, _promote(search, version_tags)
 
 
-def _promote(search: Search, version_tags: Dict[str, str]) -> str:
-    """The alias ``candidate`` on this search's registered version of its final model, and
-    ``champion`` if it earns it (also on a resumed search that had registered it before it died);
-    what happened, for the last line."""
+def _promote(search: Search, version_tags: Dict[str, str], candidate: bool = True) -> str:
+    """The alias ``candidate`` on this search's registered version of its final model (unless not
+    ``candidate``), and ``champion`` if it earns it (also on a resumed search that had registered it
+    before it died); what happened, for the last line."""
     cfg = search.cfg
     name = cfg.tuner.final.registered_model_name
     if not name or not cfg.tracking.log_model:
@@ -353,6 +359,6 @@ def _promote(search: Search, version_tags: Dict[str, str]) -> str:
     if version is None:
         return ""
     metric = "test_" + str(cfg.tuner.objective).removeprefix("val_")
-    said = tracking.promote(uri, name, version, metric, str(cfg.tuner.direction) == "max", str(cfg.tuner.promote))
+    said = tracking.promote(uri, name, version, metric, str(cfg.tuner.direction) == "max", str(cfg.tuner.promote), candidate)
     tracking.set_tags({"registered_model": f"{tracking.registered_name(name)}/{version.version}"})
     return f"; registered {said}"

@@ -1035,7 +1035,8 @@ def test_the_same_finished_search_again_reports_its_final_model_and_records_noth
     assert "test_accuracy" in new.data.metrics
 
 
-def test_each_final_model_of_a_search_is_registered_and_the_same_command_moves_no_alias(make_cfg, store_uri: str, capsys) -> None:
+def test_each_final_model_of_a_search_is_registered_and_the_same_command_moves_no_alias(make_cfg, store_uri: str, capsys,
+                                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """The registered version is the final model the last line reports: another final-model setting
     makes a new model and a new version (the line names it); the same command again moves no alias
     (a later search's version may hold @candidate by now), and a setting that does not change the
@@ -1079,7 +1080,13 @@ def test_each_final_model_of_a_search_is_registered_and_the_same_command_moves_n
     client.set_registered_model_alias("lstm-bbc_news", "champion", "1")
     line = last_line("tuner.final.refit=false", "tuner.promote=always")  # not another model: the rule asked for
     assert "v2 is now @champion (tuner.promote=always)" in line and len(models()) == 2, line
-    line = last_line("tuner.final.refit=false", "tuner.final.registered_model_name=other")  # another name: registered as it
+    assert str(client.get_model_version_by_alias("lstm-bbc_news", "candidate").version) == "1", "another rule moves @champion only"
+    assert "registered lstm-bbc_news v2 is @champion" in last_line("tuner.final.refit=false")  # the rule back as it was
+    # another name: the logged model registered as it (a process killed between registering and
+    # promoting it: the same command promotes it)
+    _killed_in_then_resumed(make_cfg(*search, "tuner.final.refit=false", "tuner.final.registered_model_name=other", config_name="tune"),
+                            tune, "_promote", monkeypatch)
+    line = capsys.readouterr().out.splitlines()[-1]
     assert "registered other v1 is now @champion" in line and len(models()) == 2, line
     assert client.get_model_version("other", "1").source == second.source
     line = last_line("tuner.final.refit=false")  # back to its first name: the version it has there

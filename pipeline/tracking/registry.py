@@ -80,35 +80,39 @@ def _score(client: Any, version: Any, metric: str) -> Tuple[Optional[float], str
     return (float(value) if value is not None else None), str(tags.get("data_fingerprint", ""))
 
 
-def promote(uri: str, name: str, version: Any, metric: str, higher_is_better: bool, policy: str) -> str:
-    """Alias a search's new version ``candidate``, and move ``champion`` to it when ``policy`` is
-    ``always``, or ``auto`` and its ``metric`` beats the champion's on the same data fingerprint
-    (no champion yet: it becomes one). Returns what happened, for the search's last line."""
+def promote(uri: str, name: str, version: Any, metric: str, higher_is_better: bool, policy: str, candidate: bool = True) -> str:
+    """Alias a search's new version ``candidate`` (unless not ``candidate``: a version promoted
+    before, by another rule), and move ``champion`` to it when ``policy`` is ``always``, or ``auto``
+    and its ``metric`` beats the champion's on the same data fingerprint (no champion yet: it
+    becomes one). Returns what happened, for the search's last line."""
     name = registered_name(name)
     client = mlflow.MlflowClient(uri)
-    client.set_registered_model_alias(name, CANDIDATE, str(version.version))
+    if candidate:
+        client.set_registered_model_alias(name, CANDIDATE, str(version.version))
     try:
         champion = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         champion = None
     mine, fingerprint = _score(client, version, metric)
     here = f"{name} v{version.version}"
+    held = candidate or CANDIDATE in (client.get_model_version(name, str(version.version)).aliases or [])
+    as_candidate = f"{here} is @{CANDIDATE}" if held else here
     if champion is not None and str(champion.version) == str(version.version):
         return f"{here} is @{CHAMPION}"
     if policy == "never":
-        return f"{here} is @{CANDIDATE} (tuner.promote=never)"
+        return f"{as_candidate} (tuner.promote=never)"
     if champion is None or policy == "always":
         client.set_registered_model_alias(name, CHAMPION, str(version.version))
         return f"{here} is now @{CHAMPION}" + (" (tuner.promote=always)" if champion is not None else "")
     theirs, their_fingerprint = _score(client, champion, metric)
     was = f"@{CHAMPION} stays v{champion.version}"
     if their_fingerprint != fingerprint:
-        return f"{here} is @{CANDIDATE}; {was} (tested on other data; tuner.promote=always moves it)"
+        return f"{as_candidate}; {was} (tested on other data; tuner.promote=always moves it)"
     if mine is None or theirs is None:
-        return f"{here} is @{CANDIDATE}; {was} ({metric} missing on one of them)"
+        return f"{as_candidate}; {was} ({metric} missing on one of them)"
     better = mine > theirs if higher_is_better else mine < theirs
     if not better:
-        return f"{here} is @{CANDIDATE}; {was} ({metric} {mine:.4f}, not better than its {theirs:.4f})"
+        return f"{as_candidate}; {was} ({metric} {mine:.4f}, not better than its {theirs:.4f})"
     client.set_registered_model_alias(name, CHAMPION, str(version.version))
     return f"{here} is now @{CHAMPION} ({metric} {mine:.4f} beats v{champion.version}'s {theirs:.4f})"
 
