@@ -420,7 +420,7 @@ def _completion(args: List[str]) -> int:
             return 0  # rerun, compare, predict: run ids and files, the shell's own completion
         # Hydra's query reads `<app> <overrides>`: the command word is taken out
         os.environ["COMP_LINE"] = re.sub(r"^(\s*\S+)\s+\S+", r"\1", line, count=1)
-    sys.argv = ["pipeline", *SHELL_COMPLETION[:1], option or "install=bash"]
+    sys.argv = ["pipeline", *_local_conf([]), *SHELL_COMPLETION[:1], option or "install=bash"]  # ./conf's datasets too
     from hydra.errors import HydraException
 
     try:

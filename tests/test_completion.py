@@ -25,12 +25,16 @@ complete_line "pipeline train dat"
 complete_line "pipeline tune dataset=s"
 complete_line "pipeline tune tuner.cv"
 complete_line "pipeline train model.poo"
+complete_line "pipeline train dataset=mi"
 '''
 
 
 @pytest.mark.no_store  # asserts that completion leaves the directory empty
 def test_bash_completes_commands_groups_options_and_keys(tmp_path: Path) -> None:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    # a dataset of the directory's own (./conf, which the commands search first)
+    (tmp_path / "conf" / "dataset").mkdir(parents=True)
+    (tmp_path / "conf" / "dataset" / "mine.yaml").write_text("defaults:\n  - files\n  - _self_\nname: mine\npath: mine.csv\n")
     result = subprocess.run(["bash", "-c", SCRIPT], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
@@ -39,8 +43,9 @@ def test_bash_completes_commands_groups_options_and_keys(tmp_path: Path) -> None
     assert set(lines[2].split()) == {f"dataset={o}" for o in ("sst2", "sst2_phrases", "subj")}
     assert set(lines[3].split()) == {"tuner.cv_auto.", "tuner.cv_folds="}
     assert lines[4].split() == ["model.pooling="]
+    assert lines[5].split() == ["dataset=mine"]
     assert "error" not in result.stderr.lower(), result.stderr[-2000:]
-    assert not list(tmp_path.iterdir())  # completion runs no job: no store, no outputs
+    assert [p.name for p in tmp_path.iterdir()] == ["conf"]  # completion runs no job: no store, no outputs
 
 
 def test_the_install_script_names_the_console_script(tmp_path: Path) -> None:
