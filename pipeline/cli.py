@@ -246,7 +246,7 @@ def _interrupt(signum: int, frame: Any) -> None:
 #: the shell's completion line), put back as it was when the command ends.
 OWN_ENV = ("HYDRA_FULL_ERROR", quiet.VERBOSE_ENV, *quiet.QUIET_ENV, "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI",
            "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT",
-           "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID", "COMP_LINE")
+           "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID", "PIPELINE_CHIEF_PID", "COMP_LINE")
 
 
 @contextlib.contextmanager

@@ -84,7 +84,8 @@ def run(cfg: DictConfig) -> float:
     with _parent_run(search, resumed) as parent:
         search.parent_id = parent.info.run_id
         _open(search, hp, resumed)
-        _search(search, role)
+        if not ended(search.project.state(), search.config, search.parent_id):  # else its trials are all run
+            _search(search, role)
         summary = _summarise(search)
         key = _finish_key(search, summary)
         finished = _finished_before(search, key)
@@ -98,7 +99,8 @@ def run(cfg: DictConfig) -> float:
             _seed_variance(search)
             metrics, final_model, model_uri, registered = _finalise(search, summary.best, key)
             search.project.write_state(finished={
-                "as": key, "parent_run_id": search.parent_id, "made": final_model, "metrics": {k: float(v) for k, v in metrics.items()},
+                "as": key, "settings": settings_key(search.config), "parent_run_id": search.parent_id, "made": final_model,
+                "metrics": {k: float(v) for k, v in metrics.items()},
                 "model": model_uri, "promote": str(cfg.tuner.promote)})
         experiment_id = parent.info.experiment_id
 
@@ -198,16 +200,16 @@ def _summarise(search: Search) -> Summary:
 #: its process prints, its threads and its retries. Another of these and the same final model is
 #: reported (registered under another name, promoted by another rule), not made again.
 NOT_THE_FINAL_MODEL = ("tuner.promote", "tuner.final.registered_model_name", "training.verbose", "training.threads",
-                       "tracking.connect_timeout", "tracking.max_retries", "tracking.backoff_factor")
+                       "tracking.connect_timeout", "tracking.max_retries", "tracking.backoff_factor",
+                       # how the trials were spread over processes, and how a project is started or named
+                       "tuner.workers", "tuner.rank", "tuner.oracle_host", "tuner.oracle_port", "tuner.overwrite", "tuner.on_change")
 
 
-def _finish_key(search: Search, summary: Summary) -> str:
-    """What a finished search's final model was made from: every setting but
-    :data:`NOT_THE_FINAL_MODEL`, the trials completed and the best of them. The same again means
-    the same final model; another setting (another ``tuner.final.refit``, more trials) makes it again."""
+def settings_key(config: Dict[str, Any]) -> str:
+    """A digest of every setting but :data:`NOT_THE_FINAL_MODEL`: what a search's end depends on."""
     from pipeline import provenance
 
-    config = copy.deepcopy(search.config)
+    config = copy.deepcopy(config)
     for path in NOT_THE_FINAL_MODEL:
         *parents, leaf = path.split(".")
         node = config
@@ -215,7 +217,25 @@ def _finish_key(search: Search, summary: Summary) -> str:
             node = node.get(part) if isinstance(node, dict) else None
         if isinstance(node, dict):
             node.pop(leaf, None)
-    return provenance.config_hash({"config": config, "completed": summary.completed, "best": str(summary.best.trial_id)})
+    return provenance.config_hash(config)
+
+
+def _finish_key(search: Search, summary: Summary) -> str:
+    """What a finished search's final model was made from: its :func:`settings_key`, the trials
+    completed and the best of them. The same again means the same final model; another setting
+    (another ``tuner.final.refit``, more trials) makes it again."""
+    from pipeline import provenance
+
+    return provenance.config_hash({"settings": settings_key(search.config), "completed": summary.completed,
+                                   "best": str(summary.best.trial_id)})
+
+
+def ended(state: Dict[str, Any], config: Dict[str, Any], parent_run_id: Optional[str] = None) -> bool:
+    """Whether the search this project holds ended with these settings (into ``parent_run_id``,
+    when given): no trial is left to run, so no oracle is served and no worker started."""
+    finished = state.get("finished")
+    return (isinstance(finished, dict) and finished.get("settings") == settings_key(config)
+            and (parent_run_id is None or finished.get("parent_run_id") == parent_run_id))
 
 
 def _finished_before(search: Search, key: str) -> Any:

@@ -301,6 +301,10 @@ def _check(cfg: DictConfig, models: bool = True) -> Any:
     if missing:
         raise ConfigError(f"{missing[0]} has no value (???); set it, e.g. {missing[0]}=...")
     limits.sections(cfg)
+    if tune and models:  # the models built here run TensorFlow: its pools are fixed from then on
+        from pipeline.experiment import use_threads
+
+        use_threads(cfg.training.threads)
     return search_space(cfg, models) if tune else None
 
 

@@ -636,6 +636,74 @@ def test_chief_and_two_workers_share_one_parent(tmp_path: Path, store_uri: str) 
     assert said == [f"{i}/6" for i in range(1, 7)] and "Search: Running Trial" not in result.stdout, result.stdout[-3000:]
 
 
+def test_a_finished_search_run_again_as_chief_or_with_workers_runs_nothing_and_a_late_worker_ends(make_cfg, store_uri: str, capsys) -> None:
+    """How the trials were spread over processes does not change the final model: run again with
+    workers, or as a chief (which waited for workers that never came, then left its parent KILLED),
+    the search says it finished before and serves nothing; a worker started after the end (a
+    SLURM array's late task) says so and ends at once (it waited 120 s and failed)."""
+    search = [*SHRINK, "dataset.max_samples=200", *SPACE, "tuner.max_trials=1"]
+    client = MlflowClient(store_uri)
+    tune.run(make_cfg(*search, config_name="tune"))
+    first = capsys.readouterr().out.splitlines()[-1].split(" | ")[0]
+    for spread in (["tuner.workers=2"], ["tuner.rank=0"]):
+        tune.run(make_cfg(*search, *spread, config_name="tune"))
+        out, err = capsys.readouterr()
+        assert "finished before" in err and out.splitlines()[-1].split(" | ")[0] == first.replace("is now @champion", "is @candidate and @champion"), out
+        assert "chief: oracle at" not in out and "worker" not in out, out
+    (parent,) = _runs(store_uri)[1]
+    assert client.get_run(parent.info.run_id).info.status == "FINISHED" and _versions(client, "lstm-bbc_news") == ["1"]
+    assert len(client.search_logged_models(experiment_ids=[parent.info.experiment_id])) == 1
+    assert math.isnan(tune.run(make_cfg(*search, "tuner.rank=1", config_name="tune")))
+    assert "has ended; no trial left to run" in capsys.readouterr().out
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` is still a pipeline command (not ended, nor a zombie, nor another process since)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        return "State:\tZ" not in status and "pipeline" in Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return False
+
+
+def test_workers_end_with_their_chief_killed_with_sigkill(tmp_path: Path, store_uri: str) -> None:
+    """kill -9 of the chief runs none of its clean-up: its workers, blocked on an oracle that is
+    gone (Keras Tuner's client waits for it as long as it takes), lived on, re-parented, for good."""
+    chief = subprocess.Popen(["pipeline", "tune", *SHRINK, "dataset.max_samples=600", *SPACE, "tuner.max_trials=4", "training.epochs=30",
+                              "training.early_stopping.enabled=false", "tuner.prune.rule=none", "tuner.workers=2"],
+                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        for line in chief.stdout:
+            if re.match(r"worker\d: trial \d/4 .*\.\.\.$", line):  # a trial under way
+                break
+        workers = [int(pid) for pid in subprocess.run(["ps", "-o", "pid=", "--ppid", str(chief.pid)], capture_output=True,
+                                                      text=True).stdout.split()]
+        assert len(workers) == 2
+        chief.kill()
+        chief.wait()
+        wait_for(lambda: not any(_alive(pid) for pid in workers), 60, "the workers to end with their chief")
+    finally:
+        if chief.poll() is None:
+            chief.kill()
+        chief.stdout.close()
+    # their trial runs: stopped as Ctrl-C stops them, none left RUNNING
+    assert {r.info.status for r in _runs(store_uri)[2]} <= {"KILLED", "FINISHED"}
+
+
+def test_training_threads_applies_to_a_search(tmp_path: Path) -> None:
+    """The search's pass over its settings builds a model at each end of its space before the job:
+    TensorFlow's pools were fixed by then, so training.threads was never applied to a search (nor
+    to the workers that tuner.workers starts at their share of the cores), while each trial was
+    tagged with it."""
+    program = ("import sys; from pipeline import cli; code = cli.main(sys.argv[1:]); import tensorflow as tf; "
+               "print('exit', code, 'threads', tf.config.threading.get_intra_op_parallelism_threads(), "
+               "tf.config.threading.get_inter_op_parallelism_threads())")
+    result = subprocess.run([sys.executable, "-c", program, "tune", *SMALL, "tuner.max_trials=1", "tracking.log_model=false",
+                             "training.threads=1"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert "exit 0 threads 1 1" in result.stdout, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "not applied" not in result.stdout + result.stderr
+
+
 @pytest.mark.stress  # with -m stress, to keep the default suite within 15 minutes (a multirun: tests/test_train_e2e.py)
 def test_multirun_gives_each_job_its_own_search(tmp_path: Path, store_uri: str) -> None:
     result = run_cli(["tune", "-m", *SMALL, "tuner.max_trials=1", "tracking.log_model=false", "seed=1,2"], cwd=tmp_path)

@@ -27,6 +27,8 @@ from pipeline.tuning.tuners import make_tuner
 
 #: How long a worker waits for its chief to write the search state.
 WORKER_WAIT_S = 120.0
+#: The chief's process id, in the environment of each worker it starts (``tuner.workers``).
+CHIEF_PID = "PIPELINE_CHIEF_PID"
 
 
 def role(cfg: DictConfig) -> str:
@@ -100,7 +102,7 @@ def serve(tuner: Any, cfg: DictConfig, project: Project, role: str, overrides: L
             while not compat.oracle_finished(servicer, tuner.oracle):
                 time.sleep(0.5)
         else:
-            env = {**os.environ, "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port)}
+            env = {**os.environ, "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port), CHIEF_PID: str(os.getpid())}
             args = [sys.executable, "-m", "pipeline.cli", "tune", *worker_overrides(cfg, overrides)]
             for i in range(int(cfg.tuner.workers)):
                 workers.append(subprocess.Popen(args, env={**env, "KERASTUNER_TUNER_ID": f"worker{i}"}))
@@ -117,15 +119,40 @@ def serve(tuner: Any, cfg: DictConfig, project: Project, role: str, overrides: L
         raise PipelineError(f"tuner workers exited with status {codes}; the search can be resumed with the same command")
 
 
+def _ends_with_its_chief() -> None:
+    """A worker the chief started (``tuner.workers``) ends when the chief does, however the chief
+    ends (``kill -9`` too, where its own clean-up never runs): Linux sends it SIGTERM, which stops it
+    as it stops any command (its trial run KILLED, exit 143); else it waits for a chief that is gone,
+    its gRPC client set to wait for the server as long as it takes."""
+    chief = os.environ.get(CHIEF_PID)
+    if not chief:  # started by hand, or by a launcher: its own process
+        return
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    if str(os.getppid()) != chief:  # the chief ended before that was set
+        raise PipelineError("the chief that started this worker has ended; the search resumes with the chief's command")
+
+
 def work(cfg: DictConfig, prepared: experiment.Prepared, identity: Dict[str, str], hp: keras_tuner.HyperParameters) -> float:
     """A worker: find the chief's search and oracle, then run trials until the oracle stops."""
+    _ends_with_its_chief()
     from pathlib import Path
+
+    from pipeline.config import to_container
+    from pipeline.tune import ended
 
     project = Project(Path(cfg.tuner.directory), str(cfg.tuner.project_name), identity)
     deadline = time.monotonic() + WORKER_WAIT_S
     state: Dict[str, Any] = {}
     while time.monotonic() < deadline:
         state = project.state()
+        if state.get("identity") == identity and not state.get("oracle") and ended(state, to_container(cfg)):
+            # a worker started late (a SLURM array's last task): nothing left to run, and no failure
+            print(f"worker: the search at {project.path} has ended; no trial left to run", flush=True)
+            return float("nan")
         if state.get("identity") == identity and (
             "KERASTUNER_ORACLE_IP" in os.environ or (state.get("oracle") and _reachable(state["oracle"]))
         ):
