@@ -99,7 +99,7 @@ def run(cfg: DictConfig) -> float:
             _seed_variance(search)
             metrics, final_model, model_uri, registered = _finalise(search, summary.best, key)
             search.project.write_state(finished={
-                "as": key, "settings": settings_key(search.config), "parent_run_id": search.parent_id, "made": final_model,
+                "as": key, "searched": settings_key(search.config, also=("tuner.final",)), "parent_run_id": search.parent_id, "made": final_model,
                 "metrics": {k: float(v) for k, v in metrics.items()},
                 "model": model_uri, "promote": str(cfg.tuner.promote)})
         experiment_id = parent.info.experiment_id
@@ -205,12 +205,12 @@ NOT_THE_FINAL_MODEL = ("tuner.promote", "tuner.final.registered_model_name", "tr
                        "tuner.workers", "tuner.rank", "tuner.oracle_host", "tuner.oracle_port", "tuner.overwrite", "tuner.on_change")
 
 
-def settings_key(config: Dict[str, Any]) -> str:
-    """A digest of every setting but :data:`NOT_THE_FINAL_MODEL`: what a search's end depends on."""
+def settings_key(config: Dict[str, Any], also: tuple = ()) -> str:
+    """A digest of every setting but :data:`NOT_THE_FINAL_MODEL` (and ``also``): what a search's end depends on."""
     from pipeline import provenance
 
     config = copy.deepcopy(config)
-    for path in NOT_THE_FINAL_MODEL:
+    for path in (*NOT_THE_FINAL_MODEL, *also):
         *parents, leaf = path.split(".")
         node = config
         for part in parents:
@@ -231,10 +231,11 @@ def _finish_key(search: Search, summary: Summary) -> str:
 
 
 def ended(state: Dict[str, Any], config: Dict[str, Any], parent_run_id: Optional[str] = None) -> bool:
-    """Whether the search this project holds ended with these settings (into ``parent_run_id``,
-    when given): no trial is left to run, so no oracle is served and no worker started."""
+    """Whether the search this project holds ran its trials to their end with these settings (the
+    final step's, ``tuner.final``, aside: they change what is made after the trials) into
+    ``parent_run_id``, when given: no trial is left to run, so no oracle is served and no worker started."""
     finished = state.get("finished")
-    return (isinstance(finished, dict) and finished.get("settings") == settings_key(config)
+    return (isinstance(finished, dict) and finished.get("searched") == settings_key(config, also=("tuner.final",))
             and (parent_run_id is None or finished.get("parent_run_id") == parent_run_id))
 
 

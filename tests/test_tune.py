@@ -655,6 +655,10 @@ def test_a_finished_search_run_again_as_chief_or_with_workers_runs_nothing_and_a
     assert len(client.search_logged_models(experiment_ids=[parent.info.experiment_id])) == 1
     assert math.isnan(tune.run(make_cfg(*search, "tuner.rank=1", config_name="tune")))
     assert "has ended; no trial left to run" in capsys.readouterr().out
+    # another final step, as a chief: its trials are all run, so a new final model without waiting for workers
+    tune.run(make_cfg(*search, "tuner.rank=0", "tuner.final.refit=false", config_name="tune"))
+    out, err = capsys.readouterr()
+    assert "finished before" not in err and "chief: oracle at" not in out and "final model the best trial's model" in out, out
 
 
 def _alive(pid: int) -> bool:
