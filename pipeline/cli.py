@@ -381,10 +381,11 @@ def _hydra_line(name: str, rest: List[str]) -> List[str]:
                              "past job; `pipeline rerun RUN_ID` trains a recorded run again)")
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    parser = OverridesParser.create()
     for arg in plain:
         if "=" in arg and not arg.startswith("-"):
             try:
-                OverridesParser.create().parse_override(arg)
+                parser.parse_override(arg)
             except ValueError as e:  # Hydra's grammar takes it, Python does not: a number of over 4,300 digits
                 raise UsageError(f"pipeline {name}: {shown(arg.split('=')[0])}: {first_line(e).split(';')[0]}") from None
             except Exception:  # noqa: BLE001 - the grammar's own errors: told with their hints as Hydra composes

@@ -13,7 +13,7 @@ import logging
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 import numpy as np
 from omegaconf import DictConfig
@@ -378,8 +378,10 @@ def record_evaluation(
     history: Optional[Dict[str, List[float]]] = None,
     registered_model_name: Optional[str] = None,
     version_tags: Optional[Dict[str, str]] = None,
-) -> Dict[str, float]:
-    """Evaluate on the test split and log metrics, plots, mistakes and the raw-text model."""
+) -> Tuple[Dict[str, float], Optional[str]]:
+    """Evaluate on the test split and log metrics, plots, mistakes and the raw-text model; returns
+    the test metrics and the logged model's URI (``models:/<model_id>``; None with
+    ``tracking.log_model=false``)."""
     x_test, y_test = prepared.encoded["test"]
     classes = prepared.splits.classes
     test_loss = float(model.evaluate(x_test, y_test, batch_size=256, verbose=0, return_dict=True)["loss"])
@@ -399,6 +401,7 @@ def record_evaluation(
     )
     if registered_model_name:
         version_tags = described_version(cfg, prepared, metrics, version_tags or {})
+    model_uri = None
     if cfg.tracking.log_model:
         with tempfile.TemporaryDirectory() as tmp:
             path = str(Path(tmp) / "text_classifier.keras")
@@ -407,7 +410,7 @@ def record_evaluation(
             name = model.name if tracking.scrub(model.name) == model.name else "classifier_model"
             with writing(f"the model, staged at {path}"):
                 text_model(prepared.vectorizer, model, name=name).save(path)
-            tracking.log_text_model(
+            model_uri = tracking.log_text_model(
                 path, classes, _model_requirements(), prepared.splits.test.texts[:3], registered_model_name, version_tags
             )
-    return metrics
+    return metrics, model_uri

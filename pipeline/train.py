@@ -75,7 +75,7 @@ def train_and_record(
         experiment.record_baseline(fitted)
         history = experiment.fit(model, prepared, cfg.training, cfg.seed, callbacks=[tracking.epoch_logger()])
         tracking.log_metrics({"epochs_trained": len(history.history.get("loss", []))})
-        metrics = experiment.record_evaluation(model, prepared, cfg, history.history)
+        metrics, _ = experiment.record_evaluation(model, prepared, cfg, history.history)
         run_id, experiment_id = active.info.run_id, active.info.experiment_id
 
     print(

@@ -311,8 +311,7 @@ def _finalise(search: Search, best: Any, key: str) -> Any:
     """The final model (the best configuration refit on train+validation, or the best trial's own
     model; either averaged over seeds), tested, logged and registered once per final model (``key``,
     :func:`_finish_key`, a version's ``final_key`` tag); returns its test metrics, how it was made,
-    its logged model's URI, and what became of its registered version (the line's words, and the
-    version)."""
+    its logged model's URI, and what became of its registered version (for the last line)."""
     from pipeline.tuning import final
 
     cfg, prepared = search.cfg, search.prepared
@@ -361,8 +360,7 @@ def _finalise(search: Search, best: Any, key: str) -> Any:
                               "best_trial.test_accuracy": float(single)})
         made = f"an average of {len(members) - 1} models (best trial alone: test_accuracy={single:.4f})"
     version_tags["search_run_id"] = search.parent_id
-    metrics = experiment.record_evaluation(model, prepared, cfg, registered_model_name=register, version_tags=version_tags)
-    model_uri = tracking.newest_model(str(cfg.tracking.uri), search.parent_id) if cfg.tracking.log_model else None
+    metrics, model_uri = experiment.record_evaluation(model, prepared, cfg, registered_model_name=register, version_tags=version_tags)
     return metrics, made, model_uri, _promote(search, version_tags)
 
 

@@ -21,7 +21,7 @@ from pipeline.tracking.log import (
     raise_stopped, set_tags,
 )
 from pipeline.tracking.loading import check_own_model, load_text_model
-from pipeline.tracking.models import PYFUNC_MODEL_FILE, log_text_model, logged_model_exists, newest_model, register_model, resolve_model
+from pipeline.tracking.models import PYFUNC_MODEL_FILE, log_text_model, logged_model_exists, register_model, resolve_model
 from pipeline.tracking.records import RunRecord, attach, experiment_id_by_name, fetch_run, load_artifact, load_table, metric_history, search
 from pipeline.redact import redact, scrub
 from pipeline.tracking.registry import promote, registered_for, registered_name, search_version, standing
@@ -44,7 +44,7 @@ __all__ = [
     "PYFUNC_MODEL_FILE", "RunRecord", "attach", "check_own_model", "check_server", "check_store", "close_stale_runs", "close_sweep", "finished_job", "jobs_of", "open_sweep", "close_trial_runs",
     "configure", "epoch_logger", "experiment_id_by_name", "fetch_run", "folder_name", "is_lost", "load_artifact", "load_table",
     "load_text_model", "log_data", "log_datasets", "log_dict", "log_figure", "log_metric_history", "log_metrics", "log_params", "log_skops", "log_table", "log_text", "log_text_model",
-    "logged_model_exists", "lost", "metric_history", "newest_model", "preflight", "process_tag", "promote", "raise_stopped", "reconcile_children", "redact", "register_model", "registered_for", "registered_name", "resolve_model",
+    "logged_model_exists", "lost", "metric_history", "preflight", "process_tag", "promote", "raise_stopped", "reconcile_children", "redact", "register_model", "registered_for", "registered_name", "resolve_model",
     "retries_spent", "retry_budget_s", "run_exists", "scrub", "search", "search_version", "set_tags", "standing", "store_file", "tracked_run", "ui_hint",
     "wait_for_server",
 ]

@@ -85,15 +85,6 @@ def register_model(model_uri: str, registered_model_name: str, version_tags: Dic
                                      tags={k: scrub(str(v)) for k, v in version_tags.items()})
 
 
-def newest_model(uri: str, run_id: str) -> Optional[str]:
-    """The URI of the model logged last into run ``run_id`` (``models:/<model_id>``), or None."""
-    client = mlflow.MlflowClient(uri)
-    experiment_id = client.get_run(run_id).info.experiment_id
-    models = client.search_logged_models(experiment_ids=[experiment_id], filter_string=f"source_run_id = '{run_id}'",
-                                         order_by=[{"field_name": "creation_time", "ascending": False}], max_results=1)
-    return f"models:/{models[0].model_id}" if models else None
-
-
 def logged_model_exists(uri: str, model_uri: str) -> bool:
     """Whether the logged model ``models:/<model_id>`` is still in the store (not deleted)."""
     try:

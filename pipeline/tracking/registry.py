@@ -27,12 +27,10 @@ def registered_name(name: str) -> str:
 def registered_for(uri: str, name: str, run_id: str, tags: Dict[str, str]) -> bool:
     """Whether a version of ``name`` from ``run_id`` with these tags is registered already (a
     version is made with its tags, :func:`pipeline.tracking.models.register_model`)."""
-    name = registered_name(name)
     try:
-        versions = mlflow.MlflowClient(uri).search_model_versions(f"name='{name}' and run_id='{run_id}'")
+        return search_version(uri, name, run_id, tags) is not None
     except MlflowException:
         return False
-    return any(all(v.tags.get(k) == str(val) for k, val in tags.items()) for v in versions)
 
 
 def latest_version(uri: str, name: str) -> str:
